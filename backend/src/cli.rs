@@ -1,0 +1,266 @@
+//! The `still` command line. Subcommands share `--data-dir` (or `STILL_DATA_DIR`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use still_api::{BadRowPolicy, ExportShape, FieldMapping, FileFormat, ImportMode, Preset};
+use tokio::io::AsyncWriteExt;
+
+use crate::import::{self, ImportOptions, Limits};
+use crate::{Config, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TEAM, datasets, db, versions};
+
+#[derive(Parser)]
+#[command(
+    name = "still",
+    version,
+    about = "Still: a distillation studio (datasets, runs, workers)."
+)]
+struct Cli {
+    /// Where Still keeps its database and files.
+    #[arg(
+        long,
+        env = "STILL_DATA_DIR",
+        default_value = "still-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the studio (UI + API) and print its URL.
+    Serve(ServeArgs),
+    /// Import a file into a dataset (the same path as the browser upload).
+    Import(ImportArgs),
+    /// Write a dataset (or one of its versions) as JSONL.
+    Export(ExportArgs),
+    /// List datasets: id, name, rows.
+    Datasets,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "STILL_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The built UI (Trunk's output folder).
+    #[arg(long, env = "STILL_UI_DIR", default_value = "dist")]
+    ui_dir: PathBuf,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
+    /// Largest accepted row (one JSONL line, CSV record or JSON element), in bytes.
+    #[arg(long, default_value_t = Limits::default().max_row_bytes)]
+    max_row_bytes: usize,
+    /// Do not import the demo dataset into a new data directory.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    file: PathBuf,
+    /// The dataset to create (or, with --append, to add to).
+    #[arg(long)]
+    dataset: String,
+    #[arg(long, default_value = "auto", value_parser = parse_format)]
+    format: FileFormat,
+    #[arg(long, default_value = "auto", value_parser = parse_preset)]
+    preset: Preset,
+    /// `skip` imports the good rows and reports the bad ones; `reject` refuses the whole file.
+    #[arg(long, default_value = "skip", value_parser = parse_policy)]
+    policy: BadRowPolicy,
+    /// Add to an existing dataset instead of failing when the name is taken.
+    #[arg(long)]
+    append: bool,
+    /// A hand field mapping as JSON, e.g. '{"question":"prompt","answer":"output"}'.
+    #[arg(long)]
+    mapping: Option<String>,
+    /// Where a combined thinking+answer field splits (e.g. '</think>' or '**Final Answer**').
+    #[arg(long)]
+    split_marker: Option<String>,
+    #[arg(long, default_value_t = Limits::default().max_row_bytes)]
+    max_row_bytes: usize,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Dataset id or name.
+    #[arg(long)]
+    dataset: String,
+    /// A version number; the live rows when absent.
+    #[arg(long)]
+    version: Option<i64>,
+    /// `canonical` or `s1k`.
+    #[arg(long, default_value = "canonical", value_parser = parse_shape)]
+    shape: ExportShape,
+    /// Output file; standard output when absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> Result<FileFormat, String> {
+    FileFormat::parse(s)
+        .ok_or_else(|| format!("'{s}' is not one of auto, jsonl, json, csv, parquet"))
+}
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    Preset::parse(s)
+        .ok_or_else(|| format!("'{s}' is not one of auto, s1k, gsm8k, math, traces, generic"))
+}
+fn parse_policy(s: &str) -> Result<BadRowPolicy, String> {
+    BadRowPolicy::parse(s).ok_or_else(|| format!("'{s}' is not one of skip, reject"))
+}
+fn parse_shape(s: &str) -> Result<ExportShape, String> {
+    match s {
+        "canonical" => Ok(ExportShape::Canonical),
+        "s1k" => Ok(ExportShape::S1k),
+        _ => Err(format!("'{s}' is not one of canonical, s1k")),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("still_backend=info,tower_http=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the command line; errors are printed and give a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_db(data_dir: &std::path::Path) -> anyhow::Result<sqlx::SqlitePool> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    db::open(&data_dir.join("still.db")).await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            let config = Config {
+                data_dir: cli.data_dir,
+                ui_dir: args.ui_dir,
+                max_upload_bytes: args.max_upload_bytes,
+                limits: Limits {
+                    max_row_bytes: args.max_row_bytes,
+                },
+                seed_demo: !args.no_demo,
+            };
+            if !config.ui_dir.join("index.html").is_file() {
+                tracing::warn!(
+                    "no UI in {} (build it with `trunk build --release`)",
+                    config.ui_dir.display()
+                );
+            }
+            let server = crate::start(config, args.addr).await?;
+            println!("Still is serving at {}/", server.url());
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            println!("shutting down");
+            server.stop().await
+        }
+        Command::Import(args) => {
+            let pool = open_db(&cli.data_dir).await?;
+            let mapping = args
+                .mapping
+                .as_deref()
+                .map(serde_json::from_str::<FieldMapping>)
+                .transpose()
+                .context("--mapping is not a field mapping")?;
+            let options = ImportOptions {
+                dataset: args.dataset,
+                format: args.format,
+                preset: args.preset,
+                policy: args.policy,
+                mode: if args.append {
+                    ImportMode::Append
+                } else {
+                    ImportMode::Create
+                },
+                mapping,
+                split_marker: args.split_marker,
+                limits: Limits {
+                    max_row_bytes: args.max_row_bytes,
+                },
+            };
+            let file_name = args
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !args.file.is_file() {
+                anyhow::bail!("{}: no such file", args.file.display());
+            }
+            let report =
+                import::import_file(&pool, DEFAULT_TEAM, &args.file, &file_name, &options).await?;
+            println!("{}", report.summary());
+            pool.close().await;
+            Ok(())
+        }
+        Command::Export(args) => {
+            let pool = open_db(&cli.data_dir).await?;
+            let dataset = datasets::resolve(&pool, DEFAULT_TEAM, &args.dataset).await?;
+            let version = match args.version {
+                Some(v) => Some(versions::find(&pool, dataset.id, v).await?),
+                None => None,
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let producer = tokio::spawn(versions::export_rows(
+                pool.clone(),
+                dataset.id,
+                version,
+                args.shape,
+                tx,
+            ));
+            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &args.out {
+                Some(path) => Box::new(
+                    tokio::fs::File::create(path)
+                        .await
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Box::new(tokio::io::stdout()),
+            };
+            while let Some(chunk) = rx.recv().await {
+                out.write_all(&chunk?).await?;
+            }
+            out.flush().await?;
+            producer.await??;
+            Ok(())
+        }
+        Command::Datasets => {
+            let pool = open_db(&cli.data_dir).await?;
+            for d in datasets::list(&pool, DEFAULT_TEAM).await? {
+                println!("{}\t{}\t{} rows", d.id, d.name, d.n_rows);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Still's server: the JSON API under `/api`, the built UI, and the SQLite store.
+//!
+//! `main.rs` only calls [`cli::main`]; everything else lives here so tests can build the app
+//! ([`app`]) or start a real server on a loopback port ([`start`]).
+
+pub mod cli;
+pub mod datasets;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod examples;
+pub mod import;
+pub mod versions;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{any, get};
+use sqlx::SqlitePool;
+use still_api::Health;
+use tokio::net::TcpListener;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiJson, Error};
+
+/// The team every object belongs to until accounts exist.
+pub const DEFAULT_TEAM: i64 = 1;
+/// Default upload limit: 2 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Settings of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds `still.db` and `tmp/` (spooled uploads).
+    pub data_dir: PathBuf,
+    /// The built UI (Trunk's `dist/`); the API works without it.
+    pub ui_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    pub limits: import::Limits,
+    /// Import the demo datasets into an empty data directory.
+    pub seed_demo: bool,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ui_dir: PathBuf::from("dist"),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            limits: import::Limits::default(),
+            seed_demo: false,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("still.db")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: SqlitePool,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// The caller's team. One team until the accounts issue adds sign-in.
+    pub fn team_id(&self) -> i64 {
+        DEFAULT_TEAM
+    }
+}
+
+async fn health() -> ApiJson<Health> {
+    ApiJson(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!("no API route {}", uri.path()))
+}
+
+async fn ui_missing() -> impl IntoResponse {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(
+            "<!doctype html><title>Still</title><p>The Still UI is not built. Run \
+             <code>trunk build --release</code> (or <code>scripts/start</code>) and reload. \
+             The API is up under <code>/api</code>.</p>",
+        ),
+    )
+}
+
+/// The whole application: API routes plus the UI with a single-page-app fallback.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/health", get(health))
+        .merge(datasets::router(state.config.max_upload_bytes))
+        .merge(examples::router())
+        .merge(versions::router())
+        .route("/api", any(api_not_found))
+        .route("/api/{*rest}", any(api_not_found));
+    let index = state.config.ui_dir.join("index.html");
+    let router = if index.is_file() {
+        api.fallback_service(ServeDir::new(&state.config.ui_dir).fallback(ServeFile::new(index)))
+    } else {
+        api.fallback(ui_missing)
+    };
+    router.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+/// Opens the data directory: creates it, clears spooled uploads, opens and migrates the database.
+pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display())
+    })?;
+    let tmp = config.tmp_dir();
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    let db = db::open(&config.db_path()).await?;
+    if config.seed_demo {
+        demo::seed(&db, &config).await?;
+    }
+    Ok(AppState {
+        db,
+        config: Arc::new(config),
+    })
+}
+
+/// A server running on a background task.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests, and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await??;
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves on a background task.
+pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
+    let state = open_state(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = app(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(Server {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,343 @@
+//! Immutable dataset versions and JSONL export.
+//!
+//! A version is an ordered list of content hashes; each hash names the canonical JSON of one
+//! row, stored once in `example_blobs`. Cutting a version empties the trash (soft-deleted rows
+//! become unrecoverable), and later edits never change what a version holds.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, SqlitePool};
+use still_api::{DatasetVersion, ExampleFields, ExportShape, NewVersion};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::datasets;
+use crate::error::{Error, Result};
+use crate::examples::{EXAMPLE_COLUMNS, ExampleRecord};
+
+/// Rows read per round trip while snapshotting or exporting.
+const BATCH: i64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/datasets/{dataset}/versions",
+            get(list_versions).post(create_version),
+        )
+        .route("/api/datasets/{dataset}/export", get(export))
+}
+
+#[derive(FromRow)]
+struct VersionRow {
+    id: i64,
+    dataset_id: i64,
+    version: i64,
+    content_hash: String,
+    n_rows: i64,
+    message: String,
+    created_at: String,
+}
+
+impl From<VersionRow> for DatasetVersion {
+    fn from(r: VersionRow) -> Self {
+        DatasetVersion {
+            id: r.id,
+            dataset_id: r.dataset_id,
+            version: r.version,
+            content_hash: r.content_hash,
+            n_rows: r.n_rows,
+            message: r.message,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// The canonical JSON of a row: what a version stores and hashes. Keys are sorted (serde_json's
+/// map is ordered), so equal rows give equal bytes.
+pub fn canonical_json(fields: &ExampleFields) -> String {
+    let value = serde_json::to_value(fields).expect("example fields serialise");
+    serde_json::to_string(&value).expect("json values serialise")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn tags_for(
+    db: &mut sqlx::SqliteConnection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<String>>> {
+    let mut out: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT example_id, tag FROM example_tags WHERE example_id BETWEEN ? AND ? ORDER BY example_id, tag",
+        )
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut *db)
+        .await?;
+        for (id, tag) in rows {
+            out.entry(id).or_default().push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// Snapshots the dataset's live rows as its next version.
+pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result<DatasetVersion> {
+    let mut db = pool.begin().await?;
+    sqlx::query("DELETE FROM examples WHERE dataset_id = ? AND deleted_at IS NOT NULL")
+        .bind(dataset_id)
+        .execute(&mut *db)
+        .await?;
+    let version: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE dataset_id = ?",
+    )
+    .bind(dataset_id)
+    .fetch_one(&mut *db)
+    .await?;
+    let version_id: i64 = sqlx::query_scalar(
+        "INSERT INTO dataset_versions (dataset_id, version, content_hash, n_rows, message) VALUES (?, ?, '', 0, ?) RETURNING id",
+    )
+    .bind(dataset_id)
+    .bind(version)
+    .bind(message)
+    .fetch_one(&mut *db)
+    .await?;
+    let mut whole = Sha256::new();
+    let mut ordinal = 0i64;
+    let mut after = 0i64;
+    loop {
+        let records: Vec<ExampleRecord> = sqlx::query_as(&format!(
+            "SELECT {EXAMPLE_COLUMNS} FROM examples WHERE dataset_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(dataset_id)
+        .bind(after)
+        .bind(BATCH)
+        .fetch_all(&mut *db)
+        .await?;
+        let Some(last) = records.last() else { break };
+        after = last.id();
+        let ids: Vec<i64> = records.iter().map(ExampleRecord::id).collect();
+        let mut tags = tags_for(&mut db, &ids).await?;
+        for record in records {
+            let example_id = record.id();
+            let example = record.into_example(tags.remove(&example_id).unwrap_or_default());
+            let body = canonical_json(&example.fields);
+            let hash = sha256_hex(body.as_bytes());
+            whole.update(hash.as_bytes());
+            whole.update(b"\n");
+            sqlx::query("INSERT OR IGNORE INTO example_blobs (hash, body) VALUES (?, ?)")
+                .bind(&hash)
+                .bind(&body)
+                .execute(&mut *db)
+                .await?;
+            sqlx::query("INSERT INTO dataset_version_rows (version_id, ordinal, example_id, blob_hash) VALUES (?, ?, ?, ?)")
+                .bind(version_id)
+                .bind(ordinal)
+                .bind(example_id)
+                .bind(&hash)
+                .execute(&mut *db)
+                .await?;
+            ordinal += 1;
+        }
+    }
+    let row: VersionRow = sqlx::query_as(
+        "UPDATE dataset_versions SET content_hash = ?, n_rows = ? WHERE id = ? RETURNING *",
+    )
+    .bind(hex::encode(whole.finalize()))
+    .bind(ordinal)
+    .bind(version_id)
+    .fetch_one(&mut *db)
+    .await?;
+    db.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn list(pool: &SqlitePool, dataset_id: i64) -> Result<Vec<DatasetVersion>> {
+    let rows: Vec<VersionRow> =
+        sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = ? ORDER BY version DESC")
+            .bind(dataset_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Finds version `version` (1, 2, …) of a dataset.
+pub async fn find(pool: &SqlitePool, dataset_id: i64, version: i64) -> Result<DatasetVersion> {
+    let row: VersionRow =
+        sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = ? AND version = ?")
+            .bind(dataset_id)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("version {version} of dataset {dataset_id}"))
+            })?;
+    Ok(row.into())
+}
+
+async fn list_versions(
+    State(state): State<AppState>,
+    Path(dataset): Path<String>,
+) -> Result<Json<Vec<DatasetVersion>>> {
+    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    Ok(Json(list(&state.db, row.id).await?))
+}
+
+async fn create_version(
+    State(state): State<AppState>,
+    Path(dataset): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DatasetVersion>)> {
+    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    // The body is optional: an empty POST cuts a version without a message.
+    let request: NewVersion = if body.iter().all(u8::is_ascii_whitespace) {
+        NewVersion::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("request body: {e}")))?
+    };
+    let message = request.message;
+    Ok((
+        StatusCode::CREATED,
+        Json(create(&state.db, row.id, &message).await?),
+    ))
+}
+
+/// One exported line in the requested shape.
+pub fn export_line(fields: &ExampleFields, shape: ExportShape) -> String {
+    let mut line = match shape {
+        ExportShape::Canonical => canonical_json(fields),
+        ExportShape::S1k => fields.to_s1k_json().to_string(),
+    };
+    line.push('\n');
+    line
+}
+
+/// Streams a dataset's rows (live rows, or a version's) as JSONL into `out`, batch by batch.
+pub async fn export_rows(
+    pool: SqlitePool,
+    dataset_id: i64,
+    version: Option<DatasetVersion>,
+    shape: ExportShape,
+    out: mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<()> {
+    let mut cursor = -1i64;
+    loop {
+        let mut chunk = String::new();
+        let fetched = match &version {
+            Some(v) => {
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT r.ordinal, b.body FROM dataset_version_rows r JOIN example_blobs b ON b.hash = r.blob_hash \
+                     WHERE r.version_id = ? AND r.ordinal > ? ORDER BY r.ordinal LIMIT ?",
+                )
+                .bind(v.id)
+                .bind(cursor)
+                .bind(BATCH)
+                .fetch_all(&pool)
+                .await?;
+                for (ordinal, body) in &rows {
+                    cursor = *ordinal;
+                    let fields: ExampleFields = serde_json::from_str(body)
+                        .map_err(|e| Error::Internal(format!("version blob unreadable: {e}")))?;
+                    chunk.push_str(&export_line(&fields, shape));
+                }
+                rows.len()
+            }
+            None => {
+                let records: Vec<ExampleRecord> = sqlx::query_as(&format!(
+                    "SELECT {EXAMPLE_COLUMNS} FROM examples WHERE dataset_id = ? AND deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+                ))
+                .bind(dataset_id)
+                .bind(cursor)
+                .bind(BATCH)
+                .fetch_all(&pool)
+                .await?;
+                let ids: Vec<i64> = records.iter().map(ExampleRecord::id).collect();
+                let mut conn = pool.acquire().await?;
+                let mut tags = tags_for(&mut conn, &ids).await?;
+                drop(conn);
+                let n = records.len();
+                for record in records {
+                    cursor = record.id();
+                    let example = record.into_example(tags.remove(&cursor).unwrap_or_default());
+                    chunk.push_str(&export_line(&example.fields, shape));
+                }
+                n
+            }
+        };
+        if !chunk.is_empty() && out.send(Ok(Bytes::from(chunk))).await.is_err() {
+            return Ok(()); // the client went away
+        }
+        if fetched < BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ExportParams {
+    #[serde(default)]
+    shape: ExportShape,
+    version: Option<i64>,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Path(dataset): Path<String>,
+    Query(params): Query<ExportParams>,
+) -> Result<Response> {
+    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    let version = match params.version {
+        Some(v) => Some(find(&state.db, row.id, v).await?),
+        None => None,
+    };
+    let file_name = format!(
+        "{}{}{}.jsonl",
+        row.name.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_"
+        ),
+        version
+            .as_ref()
+            .map(|v| format!("-v{}", v.version))
+            .unwrap_or_default(),
+        if params.shape == ExportShape::S1k {
+            "-s1k"
+        } else {
+            ""
+        }
+    );
+    let (tx, rx) = mpsc::channel(4);
+    let pool = state.db.clone();
+    tokio::spawn(async move {
+        let error_tx = tx.clone();
+        if let Err(e) = export_rows(pool, row.id, version, params.shape, tx).await {
+            tracing::error!(error = %e, "export failed");
+            let _ = error_tx
+                .send(Err(std::io::Error::other(e.to_string())))
+                .await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

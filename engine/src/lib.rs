@@ -1,0 +1,1 @@
+//! Still's training engine (filled in by the engine issue).

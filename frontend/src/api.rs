@@ -1,0 +1,170 @@
+//! The one typed client for the Still API: every call returns `Result<T, ApiError>`.
+
+use gloo_net::http::{Request, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use still_api::{
+    DatasetStats, DatasetSummary, DatasetVersion, ErrorBody, Example, ExamplePage, ExamplePatch,
+    ImportPreview, ImportRecord, ImportReport, NewVersion, TagRequest,
+};
+
+/// What went wrong with a call: the server's message when it sent one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 0 {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{} (HTTP {})", self.message, self.status)
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn network(e: impl std::fmt::Display) -> ApiError {
+    ApiError {
+        status: 0,
+        message: format!("could not reach the server: {e}"),
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
+    let status = response.status();
+    if response.ok() {
+        return response.json::<T>().await.map_err(|e| ApiError {
+            status,
+            message: format!("unexpected response: {e}"),
+        });
+    }
+    let message = match response.json::<ErrorBody>().await {
+        Ok(body) => body.message,
+        Err(_) => response.status_text(),
+    };
+    Err(ApiError { status, message })
+}
+
+async fn get<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
+    decode(Request::get(url).send().await.map_err(network)?).await
+}
+
+async fn send_json<B: Serialize, T: DeserializeOwned>(
+    method: &str,
+    url: &str,
+    body: &B,
+) -> ApiResult<T> {
+    let builder = match method {
+        "POST" => Request::post(url),
+        "PATCH" => Request::patch(url),
+        _ => Request::put(url),
+    };
+    let request = builder.json(body).map_err(network)?;
+    decode(request.send().await.map_err(network)?).await
+}
+
+async fn delete<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
+    decode(Request::delete(url).send().await.map_err(network)?).await
+}
+
+/// Percent-encodes a value for a query string or path segment.
+pub fn encode(value: &str) -> String {
+    String::from(js_sys::encode_uri_component(value))
+}
+
+pub async fn datasets() -> ApiResult<Vec<DatasetSummary>> {
+    get("/api/datasets").await
+}
+
+pub async fn dataset(id: &str) -> ApiResult<DatasetSummary> {
+    get(&format!("/api/datasets/{}", encode(id))).await
+}
+
+pub async fn delete_dataset(id: i64) -> ApiResult<()> {
+    let response = Request::delete(&format!("/api/datasets/{id}"))
+        .send()
+        .await
+        .map_err(network)?;
+    if response.ok() {
+        Ok(())
+    } else {
+        decode::<()>(response).await
+    }
+}
+
+pub async fn stats(id: i64) -> ApiResult<DatasetStats> {
+    get(&format!("/api/datasets/{id}/stats")).await
+}
+
+pub async fn imports(id: i64) -> ApiResult<Vec<ImportRecord>> {
+    get(&format!("/api/datasets/{id}/imports")).await
+}
+
+pub async fn versions(id: i64) -> ApiResult<Vec<DatasetVersion>> {
+    get(&format!("/api/datasets/{id}/versions")).await
+}
+
+pub async fn create_version(id: i64, message: String) -> ApiResult<DatasetVersion> {
+    send_json(
+        "POST",
+        &format!("/api/datasets/{id}/versions"),
+        &NewVersion { message },
+    )
+    .await
+}
+
+/// `query` is an already-encoded query string (see [`crate::pages::dataset::ExampleFilter`]).
+pub async fn examples(id: i64, query: &str) -> ApiResult<ExamplePage> {
+    get(&format!("/api/datasets/{id}/examples?{query}")).await
+}
+
+pub async fn example(id: i64) -> ApiResult<Example> {
+    get(&format!("/api/examples/{id}")).await
+}
+
+pub async fn patch_example(id: i64, patch: &ExamplePatch) -> ApiResult<Example> {
+    send_json("PATCH", &format!("/api/examples/{id}"), patch).await
+}
+
+pub async fn add_tag(id: i64, tag: String) -> ApiResult<Example> {
+    send_json(
+        "POST",
+        &format!("/api/examples/{id}/tags"),
+        &TagRequest { tag },
+    )
+    .await
+}
+
+pub async fn remove_tag(id: i64, tag: &str) -> ApiResult<Example> {
+    delete(&format!("/api/examples/{id}/tags/{}", encode(tag))).await
+}
+
+pub async fn trash_example(id: i64) -> ApiResult<Example> {
+    delete(&format!("/api/examples/{id}")).await
+}
+
+pub async fn restore_example(id: i64) -> ApiResult<Example> {
+    send_json(
+        "POST",
+        &format!("/api/examples/{id}/restore"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
+async fn post_form<T: DeserializeOwned>(url: &str, form: web_sys::FormData) -> ApiResult<T> {
+    let request = Request::post(url).body(form).map_err(network)?;
+    decode(request.send().await.map_err(network)?).await
+}
+
+pub async fn import(form: web_sys::FormData) -> ApiResult<ImportReport> {
+    post_form("/api/datasets/import", form).await
+}
+
+pub async fn preview(form: web_sys::FormData) -> ApiResult<ImportPreview> {
+    post_form("/api/datasets/preview", form).await
+}

@@ -1,0 +1,34 @@
+//! Still's browser UI. `App` holds the router; pages live in `pages/`, reusable pieces in
+//! `components/`, the typed API client in `api.rs`. Pure logic (`latex`, `format`) has no view
+//! code, so native `cargo test` reaches it.
+
+pub mod api;
+pub mod components;
+pub mod format;
+pub mod latex;
+pub mod pages;
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+#[component]
+pub fn App() -> impl IntoView {
+    view! {
+        <Router>
+            <header class="topbar">
+                <A href="/" attr:class="brand">"Still"</A>
+                <nav>
+                    <A href="/">"Datasets"</A>
+                </nav>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
+                    <Route path=path!("/") view=pages::datasets::DatasetsPage/>
+                    <Route path=path!("/datasets/:id") view=pages::dataset::DatasetPage/>
+                    <Route path=path!("/examples/:id") view=pages::example::ExamplePage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per route.
+
+pub mod dataset;
+pub mod datasets;
+pub mod example;
+pub mod import;

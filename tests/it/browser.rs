@@ -1,0 +1,193 @@
+//! The UI in headless Chromium: upload through the page, search, open, edit, reload.
+
+use fantoccini::Locator;
+use still_tests::{Browser, TestServer, count_lines, shared_data};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    assert!(
+        still_tests::ui_dir().join("index.html").is_file(),
+        "build the UI first (trunk build --release)"
+    );
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+
+    // Upload GSM8K test through the import panel.
+    let file = shared_data("gsm8k/test.jsonl");
+    let expected_rows = count_lines(&file);
+    c.goto(&server.url).await?;
+    browser
+        .wait_for("[data-test=import-file]")
+        .await?
+        .send_keys(file.to_str().unwrap())
+        .await?;
+    let name = browser.wait_for("[data-test=import-name]").await?;
+    browser.wait_for_text("h1", |t| t == "Datasets").await?;
+    assert_eq!(
+        name.prop("value").await?.as_deref(),
+        Some("test"),
+        "the name is suggested from the file"
+    );
+    name.clear().await?;
+    name.send_keys("gsm8k-ui").await?;
+    browser
+        .wait_for("[data-test=preview-button]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=preview] p", |t| t.contains("preset gsm8k"))
+        .await?;
+    browser
+        .wait_for("[data-test=import-button]")
+        .await?
+        .click()
+        .await?;
+    let imported = browser
+        .wait_for_text("[data-test=report-imported]", |t| !t.is_empty())
+        .await?;
+    assert_eq!(imported.replace(',', ""), expected_rows.to_string());
+
+    // The list shows its row count.
+    let rows = browser
+        .wait_for_text(
+            "[data-test=dataset-row][data-name=gsm8k-ui] [data-test=dataset-rows]",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert_eq!(rows.replace(',', ""), expected_rows.to_string());
+
+    // Open it, search, see the highlighted hit.
+    browser
+        .wait_for("[data-test=dataset-row][data-name=gsm8k-ui] a")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-name]", |t| t == "gsm8k-ui")
+        .await?;
+    browser
+        .wait_for("[data-test=search-input]")
+        .await?
+        .send_keys("ducks")
+        .await?;
+    browser
+        .wait_for("[data-test=search-button]")
+        .await?
+        .click()
+        .await?;
+    let mark = browser.wait_for("[data-test=snippet] mark").await?;
+    assert_eq!(mark.text().await?.to_lowercase(), "ducks");
+    let count = browser
+        .wait_for_text("[data-test=match-count]", |t| t.ends_with("rows"))
+        .await?;
+    assert_ne!(count, format!("{} rows", expected_rows));
+
+    // Open the first hit and edit its answer.
+    let first_row = browser.wait_for("[data-test=example-row]").await?;
+    let example_id = first_row
+        .attr("data-id")
+        .await?
+        .expect("rows carry their id");
+    first_row.find(Locator::Css("td a")).await?.click().await?;
+    browser
+        .wait_for_text("h1", |t| t == format!("Example #{example_id}"))
+        .await?;
+    let question = browser
+        .wait_for_text("[data-test=question]", |t| !t.is_empty())
+        .await?;
+    assert!(question.to_lowercase().contains("ducks"), "{question}");
+    browser
+        .wait_for("[data-test=edit-button]")
+        .await?
+        .click()
+        .await?;
+    let answer_box = browser.wait_for("[data-test=edit-answer]").await?;
+    answer_box.clear().await?;
+    answer_box.send_keys("EDITED-ANSWER-42").await?;
+    browser
+        .wait_for("[data-test=save-button]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=answer]", |t| t.contains("EDITED-ANSWER-42"))
+        .await?;
+
+    // Add a tag, then reload: both persisted.
+    browser
+        .wait_for("[data-test=tag-input]")
+        .await?
+        .send_keys("reviewed")
+        .await?;
+    browser
+        .wait_for("[data-test=tag-add]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=tag]", |t| t.contains("reviewed"))
+        .await?;
+    c.refresh().await?;
+    browser
+        .wait_for_text("[data-test=answer]", |t| t.contains("EDITED-ANSWER-42"))
+        .await?;
+    browser
+        .wait_for_text("[data-test=tag]", |t| t.contains("reviewed"))
+        .await?;
+
+    // The server agrees.
+    let example: still_api::Example =
+        reqwest::get(server.api(&format!("/api/examples/{example_id}")))
+            .await?
+            .json()
+            .await?;
+    assert_eq!(example.fields.answer, "EDITED-ANSWER-42");
+    assert_eq!(example.fields.tags, vec!["reviewed"]);
+
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let response = still_tests::upload(
+        &client,
+        &server,
+        "/api/datasets/import",
+        &shared_data("math500/test.jsonl"),
+        &[("name", "math")],
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let page: still_api::ExamplePage = client
+        .get(server.api("/api/datasets/math/examples?q=frac&limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = page.items[0].id;
+
+    let browser = Browser::start().await?;
+    browser
+        .client
+        .goto(&format!("{}/examples/{id}", server.url))
+        .await?;
+    browser.wait_for("[data-test=question] math").await?;
+    let fractions = browser
+        .client
+        .find_all(Locator::Css("[data-test=solution] math mfrac"))
+        .await?;
+    assert!(!fractions.is_empty(), "\\frac renders as <mfrac>");
+    // No thinking in MATH: the page says so instead of an empty box.
+    browser
+        .wait_for_text(".field.thinking .empty", |t| t == "No reasoning trace.")
+        .await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}

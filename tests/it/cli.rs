@@ -1,0 +1,114 @@
+//! `still import` and `still export` as scripts use them: the real binary on a data directory.
+
+use std::process::Command;
+
+use still_tests::{count_lines, shared_data, still_bin};
+
+fn still(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(still_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("still runs")
+}
+
+#[test]
+fn import_prints_a_summary_and_export_writes_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let math = shared_data("math500/test.jsonl");
+    let out = still(
+        dir.path(),
+        &["import", math.to_str().unwrap(), "--dataset", "math500"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "test.jsonl: 500 rows imported into 'math500', 0 rejected (format jsonl, preset math)"
+    );
+
+    let listed = still(dir.path(), &["datasets"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("math500\t500 rows"));
+
+    let exported = dir.path().join("out.jsonl");
+    let out = still(
+        dir.path(),
+        &[
+            "export",
+            "--dataset",
+            "math500",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_lines(&exported), 500);
+
+    // STILL_DATA_DIR means the same as --data-dir.
+    let out = Command::new(still_bin())
+        .env("STILL_DATA_DIR", dir.path())
+        .arg("datasets")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("math500"));
+}
+
+#[test]
+fn import_failures_exit_non_zero_with_the_row_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"q\", \"answer\": \"a\"}\nnot json\n{\"question\": \"r\", \"answer\": \"b\"}\n").unwrap();
+
+    // Skipping (the default): exit 0, the bad row listed in the one-line summary.
+    let out = still(
+        dir.path(),
+        &["import", bad.to_str().unwrap(), "--dataset", "lenient"],
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 rows imported into 'lenient', 1 rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("record 2 (line 2): invalid JSON"),
+        "{stdout}"
+    );
+
+    // Rejecting: non-zero, nothing stored.
+    let out = still(
+        dir.path(),
+        &[
+            "import",
+            bad.to_str().unwrap(),
+            "--dataset",
+            "strict",
+            "--policy",
+            "reject",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.jsonl record 2 (line 2): invalid JSON"),
+        "{stderr}"
+    );
+    let listed = String::from_utf8_lossy(&still(dir.path(), &["datasets"]).stdout).into_owned();
+    assert!(!listed.contains("strict"), "{listed}");
+
+    let out = still(
+        dir.path(),
+        &["import", "/no/such/file.jsonl", "--dataset", "x"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.jsonl: no such file"));
+}

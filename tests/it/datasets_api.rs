@@ -1,0 +1,956 @@
+//! The datasets API against a real server on a loopback port and a temporary SQLite file,
+//! with the real files in ../shared/data.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+use still_api::{
+    DatasetStats, DatasetSummary, DatasetVersion, ErrorBody, Example, ExamplePage, ImportPreview,
+    ImportReport, Preset,
+};
+use still_tests::{S1kRow, TestServer, count_lines, shared_data, upload, write_s1k_parquet};
+
+const IMPORT: &str = "/api/datasets/import";
+
+async fn import_ok(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &std::path::Path,
+    fields: &[(&str, &str)],
+) -> ImportReport {
+    let response = upload(client, server, IMPORT, path, fields).await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 201, "import of {} failed: {body}", path.display());
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn import_err(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &std::path::Path,
+    fields: &[(&str, &str)],
+) -> (u16, ErrorBody) {
+    let response = upload(client, server, IMPORT, path, fields).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn datasets(client: &reqwest::Client, server: &TestServer) -> Vec<DatasetSummary> {
+    client
+        .get(server.api("/api/datasets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: String) -> T {
+    let response = client.get(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(contents)
+        .unwrap();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn health_answers_with_the_version() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let health: Value = get_json(&client, server.api("/api/health")).await;
+    assert_eq!(
+        health,
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+    );
+    let missing = client.get(server.api("/api/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: ErrorBody = missing.json().await.unwrap();
+    assert_eq!(body.code, "not_found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn imports_every_real_file_with_its_preset_and_row_count() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("gsm8k/test.jsonl", "gsm8k-test", Preset::Gsm8k),
+        ("gsm8k/train.jsonl", "gsm8k-train", Preset::Gsm8k),
+        ("math500/test.jsonl", "math500", Preset::Math),
+        (
+            "traces/limo_deepseek-r1-distill-qwen-32b.jsonl",
+            "limo-r1",
+            Preset::Traces,
+        ),
+        (
+            "traces/limo_qwen2.5-32b-instruct.jsonl",
+            "limo-qwen",
+            Preset::Traces,
+        ),
+    ];
+    for (file, name, preset) in cases {
+        let path = shared_data(file);
+        let report = import_ok(&client, &server, &path, &[("name", name)]).await;
+        assert_eq!(report.preset, preset, "{file}");
+        assert_eq!(report.n_rejected, 0, "{file}: {:?}", report.rejected);
+        assert_eq!(report.n_imported as usize, count_lines(&path), "{file}");
+    }
+    let listed = datasets(&client, &server).await;
+    for (file, name, _) in cases {
+        let d = listed.iter().find(|d| d.name == name).expect("listed");
+        assert_eq!(d.n_rows as usize, count_lines(&shared_data(file)), "{name}");
+    }
+
+    // GSM8K: the final number after '####' is the answer, the worked solution the thinking.
+    let page: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/gsm8k-train/examples?limit=1"),
+    )
+    .await;
+    let first: Example = get_json(
+        &client,
+        server.api(&format!("/api/examples/{}", page.items[0].id)),
+    )
+    .await;
+    assert_eq!(first.fields.answer, "72");
+    assert!(
+        first
+            .fields
+            .thinking
+            .starts_with("Natalia sold 48/2 = <<48/2=24>>24 clips in May.")
+    );
+    assert_eq!(first.fields.source, "gsm8k");
+
+    // MATH-500: subject becomes the domain; level and unique_id stay in metadata.
+    let page: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/math500/examples?limit=1"),
+    )
+    .await;
+    let first: Example = get_json(
+        &client,
+        server.api(&format!("/api/examples/{}", page.items[0].id)),
+    )
+    .await;
+    let raw: Value = serde_json::from_str(
+        std::fs::read_to_string(shared_data("math500/test.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first.fields.question, raw["problem"].as_str().unwrap());
+    assert_eq!(first.fields.answer, raw["answer"].as_str().unwrap());
+    assert_eq!(first.fields.domain, raw["subject"].as_str().unwrap());
+    assert_eq!(first.fields.metadata["level"], raw["level"]);
+    assert_eq!(first.fields.metadata["unique_id"], raw["unique_id"]);
+
+    // Long traces: split at **Final Answer**; the boxed answer is what remains.
+    let page: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/limo-r1/examples?limit=5"),
+    )
+    .await;
+    for row in page.items {
+        let ex: Example = get_json(&client, server.api(&format!("/api/examples/{}", row.id))).await;
+        assert!(
+            ex.fields.thinking.len() > 1000,
+            "thinking is the long trace"
+        );
+        assert!(
+            ex.fields.answer.contains("\\boxed{"),
+            "{}",
+            ex.fields.answer
+        );
+        assert!(!ex.fields.thinking.contains("**Final Answer**"));
+        assert!(ex.fields.metadata["gold_answer"].is_string());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let math = std::fs::read_to_string(shared_data("math500/test.jsonl")).unwrap();
+    let rows: Vec<Value> = math
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // JSON array, pretty-printed (multi-line elements).
+    let (_d1, json_path) = temp_file(
+        "math.json",
+        serde_json::to_string_pretty(&rows).unwrap().as_bytes(),
+    );
+    let report = import_ok(&client, &server, &json_path, &[("name", "math-json")]).await;
+    assert_eq!((report.n_imported, report.preset), (500, Preset::Math));
+
+    // CSV with quoting, commas and newlines inside fields.
+    let mut csv_writer = csv::Writer::from_writer(Vec::new());
+    csv_writer
+        .write_record(["problem", "solution", "answer", "subject", "level"])
+        .unwrap();
+    for r in &rows {
+        csv_writer
+            .write_record(
+                [&r["problem"], &r["solution"], &r["answer"], &r["subject"]]
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .into_iter()
+                    .chain([r["level"].to_string()]),
+            )
+            .unwrap();
+    }
+    let (_d2, csv_path) = temp_file("math.csv", &csv_writer.into_inner().unwrap());
+    let report = import_ok(&client, &server, &csv_path, &[("name", "math-csv")]).await;
+    assert_eq!((report.n_imported, report.preset), (500, Preset::Math));
+
+    // The same first row through all three formats.
+    for name in ["math-json", "math-csv"] {
+        let page: ExamplePage = get_json(
+            &client,
+            server.api(&format!("/api/datasets/{name}/examples?limit=500")),
+        )
+        .await;
+        assert_eq!(page.items.len(), 500);
+        let ex: Example = get_json(
+            &client,
+            server.api(&format!("/api/examples/{}", page.items[7].id)),
+        )
+        .await;
+        assert_eq!(
+            ex.fields.question,
+            rows[7]["problem"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            ex.fields.answer,
+            rows[7]["answer"].as_str().unwrap(),
+            "{name}"
+        );
+    }
+
+    // Parquet in the s1K shape (thinking_trajectories is a LIST column), auto-detected.
+    let traces = std::fs::read_to_string(shared_data(
+        "traces/limo_deepseek-r1-distill-qwen-32b.jsonl",
+    ))
+    .unwrap();
+    let s1k: Vec<S1kRow> = traces
+        .lines()
+        .take(40)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let sol = v["solution"].as_str().unwrap();
+            let (thinking, attempt) = sol.rsplit_once("**Final Answer**").unwrap();
+            S1kRow {
+                question: v["question"].as_str().unwrap().into(),
+                thinking: thinking.trim().into(),
+                attempt: attempt.trim().into(),
+                solution: v["gold_answer"].as_str().unwrap().into(),
+                cot_type: "math".into(),
+                source_type: "limo".into(),
+                metadata: format!("{{'id': {}}}", v["id"]),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let parquet_path = dir.path().join("s1k.parquet");
+    write_s1k_parquet(&parquet_path, &s1k).unwrap();
+    let report = import_ok(&client, &server, &parquet_path, &[("name", "s1k-parquet")]).await;
+    assert_eq!((report.n_imported, report.preset), (40, Preset::S1k));
+    let page: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/s1k-parquet/examples?limit=1"),
+    )
+    .await;
+    let ex: Example = get_json(
+        &client,
+        server.api(&format!("/api/examples/{}", page.items[0].id)),
+    )
+    .await;
+    assert_eq!(ex.fields.thinking, s1k[0].thinking);
+    assert_eq!(ex.fields.answer, s1k[0].attempt);
+    assert_eq!(ex.fields.source, "limo");
+    assert_eq!(ex.fields.metadata["metadata"], json!(s1k[0].metadata));
+    server.stop().await;
+}
+
+fn bad_jsonl() -> Vec<u8> {
+    let good = |i: u32| {
+        format!(
+            "{{\"question\": \"What is {i}+{i}?\", \"answer\": \"{i} plus {i}\\n#### {}\"}}\n",
+            2 * i
+        )
+    };
+    let mut text = String::new();
+    text.push_str(&good(1));
+    text.push_str(&good(2));
+    text.push_str("{\"question\": \"broken\", \n"); // line 3: invalid JSON
+    text.push_str(&good(4));
+    text.push_str("{\"answer\": \"#### 5\"}\n"); // line 5: no question
+    text.push('\n'); // line 6: blank, not a record
+    text.push_str("{\"question\": \"no marker\", \"answer\": \"7\"}\n"); // line 7: no ####
+    text.push_str(&good(8));
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn malformed_rows_are_reported_by_line_and_reason() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let (_dir, path) = temp_file("mixed.jsonl", &bad_jsonl());
+
+    let report = import_ok(
+        &client,
+        &server,
+        &path,
+        &[("name", "mixed"), ("preset", "gsm8k")],
+    )
+    .await;
+    assert_eq!(report.n_imported, 4);
+    assert_eq!(report.n_rejected, 3);
+    let lines: Vec<Option<u64>> = report.rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, vec![Some(3), Some(5), Some(7)]);
+    assert!(
+        report.rejected[0].reason.starts_with("invalid JSON"),
+        "{:?}",
+        report.rejected[0]
+    );
+    assert_eq!(report.rejected[1].reason, "field 'question' is missing");
+    assert_eq!(
+        report.rejected[2].reason,
+        "field 'answer' has no '####' marker"
+    );
+
+    // The report is kept with the dataset.
+    let imports: Vec<still_api::ImportRecord> =
+        get_json(&client, server.api("/api/datasets/mixed/imports")).await;
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0].report.rejected, report.rejected);
+
+    // "Reject the file": a 422 naming the first bad row, and no dataset.
+    let (status, error) = import_err(
+        &client,
+        &server,
+        &path,
+        &[("name", "strict"), ("policy", "reject")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        error
+            .message
+            .contains("mixed.jsonl record 3 (line 3): invalid JSON"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("nothing was stored"));
+    assert!(
+        datasets(&client, &server)
+            .await
+            .iter()
+            .all(|d| d.name != "strict")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_import_changes_nothing_already_stored() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let gsm8k = shared_data("gsm8k/test.jsonl");
+    import_ok(&client, &server, &gsm8k, &[("name", "gsm8k")]).await;
+    let before = datasets(&client, &server).await;
+    let export_before = client
+        .get(server.api("/api/datasets/gsm8k/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Appending a bad file under "reject": refused, the dataset keeps its rows.
+    let (_dir, bad) = temp_file("bad.jsonl", &bad_jsonl());
+    let (status, _) = import_err(
+        &client,
+        &server,
+        &bad,
+        &[("name", "gsm8k"), ("mode", "append"), ("policy", "reject")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    // The name is taken without mode=append: 409.
+    let (status, error) = import_err(&client, &server, &gsm8k, &[("name", "gsm8k")]).await;
+    assert_eq!(status, 409);
+    assert!(
+        error.message.contains("already exists"),
+        "{}",
+        error.message
+    );
+    // A file that is not what it claims: a clear file-level error.
+    let (_dir2, not_parquet) = temp_file("data.parquet", b"{\"question\": \"x\"}\n");
+    let (status, error) = import_err(
+        &client,
+        &server,
+        &not_parquet,
+        &[("name", "gsm8k"), ("mode", "append")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        error
+            .message
+            .contains("data.parquet: not a readable Parquet file"),
+        "{}",
+        error.message
+    );
+    // A broken JSON array: the position is named.
+    let (_dir3, broken) = temp_file(
+        "rows.json",
+        b"[{\"question\": \"a\", \"answer\": \"#### 1\"},\n{\"question\": ",
+    );
+    let (status, error) = import_err(
+        &client,
+        &server,
+        &broken,
+        &[("name", "gsm8k"), ("mode", "append")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        error
+            .message
+            .contains("rows.json: not a JSON array of objects (line 2"),
+        "{}",
+        error.message
+    );
+
+    let after = datasets(&client, &server).await;
+    assert_eq!(before, after);
+    let export_after = client
+        .get(server.api("/api/datasets/gsm8k/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(export_before, export_after);
+    let imports: Vec<still_api::ImportRecord> =
+        get_json(&client, server.api("/api/datasets/gsm8k/imports")).await;
+    assert_eq!(imports.len(), 1, "failed imports leave no import record");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_get_413_and_rows_over_the_limit_are_rejected() {
+    let server = TestServer::start_with(|c| {
+        c.max_upload_bytes = 50_000;
+        c.limits.max_row_bytes = 300;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let (status, error) = import_err(
+        &client,
+        &server,
+        &shared_data("math500/test.jsonl"),
+        &[("name", "big")],
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(
+        error.message.contains("exceeds the 48.8 KiB limit"),
+        "{}",
+        error.message
+    );
+
+    let mut text = String::new();
+    text.push_str("{\"question\": \"short\", \"answer\": \"1\"}\n");
+    text.push_str(&format!(
+        "{{\"question\": \"{}\", \"answer\": \"2\"}}\n",
+        "long ".repeat(100)
+    ));
+    let (_dir, path) = temp_file("rows.jsonl", text.as_bytes());
+    let report = import_ok(&client, &server, &path, &[("name", "rows")]).await;
+    assert_eq!((report.n_imported, report.n_rejected), (1, 1));
+    assert_eq!(
+        report.rejected[0].reason,
+        "row is longer than the 300 byte limit"
+    );
+    assert!(
+        datasets(&client, &server)
+            .await
+            .iter()
+            .all(|d| d.name != "big")
+    );
+    server.stop().await;
+}
+
+fn words_of(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[tokio::test]
+async fn search_pagination_filters_and_edits() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let path = shared_data("gsm8k/test.jsonl");
+    import_ok(&client, &server, &path, &[("name", "g")]).await;
+    let raw: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // Full-text search: same count as a word match over the file, every hit highlighted.
+    let expected = raw
+        .iter()
+        .filter(|r| {
+            let text = format!(
+                "{} {}",
+                r["question"].as_str().unwrap(),
+                r["answer"].as_str().unwrap()
+            );
+            words_of(&text).iter().any(|w| w == "janet")
+        })
+        .count();
+    assert!(expected > 1);
+    let page: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/g/examples?q=Janet&limit=500"),
+    )
+    .await;
+    assert_eq!(page.total as usize, expected);
+    assert_eq!(page.items.len(), expected);
+    for row in &page.items {
+        let snippet = row.snippet.as_deref().unwrap();
+        let hit: String = snippet
+            .split(still_api::HIT_START)
+            .nth(1)
+            .unwrap()
+            .split(still_api::HIT_END)
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(hit.to_lowercase(), "janet", "{snippet}");
+    }
+    // Two words: both must match.
+    let both: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/g/examples?q=Janet%20ducks&limit=500"),
+    )
+    .await;
+    assert!(both.total >= 1 && both.total < page.total);
+    // FTS operators typed by a user are taken literally, not as syntax errors.
+    let odd = client
+        .get(server.api("/api/datasets/g/examples?q=%22unbalanced%20OR%20("))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 200);
+
+    // Keyset pagination walks every row once, in id order, and back.
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    let mut pages = Vec::new();
+    loop {
+        let url = match after {
+            Some(a) => format!("/api/datasets/g/examples?limit=100&after={a}"),
+            None => "/api/datasets/g/examples?limit=100".to_string(),
+        };
+        let page: ExamplePage = get_json(&client, server.api(&url)).await;
+        assert_eq!(page.total, 1319);
+        seen.extend(page.items.iter().map(|r| r.id));
+        pages.push(page.clone());
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1319);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let back: ExamplePage = get_json(
+        &client,
+        server.api(&format!(
+            "/api/datasets/g/examples?limit=100&before={}",
+            pages[2].prev_before.unwrap()
+        )),
+    )
+    .await;
+    assert_eq!(back.items, pages[1].items);
+
+    // Edit: the search index follows, the lengths too.
+    let id = pages[0].items[0].id;
+    let patch = json!({"answer": "zyxwvut 18", "tags": ["checked", "easy"]});
+    let edited: Example = client
+        .patch(server.api(&format!("/api/examples/{id}")))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(edited.fields.answer, "zyxwvut 18");
+    assert_eq!(edited.fields.tags, vec!["checked", "easy"]);
+    let hits: ExamplePage =
+        get_json(&client, server.api("/api/datasets/g/examples?q=zyxwvut")).await;
+    assert_eq!(
+        hits.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(hits.items[0].answer_words, 2);
+    // Tag filter and tag removal.
+    let tagged: ExamplePage =
+        get_json(&client, server.api("/api/datasets/g/examples?tag=easy")).await;
+    assert_eq!(tagged.total, 1);
+    let untagged: Example = client
+        .delete(server.api(&format!("/api/examples/{id}/tags/easy")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(untagged.fields.tags, vec!["checked"]);
+    // Bad edits are refused with the field named.
+    let bad = client
+        .patch(server.api(&format!("/api/examples/{id}")))
+        .json(&json!({"question": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<ErrorBody>().await.unwrap().message,
+        "question: must not be empty"
+    );
+    let bad = client
+        .patch(server.api(&format!("/api/examples/{id}")))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Source filter over facet values from the stats.
+    let stats: DatasetStats = get_json(&client, server.api("/api/datasets/g/stats")).await;
+    assert_eq!(stats.n_rows, 1319);
+    assert_eq!(stats.sources, vec![("gsm8k".to_string(), 1319)]);
+    for l in &stats.lengths {
+        assert_eq!(l.counts.iter().sum::<i64>(), 1319, "{}", l.field);
+    }
+    let by_source: ExamplePage = get_json(
+        &client,
+        server.api("/api/datasets/g/examples?source=gsm8k&limit=1"),
+    )
+    .await;
+    assert_eq!(by_source.total, 1319);
+    let none: ExamplePage =
+        get_json(&client, server.api("/api/datasets/g/examples?source=other")).await;
+    assert_eq!(none.total, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn trash_versions_and_export_round_trip() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let path = shared_data("math500/test.jsonl");
+    import_ok(&client, &server, &path, &[("name", "m")]).await;
+    let page: ExamplePage = get_json(&client, server.api("/api/datasets/m/examples?limit=3")).await;
+    let (a, b) = (page.items[0].id, page.items[1].id);
+
+    // Trash is recoverable until a version is cut.
+    let trashed: Example = client
+        .delete(server.api(&format!("/api/examples/{a}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(trashed.deleted_at.is_some());
+    let d: DatasetSummary = get_json(&client, server.api("/api/datasets/m")).await;
+    assert_eq!((d.n_rows, d.n_deleted), (499, 1));
+    let trash: ExamplePage =
+        get_json(&client, server.api("/api/datasets/m/examples?deleted=true")).await;
+    assert_eq!(
+        trash.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![a]
+    );
+    client
+        .post(server.api(&format!("/api/examples/{a}/restore")))
+        .send()
+        .await
+        .unwrap();
+    client
+        .delete(server.api(&format!("/api/examples/{b}")))
+        .send()
+        .await
+        .unwrap();
+
+    let v1: DatasetVersion = client
+        .post(server.api("/api/datasets/m/versions"))
+        .json(&json!({"message": "first"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.version, v1.n_rows, v1.message.as_str()),
+        (1, 499, "first")
+    );
+    let d: DatasetSummary = get_json(&client, server.api("/api/datasets/m")).await;
+    assert_eq!((d.n_rows, d.n_deleted, d.n_versions), (499, 0, 1));
+    let gone = client
+        .get(server.api(&format!("/api/examples/{b}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the trash is emptied by a version");
+
+    // A version without changes has the same content hash; after an edit it differs.
+    let v2: DatasetVersion = client
+        .post(server.api("/api/datasets/m/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2.content_hash, v1.content_hash);
+    let v1_export = client
+        .get(server.api("/api/datasets/m/export?version=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    client
+        .patch(server.api(&format!("/api/examples/{a}")))
+        .json(&json!({"answer": "changed"}))
+        .send()
+        .await
+        .unwrap();
+    let v3: DatasetVersion = client
+        .post(server.api("/api/datasets/m/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(v3.content_hash, v1.content_hash);
+    // Editing never changes what an old version holds.
+    let v1_again = client
+        .get(server.api("/api/datasets/m/export?version=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(v1_export, v1_again);
+    assert_eq!(v1_export.lines().count(), 499);
+    let versions: Vec<DatasetVersion> =
+        get_json(&client, server.api("/api/datasets/m/versions")).await;
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+
+    // Canonical export re-imports to the same rows.
+    let live = client
+        .get(server.api("/api/datasets/m/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.headers()["content-type"], "application/x-ndjson");
+    let live = live.text().await.unwrap();
+    assert!(live.contains("\"answer\":\"changed\""));
+    let (_dir, exported) = temp_file("m.jsonl", live.as_bytes());
+    let report = import_ok(&client, &server, &exported, &[("name", "m-again")]).await;
+    assert_eq!((report.n_imported, report.preset), (499, Preset::Canonical));
+    let again = client
+        .get(server.api("/api/datasets/m-again/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        again, live,
+        "canonical export → import → export is the identity"
+    );
+
+    // s1K shape.
+    let s1k = client
+        .get(server.api("/api/datasets/m/export?shape=s1k"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let first: Value = serde_json::from_str(s1k.lines().next().unwrap()).unwrap();
+    for key in [
+        "question",
+        "thinking_trajectories",
+        "attempt",
+        "solution",
+        "cot_type",
+        "source_type",
+        "metadata",
+    ] {
+        assert!(first.get(key).is_some(), "s1K export lacks {key}");
+    }
+    assert!(first["thinking_trajectories"].is_array());
+
+    // Deleting the dataset removes it.
+    let deleted = client
+        .delete(server.api("/api/datasets/m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        client
+            .get(server.api("/api/datasets/m"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn preview_maps_the_first_rows_and_a_hand_mapping_imports() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let text = "{\"prompt\": \"What is 2+2?\", \"reasoning\": \"2 and 2 make 4\", \"final\": \"4\", \"kind\": \"arith\"}\n";
+    let (_dir, path) = temp_file("custom.jsonl", text.repeat(30).as_bytes());
+    let preview: ImportPreview = upload(&client, &server, "/api/datasets/preview", &path, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview.preset, Preset::Generic);
+    assert_eq!(
+        preview.columns,
+        vec!["final", "kind", "prompt", "reasoning"]
+    );
+    assert_eq!(preview.mapping.question, "prompt");
+    assert_eq!(preview.rows.len(), 20);
+    assert!(preview.warning.is_some());
+
+    let mapping =
+        json!({"question": "prompt", "thinking": "reasoning", "answer": "final", "domain": "kind"})
+            .to_string();
+    let report = import_ok(
+        &client,
+        &server,
+        &path,
+        &[("name", "custom"), ("mapping", &mapping)],
+    )
+    .await;
+    assert_eq!(report.n_imported, 30);
+    let page: ExamplePage =
+        get_json(&client, server.api("/api/datasets/custom/examples?limit=1")).await;
+    let ex: Example = get_json(
+        &client,
+        server.api(&format!("/api/examples/{}", page.items[0].id)),
+    )
+    .await;
+    assert_eq!(
+        (
+            ex.fields.thinking.as_str(),
+            ex.fields.answer.as_str(),
+            ex.fields.domain.as_str()
+        ),
+        ("2 and 2 make 4", "4", "arith")
+    );
+    assert_eq!(ex.fields.metadata, json!({}));
+
+    let bad = upload(
+        &client,
+        &server,
+        IMPORT,
+        &path,
+        &[("name", "x"), ("format", "xml")],
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<ErrorBody>().await.unwrap().message,
+        "format: 'xml' is not one of auto, jsonl, json, csv, parquet"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_data_is_seeded_once() {
+    let server = TestServer::start_with(|c| c.seed_demo = true).await;
+    let client = reqwest::Client::new();
+    let list = datasets(&client, &server).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].name.as_str(), list[0].n_rows),
+        ("gsm8k-sample", 300)
+    );
+    let dir = server.data_dir.path().to_path_buf();
+    // Deleting it and restarting on the same data directory does not bring it back.
+    client
+        .delete(server.api("/api/datasets/gsm8k-sample"))
+        .send()
+        .await
+        .unwrap();
+    let TestServer {
+        server: running,
+        data_dir,
+        ..
+    } = server;
+    running.unwrap().stop().await.unwrap();
+    let mut config = still_backend::Config::new(&dir);
+    config.seed_demo = true;
+    let again = still_backend::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let list: Vec<DatasetSummary> = client
+        .get(format!("{}/api/datasets", again.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.is_empty());
+    again.stop().await.unwrap();
+    drop(data_dir);
+}

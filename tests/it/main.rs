@@ -1,0 +1,5 @@
+//! One integration test binary (matklad's layout): a module per area.
+
+mod browser;
+mod cli;
+mod datasets_api;
