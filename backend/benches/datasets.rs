@@ -26,11 +26,16 @@ impl Rng {
 
 fn vocabulary(rng: &mut Rng) -> Vec<String> {
     const SYLLABLES: &[&str] = &[
-        "ka", "lo", "mi", "ter", "an", "qu", "ri", "sol", "ve", "num", "ber", "tri", "an", "gle", "sum", "pro",
-        "duct", "di", "vi", "sor", "prime", "fac", "tor", "root", "squ", "are", "cu", "be", "li", "ne",
+        "ka", "lo", "mi", "ter", "an", "qu", "ri", "sol", "ve", "num", "ber", "tri", "an", "gle",
+        "sum", "pro", "duct", "di", "vi", "sor", "prime", "fac", "tor", "root", "squ", "are", "cu",
+        "be", "li", "ne",
     ];
     (0..3000)
-        .map(|_| (0..2 + rng.below(3)).map(|_| SYLLABLES[rng.below(SYLLABLES.len())]).collect())
+        .map(|_| {
+            (0..2 + rng.below(3))
+                .map(|_| SYLLABLES[rng.below(SYLLABLES.len())])
+                .collect()
+        })
         .collect()
 }
 
@@ -103,7 +108,11 @@ async fn timed_gets(client: &reqwest::Client, url: &str, n: usize) -> (f64, f64)
     for _ in 0..n {
         let t = Instant::now();
         let response = client.get(url).send().await.expect("request");
-        assert!(response.status().is_success(), "{url}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
         response.bytes().await.expect("body");
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -124,12 +133,25 @@ async fn main() {
     let file = dir.path().join("pool.jsonl");
     let t = Instant::now();
     let size = generate(&file, rows).expect("generate");
-    eprintln!("generated {rows} rows ({:.0} MB) in {:.1} s", size as f64 / 1e6, t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {rows} rows ({:.0} MB) in {:.1} s",
+        size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = ServerProcess(
         Command::new(env!("CARGO_BIN_EXE_still"))
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap(), "serve", "--no-demo"])
+            .args([
+                "--data-dir",
+                dir.path().join("data").to_str().unwrap(),
+                "serve",
+                "--no-demo",
+            ])
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -137,9 +159,17 @@ async fn main() {
             .expect("still serve starts"),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
     for _ in 0..100 {
-        if client.get(format!("{base}/api/health")).send().await.is_ok() {
+        if client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -147,11 +177,20 @@ async fn main() {
     let rss_idle = peak_rss_mib(server.0.id());
 
     // Import through the browser's route: a streamed multipart upload.
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::open(&file).await.unwrap()));
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::open(&file).await.unwrap(),
+    ));
     let part = reqwest::multipart::Part::stream_with_length(body, size).file_name("pool.jsonl");
-    let form = reqwest::multipart::Form::new().text("name", "pool").part("file", part);
+    let form = reqwest::multipart::Form::new()
+        .text("name", "pool")
+        .part("file", part);
     let t = Instant::now();
-    let response = client.post(format!("{base}/api/datasets/import")).multipart(form).send().await.unwrap();
+    let response = client
+        .post(format!("{base}/api/datasets/import"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     let import_s = t.elapsed().as_secs_f64();
     let report: serde_json::Value = response.json().await.unwrap();
@@ -167,34 +206,67 @@ async fn main() {
     let mut lines = vec![
         "| measurement | result | target |".to_string(),
         "|---|---|---|".to_string(),
-        format!("| import {rows} rows ({:.0} MB JSONL, ~4 KB traces), HTTP upload | {import_s:.1} s = {:.0} rows/s | < 30 s |", size as f64 / 1e6, rows as f64 / import_s),
-        format!("| server peak RSS during import | {rss_import:.0} MiB (idle {rss_idle:.0} MiB) | < 500 MB |"),
+        format!(
+            "| import {rows} rows ({:.0} MB JSONL, ~4 KB traces), HTTP upload | {import_s:.1} s = {:.0} rows/s | < 30 s |",
+            size as f64 / 1e6,
+            rows as f64 / import_s
+        ),
+        format!(
+            "| server peak RSS during import | {rss_import:.0} MiB (idle {rss_idle:.0} MiB) | < 500 MB |"
+        ),
     ];
     let mut worst_p95: f64 = 0.0;
     for (label, q) in searches {
-        let url = format!("{base}/api/datasets/pool/examples?q={}&limit=50", q.replace(' ', "%20"));
+        let url = format!(
+            "{base}/api/datasets/pool/examples?q={}&limit=50",
+            q.replace(' ', "%20")
+        );
         timed_gets(&client, &url, 3).await;
         let (p50, p95) = timed_gets(&client, &url, 40).await;
         worst_p95 = worst_p95.max(p95);
         lines.push(format!("| search \"{q}\" — {label}, first page of 50 + count | p50 {p50:.1} ms, p95 {p95:.1} ms | p95 < 50 ms |"));
     }
-    let (p50, p95) = timed_gets(&client, &format!("{base}/api/datasets/pool/examples?limit=50"), 40).await;
-    lines.push(format!("| examples table, first page of 50 | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"));
+    let (p50, p95) = timed_gets(
+        &client,
+        &format!("{base}/api/datasets/pool/examples?limit=50"),
+        40,
+    )
+    .await;
+    lines.push(format!(
+        "| examples table, first page of 50 | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
+    ));
     let deep = rows as i64 - 100;
-    let (p50, p95) = timed_gets(&client, &format!("{base}/api/datasets/pool/examples?limit=50&after={deep}"), 40).await;
-    lines.push(format!("| examples table, a page near the end (keyset) | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"));
+    let (p50, p95) = timed_gets(
+        &client,
+        &format!("{base}/api/datasets/pool/examples?limit=50&after={deep}"),
+        40,
+    )
+    .await;
+    lines.push(format!(
+        "| examples table, a page near the end (keyset) | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
+    ));
     let (p50, p95) = timed_gets(&client, &format!("{base}/api/datasets/pool/stats"), 10).await;
-    lines.push(format!("| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"));
+    lines.push(format!(
+        "| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
+    ));
 
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
     if let Some(wasm) = std::fs::read_dir(&dist).ok().and_then(|entries| {
-        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wasm"))
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "wasm"))
     }) {
         let bytes = std::fs::read(&wasm).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&bytes).unwrap();
         let gzipped = gz.finish().unwrap().len();
-        lines.push(format!("| UI WASM ({}) | {:.0} KiB raw, {:.0} KiB gzip | — |", wasm.file_name().unwrap().to_string_lossy(), bytes.len() as f64 / 1024.0, gzipped as f64 / 1024.0));
+        lines.push(format!(
+            "| UI WASM ({}) | {:.0} KiB raw, {:.0} KiB gzip | — |",
+            wasm.file_name().unwrap().to_string_lossy(),
+            bytes.len() as f64 / 1024.0,
+            gzipped as f64 / 1024.0
+        ));
     } else {
         lines.push("| UI WASM | not built (run `trunk build --release` first) | — |".into());
     }

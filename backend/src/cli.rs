@@ -41,6 +41,17 @@ enum Command {
     Export(ExportArgs),
     /// List datasets: id, name, rows.
     Datasets,
+    /// Write a synthetic reasoning dataset (canonical JSONL).
+    Synth(crate::engine_cli::SynthArgs),
+    /// Models: `still model new`.
+    #[command(subcommand)]
+    Model(crate::engine_cli::ModelCommand),
+    /// Train a model (SFT on traces, or logit distillation).
+    Train(crate::engine_cli::TrainArgs),
+    /// Generate a completion.
+    Generate(crate::engine_cli::GenerateArgs),
+    /// Greedy generation on each question; prints accuracy and writes per-row results.
+    Eval(crate::engine_cli::EvalArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +146,30 @@ fn init_tracing() {
 /// Runs the command line; errors are printed and give a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Engine commands are synchronous and CPU-bound: no async runtime for them.
+    let engine_result = match cli.command {
+        Command::Synth(args) => Some(crate::engine_cli::synth_cmd(args)),
+        Command::Model(command) => Some(crate::engine_cli::model_cmd(command)),
+        Command::Train(args) => Some(crate::engine_cli::train_cmd(args)),
+        Command::Generate(args) => Some(crate::engine_cli::generate_cmd(args)),
+        Command::Eval(args) => Some(crate::engine_cli::eval_cmd(args)),
+        command => {
+            return run_async(Cli {
+                data_dir: cli.data_dir,
+                command,
+            });
+        }
+    };
+    match engine_result {
+        Some(Ok(())) | None => ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -261,6 +296,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}\t{}\t{} rows", d.id, d.name, d.n_rows);
             }
             Ok(())
+        }
+        Command::Synth(_)
+        | Command::Model(_)
+        | Command::Train(_)
+        | Command::Generate(_)
+        | Command::Eval(_) => {
+            unreachable!("engine commands run without the async runtime")
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod datasets;
 pub mod db;
 pub mod demo;
+pub mod engine_cli;
 pub mod error;
 pub mod examples;
 pub mod import;

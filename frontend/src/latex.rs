@@ -125,7 +125,16 @@ enum Tok {
 }
 
 /// Commands whose braced argument is text, not math.
-const TEXT_COMMANDS: &[&str] = &["text", "textrm", "textit", "textbf", "mbox", "textnormal", "operatorname", "mathrm"];
+const TEXT_COMMANDS: &[&str] = &[
+    "text",
+    "textrm",
+    "textit",
+    "textbf",
+    "mbox",
+    "textnormal",
+    "operatorname",
+    "mathrm",
+];
 
 fn tokenize(src: &str) -> Vec<Tok> {
     let chars: Vec<char> = src.chars().collect();

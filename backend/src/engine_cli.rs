@@ -1,0 +1,409 @@
+//! The engine's command-line subcommands: `synth`, `model new`, `train`, `generate`, `eval`.
+//! They call `still-engine` directly (no server, no database).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::DType;
+use clap::{Args, Subcommand, ValueEnum};
+use still_engine::data::{ChatTemplate, LongExamples};
+use still_engine::generate::GenerateOptions;
+use still_engine::loss::Divergence;
+use still_engine::train::{Event, Method, TrainConfig};
+use still_engine::{eval, generate, hf, synth, train};
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// The task (only `addition` so far).
+    #[arg(long, default_value = "addition")]
+    task: String,
+    /// Digits per operand.
+    #[arg(long, default_value_t = 3)]
+    digits: usize,
+    #[arg(long, default_value_t = 5000)]
+    n: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Create a model from scratch: a size preset and a BPE tokenizer trained on a dataset.
+    New(ModelNewArgs),
+}
+
+#[derive(Args)]
+pub struct ModelNewArgs {
+    /// `tiny` (hidden 128, 4 layers), `mini` (hidden 256, 4 layers) or `small` (hidden 512, 8 layers).
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Canonical JSONL whose text trains the tokenizer.
+    #[arg(long)]
+    tokenizer_from: PathBuf,
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    Sft,
+    Kd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DivergenceArg {
+    ForwardKl,
+    ReverseKl,
+    Jsd,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value = "sft")]
+    method: MethodArg,
+    /// The student (an HF model folder).
+    #[arg(long)]
+    model: PathBuf,
+    /// The teacher for `--method kd` (same tokenizer as the student).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Canonical JSONL (question, thinking, answer, …).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Forward passes per optimizer step (s1: global batch 16).
+    #[arg(long, default_value_t = 16)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 4096)]
+    max_seq_len: usize,
+    /// Skip examples longer than --max-seq-len instead of truncating them.
+    #[arg(long)]
+    skip_long: bool,
+    #[arg(long, default_value_t = 0.05)]
+    warmup_ratio: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// A checkpoint folder (`OUT/checkpoints/step-N`) to continue from.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// KD: weight of the distillation term.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// KD: softmax temperature.
+    #[arg(long, default_value_t = 2.0)]
+    temperature: f64,
+    #[arg(long, value_enum, default_value = "forward-kl")]
+    divergence: DivergenceArg,
+    /// KD with `--divergence jsd`: the mixture weight β.
+    #[arg(long, default_value_t = 0.5)]
+    jsd_beta: f64,
+    /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print metrics as JSON lines instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Put the prompt in the chat template as a question.
+    #[arg(long)]
+    chat: bool,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Evaluate only the first N rows.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Per-row results (JSONL); default `<model>/eval-<data stem>.jsonl`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn load_model(dir: &Path, device: &str) -> anyhow::Result<hf::ModelFolder> {
+    let device = still_engine::device(device)?;
+    Ok(hf::load(dir, DType::F32, &device)?)
+}
+
+pub fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {
+    if args.task != "addition" {
+        bail!("--task '{}': only 'addition' exists", args.task);
+    }
+    if !(1..=18).contains(&args.digits) {
+        bail!("--digits must be between 1 and 18");
+    }
+    let rows = synth::addition(args.digits, args.n, args.seed);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?,
+    );
+    for row in &rows {
+        serde_json::to_writer(&mut out, row)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    println!(
+        "{}: {} addition rows ({} digits, seed {})",
+        args.out.display(),
+        rows.len(),
+        args.digits,
+        args.seed
+    );
+    Ok(())
+}
+
+pub fn model_cmd(command: ModelCommand) -> anyhow::Result<()> {
+    match command {
+        ModelCommand::New(args) => {
+            let rows = still_engine::data::read_jsonl(&args.tokenizer_from)?;
+            let texts: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}\n{}\n{}\n{}",
+                        r.question,
+                        r.thinking,
+                        r.answer,
+                        r.solution.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            let folder = hf::create(&args.out, &args.preset, &texts, args.vocab_size, args.seed)?;
+            println!(
+                "{}: new '{}' model, {} parameters, vocabulary {}",
+                args.out.display(),
+                args.preset,
+                folder.model.n_params(),
+                folder.tokenizer.get_vocab_size(true)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
+    let method = match args.method {
+        MethodArg::Sft => Method::Sft,
+        MethodArg::Kd => Method::Kd {
+            teacher: args
+                .teacher
+                .clone()
+                .context("--method kd needs --teacher DIR")?,
+            alpha: args.alpha,
+            temperature: args.temperature,
+            divergence: match args.divergence {
+                DivergenceArg::ForwardKl => Divergence::ForwardKl,
+                DivergenceArg::ReverseKl => Divergence::ReverseKl,
+                DivergenceArg::Jsd => Divergence::Jsd {
+                    beta: args.jsd_beta,
+                },
+            },
+        },
+    };
+    let config = TrainConfig {
+        method,
+        lr: args.lr,
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        max_seq_len: args.max_seq_len,
+        long_examples: if args.skip_long {
+            LongExamples::Skip
+        } else {
+            LongExamples::Truncate
+        },
+        warmup_ratio: args.warmup_ratio,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        ..Default::default()
+    };
+    let rows = still_engine::data::read_jsonl(&args.data)?;
+    let student = load_model(&args.model, &args.device)?;
+    let json = args.json;
+    let bar = !json && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut observer = |event: &Event| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(event).expect("events serialise")
+            );
+            return;
+        }
+        match event {
+            Event::Started {
+                total_steps,
+                start_step,
+                n_examples,
+                n_truncated,
+                n_skipped,
+                n_params,
+            } => eprintln!(
+                "training {n_params} parameters on {n_examples} examples ({n_truncated} truncated, {n_skipped} skipped), \
+                 steps {}..{total_steps}",
+                start_step + 1
+            ),
+            Event::Step(m) => {
+                let per_step = started.elapsed().as_secs_f64() / m.step.max(1) as f64;
+                let eta = format_duration(per_step * (m.total_steps - m.step) as f64);
+                let width = 30;
+                let filled = width * m.step / m.total_steps.max(1);
+                let line = format!(
+                    "[{}{}] {}/{} loss {:.4} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {eta}",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    m.step,
+                    m.total_steps,
+                    m.loss,
+                    m.lr,
+                    m.grad_norm,
+                    m.tokens_per_s
+                );
+                if bar {
+                    eprint!("\r{line}");
+                    if m.step == m.total_steps {
+                        eprintln!();
+                    }
+                } else if m.step % 10 == 0 || m.step == m.total_steps || m.step == 1 {
+                    eprintln!("{line}");
+                }
+            }
+            Event::Checkpoint { step, path } => {
+                if bar {
+                    eprintln!();
+                }
+                eprintln!("checkpoint at step {step}: {}", path.display());
+            }
+            Event::Finished { steps, final_dir } => {
+                eprintln!("done after {steps} steps: {}", final_dir.display())
+            }
+        }
+    };
+    train::train(
+        student,
+        &rows,
+        &config,
+        &args.out,
+        args.resume.as_deref(),
+        &mut observer,
+        None,
+    )?;
+    Ok(())
+}
+
+pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
+    let folder = load_model(&args.model, "cpu")?;
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    let completion = if args.chat {
+        generate::chat(&folder, &ChatTemplate::default(), &args.prompt, options)?
+    } else {
+        generate::complete(&folder, &args.prompt, options)?
+    };
+    println!("{}", completion.text);
+    Ok(())
+}
+
+pub fn eval_cmd(args: EvalArgs) -> anyhow::Result<()> {
+    let folder = load_model(&args.model, "cpu")?;
+    let mut rows = still_engine::data::read_jsonl(&args.data)?;
+    if let Some(limit) = args.limit {
+        rows.truncate(limit);
+    }
+    let out_path = args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .data
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        args.model.join(format!("eval-{stem}.jsonl"))
+    });
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?,
+    );
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        ..Default::default()
+    };
+    let total = rows.len();
+    let mut write_error = None;
+    let (summary, _) = eval::evaluate(&folder, &rows, &ChatTemplate::default(), options, |row| {
+        if let Err(e) = serde_json::to_writer(&mut out, row)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+        {
+            write_error.get_or_insert(e);
+        }
+        if (row.index + 1) % 10 == 0 {
+            eprintln!("{}/{total}", row.index + 1);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).with_context(|| format!("writing {}", out_path.display()));
+    }
+    out.flush()?;
+    println!(
+        "accuracy {:.4} ({}/{}); per-row results in {}",
+        summary.accuracy,
+        summary.n_correct,
+        summary.n,
+        out_path.display()
+    );
+    Ok(())
+}

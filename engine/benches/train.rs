@@ -1,0 +1,212 @@
+//! Training throughput on CPU for a fixed config (hidden 256, 4 layers, 4 heads / 2 KV heads,
+//! vocab 8192, batch 8 × 256, f32), with where the time goes; and, with `-- --learn`, the
+//! wall time for the synthetic addition task to reach 90% held-out accuracy.
+//!
+//! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn]`. When Python with
+//! torch and transformers is importable, the same config runs through `Qwen2ForCausalLM`
+//! (`engine/benches/torch_reference.py`) for comparison; otherwise that row says it was skipped.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use still_engine::config::Qwen2Config;
+use still_engine::loss;
+use still_engine::model::Qwen2;
+use still_engine::optim::{AdamW, AdamWConfig};
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn throughput(steps: usize) -> Vec<String> {
+    let (batch, seq, vocab) = (8usize, 256usize, 8192usize);
+    let config = Qwen2Config::preset("mini", vocab).unwrap();
+    let model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
+    model.init_weights(1).unwrap();
+    let vars = model.named_vars();
+    let mut opt = AdamW::new(
+        vars,
+        AdamWConfig {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+            max_grad_norm: Some(1.0),
+        },
+    )
+    .unwrap();
+    let mut rng = still_engine::rng::Rng::new(5);
+    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(vocab) as u32).collect();
+    let ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
+    let weights = Tensor::ones((batch, seq), DType::F32, &Device::Cpu).unwrap();
+    let lengths = vec![seq; batch];
+    let (mut fwd, mut bwd, mut optim) = (0f64, 0f64, 0f64);
+    let warmup = 2;
+    for step in 0..steps + warmup {
+        let t0 = Instant::now();
+        let logits = model.forward(&ids, &lengths).unwrap();
+        let loss = (loss::cross_entropy_sum(&logits, &ids, &weights).unwrap()
+            / (batch * seq) as f64)
+            .unwrap();
+        loss.to_scalar::<f32>().unwrap();
+        let t1 = Instant::now();
+        let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads, 1e-4).unwrap();
+        let t3 = Instant::now();
+        if step >= warmup {
+            fwd += (t1 - t0).as_secs_f64();
+            bwd += (t2 - t1).as_secs_f64();
+            optim += (t3 - t2).as_secs_f64();
+        }
+    }
+    let n = steps as f64;
+    let step_s = (fwd + bwd + optim) / n;
+    let tokens = (batch * seq) as f64;
+    vec![
+        format!(
+            "| Still (candle 0.11, f32, {} threads) | {:.3} s | fwd {:.3} / bwd {:.3} / optimizer {:.3} | {:.0} | {:.0} MiB |",
+            candle_core::utils::get_num_threads(),
+            step_s,
+            fwd / n,
+            bwd / n,
+            optim / n,
+            tokens / step_s,
+            peak_rss_mib()
+        ),
+        torch_reference(steps),
+    ]
+}
+
+fn torch_reference(steps: usize) -> String {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_reference.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(steps.to_string())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => format!(
+            "| PyTorch + transformers | skipped: {} | | | |",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("python failed")
+                .replace('|', "/")
+        ),
+        Err(e) => format!("| PyTorch + transformers | skipped: {e} | | | |"),
+    }
+}
+
+fn learn() -> String {
+    use still_engine::{data::ChatTemplate, eval, generate::GenerateOptions, hf, synth, train};
+    let dir = tempfile::tempdir().unwrap();
+    let train_rows = synth::addition(3, 20_000, 21);
+    let held_out: Vec<_> = synth::addition(3, 2000, 99)
+        .into_iter()
+        .filter(|r| !train_rows.iter().any(|t| t.question == r.question))
+        .take(200)
+        .collect();
+    let texts: Vec<String> = train_rows
+        .iter()
+        .map(|r| format!("{} {} {}", r.question, r.thinking, r.answer))
+        .collect();
+    hf::create(&dir.path().join("base"), "tiny", &texts, 400, 7).unwrap();
+    let started = Instant::now();
+    let mut reached = None;
+    let mut model_dir = dir.path().join("base");
+    let mut total_steps = 0;
+    let chunk = 250;
+    while started.elapsed().as_secs() < 1200 {
+        let student = hf::load(&model_dir, DType::F32, &Device::Cpu).unwrap();
+        let config = train::TrainConfig {
+            lr: 2e-3,
+            epochs: 100,
+            max_steps: Some(chunk),
+            batch_size: 32,
+            grad_accum: 1,
+            max_seq_len: 160,
+            warmup_ratio: 0.05,
+            weight_decay: 0.0,
+            seed: total_steps as u64,
+            ..Default::default()
+        };
+        let out = dir.path().join(format!("run-{total_steps}"));
+        model_dir = train::train(
+            student,
+            &train_rows,
+            &config,
+            &out,
+            None,
+            &mut |_: &train::Event| {},
+            None,
+        )
+        .unwrap();
+        total_steps += chunk;
+        let trained = hf::load(&model_dir, DType::F32, &Device::Cpu).unwrap();
+        let options = GenerateOptions {
+            max_new_tokens: 120,
+            ..Default::default()
+        };
+        let (summary, _) = eval::evaluate(
+            &trained,
+            &held_out,
+            &ChatTemplate::default(),
+            options,
+            |_| {},
+        )
+        .unwrap();
+        eprintln!(
+            "{total_steps} steps, {:.0} s: held-out accuracy {:.3}",
+            started.elapsed().as_secs_f64(),
+            summary.accuracy
+        );
+        if summary.accuracy >= 0.9 {
+            reached = Some((started.elapsed().as_secs_f64(), summary.accuracy));
+            break;
+        }
+    }
+    match reached {
+        Some((s, acc)) => format!(
+            "| 3-digit addition, tiny preset, from scratch | 90% held-out accuracy after {total_steps} steps, {s:.0} s ({acc:.2}) | < 600 s |"
+        ),
+        None => format!(
+            "| 3-digit addition, tiny preset, from scratch | not reached in {total_steps} steps (20 min cap) | < 600 s |"
+        ),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let steps = args
+        .iter()
+        .position(|a| a == "--steps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5usize);
+    println!("| engine | step (8 × 256 tokens) | where the time goes (s) | tokens/s | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for line in throughput(steps) {
+        println!("{line}");
+    }
+    if args.iter().any(|a| a == "--learn") {
+        println!();
+        println!("| task | result | target |");
+        println!("|---|---|---|");
+        println!("{}", learn());
+    }
+}

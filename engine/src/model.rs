@@ -1,0 +1,465 @@
+//! A Qwen2-architecture decoder with Hugging Face tensor names, built for training.
+//!
+//! candle-transformers' `qwen2` is inference code: it returns only the last position's logits and
+//! its fused RMSNorm/RoPE/softmax ops have no backward, so gradients are cut silently
+//! (`../shared/ENGINE.md`). This model's training forward uses only differentiable ops over all
+//! positions with a causal + padding mask; `forward_cached` is the generation path (KV cache,
+//! fused inference ops) and must agree with it (a test checks).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::config::Qwen2Config;
+use crate::rng::Rng;
+use crate::{EngineError, Result};
+
+/// `y = x Wᵀ + b` over the last dimension, as one matrix product.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = xs.dims().to_vec();
+        let in_dim = *dims.last().expect("rank ≥ 1");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let out = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let out = match &self.bias {
+            Some(b) => out.broadcast_add(b)?,
+            None => out,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
+        out.reshape(out_dims)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    input_norm: Tensor,
+    post_norm: Tensor,
+}
+
+/// Per-layer key/value caches for generation.
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    pub fn seq_len(&self) -> usize {
+        self.layers.first().map_or(0, |c| c.current_seq_len())
+    }
+}
+
+/// The model: parameters live in a [`VarMap`] under their Hugging Face names.
+pub struct Qwen2 {
+    pub config: Qwen2Config,
+    pub varmap: VarMap,
+    pub dtype: DType,
+    pub device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+fn rope_tables(
+    config: &Qwen2Config,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let dim = config.head_dim();
+    let max = config.max_position_embeddings.min(32_768);
+    let inv_freq: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / dim as f64) as f32)
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
+    let t = Tensor::arange(0u32, max as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((max, 1))?;
+    let freqs = t.broadcast_mul(&inv_freq)?;
+    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+}
+
+fn rotate_half(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let last = xs.dim(D::Minus1)?;
+    let x1 = xs.narrow(D::Minus1, 0, last / 2)?;
+    let x2 = xs.narrow(D::Minus1, last / 2, last / 2)?;
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+}
+
+/// Differentiable RoPE (the `rotate_half` form HF Qwen2 uses). `cos`/`sin`: `[L, D/2]`.
+fn rope_train(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?
+        .unsqueeze(0)?
+        .unsqueeze(0)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?
+        .unsqueeze(0)?
+        .unsqueeze(0)?;
+    xs.broadcast_mul(&cos)? + rotate_half(xs)?.broadcast_mul(&sin)?
+}
+
+/// `[B, KV, L, D]` → `[B, KV·n_rep, L, D]` by repetition (differentiable).
+fn repeat_kv(xs: &Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, kv, l, d) = xs.dims4()?;
+    xs.unsqueeze(2)?
+        .broadcast_as((b, kv, n_rep, l, d))?
+        .reshape((b, kv * n_rep, l, d))
+}
+
+impl Qwen2 {
+    /// Allocates the parameters (all zero); call [`Qwen2::init_weights`] or load weights next.
+    pub fn new(config: Qwen2Config, dtype: DType, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+        let (h, i, hd) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.head_dim(),
+        );
+        let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
+        let zero = Init::Const(0.0);
+        let linear =
+            |vb: VarBuilder, out: usize, inp: usize, bias: bool| -> candle_core::Result<Linear> {
+                Ok(Linear {
+                    weight: vb.get_with_hints((out, inp), "weight", zero)?,
+                    bias: if bias {
+                        Some(vb.get_with_hints(out, "bias", zero)?)
+                    } else {
+                        None
+                    },
+                })
+            };
+        let model_vb = vb.pp("model");
+        let embed =
+            model_vb
+                .pp("embed_tokens")
+                .get_with_hints((config.vocab_size, h), "weight", zero)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for n in 0..config.num_hidden_layers {
+            let lvb = model_vb.pp("layers").pp(n);
+            let attn = lvb.pp("self_attn");
+            let mlp = lvb.pp("mlp");
+            layers.push(Layer {
+                q: linear(attn.pp("q_proj"), nh * hd, h, true)?,
+                k: linear(attn.pp("k_proj"), nkv * hd, h, true)?,
+                v: linear(attn.pp("v_proj"), nkv * hd, h, true)?,
+                o: linear(attn.pp("o_proj"), h, nh * hd, false)?,
+                gate: linear(mlp.pp("gate_proj"), i, h, false)?,
+                up: linear(mlp.pp("up_proj"), i, h, false)?,
+                down: linear(mlp.pp("down_proj"), h, i, false)?,
+                input_norm: lvb.pp("input_layernorm").get_with_hints(
+                    h,
+                    "weight",
+                    Init::Const(1.0),
+                )?,
+                post_norm: lvb.pp("post_attention_layernorm").get_with_hints(
+                    h,
+                    "weight",
+                    Init::Const(1.0),
+                )?,
+            });
+        }
+        let norm = model_vb
+            .pp("norm")
+            .get_with_hints(h, "weight", Init::Const(1.0))?;
+        let lm_head = if config.tie_word_embeddings {
+            embed.clone()
+        } else {
+            vb.pp("lm_head")
+                .get_with_hints((config.vocab_size, h), "weight", zero)?
+        };
+        let (cos, sin) = rope_tables(&config, dtype, device)?;
+        Ok(Self {
+            config,
+            varmap,
+            dtype,
+            device: device.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    /// Every parameter with its name, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The initialisation HF uses for Qwen2 (normal(0, 0.02) weights, zero biases, unit norms),
+    /// drawn from a seeded generator so a seed fixes the model.
+    pub fn init_weights(&self, seed: u64) -> Result<()> {
+        let mut rng = Rng::new(seed);
+        for (name, var) in self.named_vars() {
+            let n = var.elem_count();
+            let values: Vec<f32> = if name.ends_with("norm.weight") {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
+            };
+            let t = Tensor::from_vec(values, var.shape(), &self.device)?.to_dtype(self.dtype)?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
+
+    /// Loads weights from safetensors files (one file or the shards of an index). Every parameter
+    /// must be present with its exact shape.
+    pub fn load_weights(&self, files: &[PathBuf]) -> Result<()> {
+        let mut found: HashMap<String, Tensor> = HashMap::new();
+        for file in files {
+            let tensors = candle_core::safetensors::load(file, &self.device)
+                .map_err(|e| EngineError::Model(format!("{}: {e}", file.display())))?;
+            found.extend(tensors);
+        }
+        for (name, var) in self.named_vars() {
+            let tensor = found.remove(&name).ok_or_else(|| {
+                EngineError::Model(format!("weights lack tensor '{name}' (files: {files:?})"))
+            })?;
+            if tensor.dims() != var.dims() {
+                return Err(EngineError::Model(format!(
+                    "tensor '{name}' has shape {:?}, the config needs {:?}",
+                    tensor.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&tensor.to_dtype(self.dtype)?)?;
+        }
+        // A tied model's checkpoint may still carry lm_head.weight (some exporters write it).
+        found.remove("lm_head.weight");
+        if let Some(extra) = found.keys().next() {
+            return Err(EngineError::Model(format!(
+                "weights have a tensor the model does not: '{extra}'"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes every parameter, by HF name, in f32 (or the model dtype).
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .named_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path)?;
+        Ok(())
+    }
+
+    fn rms_norm_train(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm_slow(xs, weight, eps as f32)
+    }
+
+    /// Training forward over all positions. `ids`: `[B, L]` u32, right-padded; `lengths[b]` is
+    /// the number of real tokens in row `b`. Returns logits `[B, L, V]`.
+    pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let cfg = &self.config;
+        let mask = attention_mask(lengths, l, &self.device)?.to_dtype(self.dtype)?;
+        let cos = self.cos.narrow(0, 0, l)?;
+        let sin = self.sin.narrow(0, 0, l)?;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut xs =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, l, cfg.hidden_size))?;
+        for layer in &self.layers {
+            let residual = xs.clone();
+            let h = Self::rms_norm_train(&xs, &layer.input_norm, cfg.rms_norm_eps)?;
+            let q = layer
+                .q
+                .forward(&h)?
+                .reshape((b, l, nh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((b, l, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((b, l, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = rope_train(&q, &cos, &sin)?;
+            let k = repeat_kv(&rope_train(&k, &cos, &sin)?, nh / nkv)?;
+            let v = repeat_kv(&v, nh / nkv)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let attn = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, l, nh * hd))?;
+            xs = (residual + layer.o.forward(&attn)?)?;
+            let residual = xs.clone();
+            let h = Self::rms_norm_train(&xs, &layer.post_norm, cfg.rms_norm_eps)?;
+            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            xs = (residual + layer.down.forward(&mlp)?)?;
+        }
+        let xs = Self::rms_norm_train(&xs, &self.norm, cfg.rms_norm_eps)?;
+        let logits = Linear {
+            weight: self.lm_head.clone(),
+            bias: None,
+        }
+        .forward(&xs)?;
+        Ok(logits)
+    }
+
+    /// An empty cache for up to `max_len` positions.
+    pub fn new_cache(&self, max_len: usize) -> KvCache {
+        KvCache {
+            layers: (0..self.config.num_hidden_layers)
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, max_len.max(1)))
+                .collect(),
+        }
+    }
+
+    /// Generation forward: appends `ids` (`[1, T]`) to the cache and returns the logits of the
+    /// last position (`[V]`). Uses candle's fused inference ops (no gradients needed here).
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.config;
+        let offset = cache.seq_len();
+        if offset + t > self.cos.dim(0)? {
+            return Err(EngineError::Model(format!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                offset + t,
+                self.cos.dim(0)?
+            )));
+        }
+        let cos = self.cos.narrow(0, offset, t)?.contiguous()?;
+        let sin = self.sin.narrow(0, offset, t)?.contiguous()?;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        let scale = 1.0 / (hd as f64).sqrt();
+        let eps = cfg.rms_norm_eps as f32;
+        let mask = if t > 1 {
+            // New tokens see the whole cache and the new tokens before them.
+            let total = offset + t;
+            let values: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j > offset + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(values, (1, 1, t, total), &self.device)?.to_dtype(self.dtype)?)
+        } else {
+            None
+        };
+        let mut xs =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, cfg.hidden_size))?;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let residual = xs.clone();
+            let h = candle_nn::ops::rms_norm(&xs, &layer.input_norm, eps)?;
+            let q = layer
+                .q
+                .forward(&h)?
+                .reshape((b, t, nh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((b, t, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((b, t, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+            let (k, v) = layer_cache.append(&k, &v)?;
+            let k = repeat_kv(&k, nh / nkv)?;
+            let v = repeat_kv(&v, nh / nkv)?;
+            let mut scores = (q.matmul(&k.t()?)? * scale)?;
+            if let Some(mask) = &mask {
+                scores = scores.broadcast_add(mask)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attn = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
+            xs = (residual + layer.o.forward(&attn)?)?;
+            let residual = xs.clone();
+            let h = candle_nn::ops::rms_norm(&xs, &layer.post_norm, eps)?;
+            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            xs = (residual + layer.down.forward(&mlp)?)?;
+        }
+        let last = xs.narrow(1, t - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        let logits = Linear {
+            weight: self.lm_head.clone(),
+            bias: None,
+        }
+        .forward(&last)?;
+        Ok(logits.flatten_all()?)
+    }
+}
+
+/// Additive mask `[B, 1, L, L]`: `-inf` above the diagonal (causal) and on padded keys.
+pub fn attention_mask(lengths: &[usize], l: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mut values = vec![0f32; lengths.len() * l * l];
+    for (b, &len) in lengths.iter().enumerate() {
+        for i in 0..l {
+            for j in 0..l {
+                if j > i || j >= len {
+                    values[(b * l + i) * l + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(values, (lengths.len(), 1, l, l), device)
+}

@@ -1,0 +1,454 @@
+//! The training loop: SFT on teacher traces and logit distillation, with gradient accumulation,
+//! the schedule, checkpoints every N steps, and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use still_api::ExampleFields;
+
+use crate::data::{self, ChatTemplate, LongExamples, Sequence};
+use crate::hf::{self, ModelFolder};
+use crate::loss::{self, Divergence};
+use crate::optim::{AdamW, AdamWConfig, lr_at};
+use crate::{EngineError, Result};
+
+/// SFT, or logit distillation from a teacher.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "method")]
+pub enum Method {
+    Sft,
+    Kd {
+        teacher: PathBuf,
+        /// Weight of the distillation term: loss = (1−α)·CE + α·T²·D.
+        alpha: f64,
+        temperature: f64,
+        divergence: Divergence,
+    },
+}
+
+/// Everything a run needs besides the data. Defaults are s1's recipe.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub lr: f64,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule still spans them).
+    pub max_steps: Option<usize>,
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+    /// Forward passes per optimizer step (global batch = batch_size × grad_accum).
+    pub grad_accum: usize,
+    pub max_seq_len: usize,
+    pub long_examples: LongExamples,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    /// Save a checkpoint every N optimizer steps (and always at the end).
+    pub checkpoint_every: Option<usize>,
+    pub template: ChatTemplate,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Sft,
+            lr: 1e-5,
+            epochs: 5,
+            max_steps: None,
+            batch_size: 1,
+            grad_accum: 16,
+            max_seq_len: 4096,
+            long_examples: LongExamples::Truncate,
+            warmup_ratio: 0.05,
+            weight_decay: 1e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            max_grad_norm: Some(1.0),
+            seed: 42,
+            checkpoint_every: None,
+            template: ChatTemplate::default(),
+        }
+    }
+}
+
+/// One optimizer step's metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub ce: f64,
+    pub kd: Option<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Real (non-padding) tokens in this step.
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// What training reports as it goes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    Started {
+        total_steps: usize,
+        start_step: usize,
+        n_examples: usize,
+        n_truncated: usize,
+        n_skipped: usize,
+        n_params: usize,
+    },
+    Step(StepMetrics),
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
+    Finished {
+        steps: usize,
+        final_dir: PathBuf,
+    },
+}
+
+/// Receives events; the worker forwards them to the server, the CLI prints them.
+pub trait Observer {
+    fn event(&mut self, event: &Event);
+}
+
+impl<F: FnMut(&Event)> Observer for F {
+    fn event(&mut self, event: &Event) {
+        self(event)
+    }
+}
+
+/// `trainer_state.json` in a checkpoint folder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    pub step: usize,
+    pub total_steps: usize,
+    pub config: TrainConfig,
+}
+
+/// Where a run writes: `out/checkpoints/step-N`, `out/final`.
+pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
+    out.join("checkpoints").join(format!("step-{step}"))
+}
+
+fn batch_tensors(seqs: &[&Sequence], device: &Device) -> Result<(Tensor, Tensor, Vec<usize>)> {
+    let l = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(seqs.len() * l);
+    let mut weights = Vec::with_capacity(seqs.len() * l);
+    let mut lengths = Vec::with_capacity(seqs.len());
+    for s in seqs {
+        ids.extend_from_slice(&s.ids);
+        ids.extend(std::iter::repeat_n(0u32, l - s.ids.len()));
+        weights.extend(s.train.iter().map(|&t| if t { 1f32 } else { 0.0 }));
+        weights.extend(std::iter::repeat_n(0f32, l - s.ids.len()));
+        lengths.push(s.ids.len());
+    }
+    Ok((
+        Tensor::from_vec(ids, (seqs.len(), l), device)?,
+        Tensor::from_vec(weights, (seqs.len(), l), device)?,
+        lengths,
+    ))
+}
+
+/// Targets of a sequence: trained tokens after the first position.
+fn n_targets(s: &Sequence) -> usize {
+    s.train.iter().skip(1).filter(|&&t| t).count()
+}
+
+fn add_grads(
+    acc: &mut Option<GradStore>,
+    grads: GradStore,
+    vars: &[(String, candle_core::Var)],
+) -> Result<()> {
+    match acc {
+        None => *acc = Some(grads),
+        Some(total) => {
+            for (_, var) in vars {
+                if let Some(g) = grads.get(var) {
+                    let sum = match total.get(var) {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    };
+                    total.insert(var, sum);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trains `student` on `rows`, writing checkpoints and the final HF folder under `out`.
+/// With `resume`, continues from a checkpoint folder written by an earlier call with the same
+/// config and data: the loss curve then continues exactly as if never interrupted.
+pub fn train(
+    student: ModelFolder,
+    rows: &[ExampleFields],
+    config: &TrainConfig,
+    out: &Path,
+    resume: Option<&Path>,
+    observer: &mut dyn Observer,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<PathBuf> {
+    if config.batch_size == 0 || config.grad_accum == 0 || config.epochs == 0 {
+        return Err(EngineError::Config(
+            "batch_size, grad_accum and epochs must be at least 1".into(),
+        ));
+    }
+    let device = student.model.device.clone();
+    let teacher = match &config.method {
+        Method::Sft => None,
+        Method::Kd { teacher, .. } => {
+            let t = hf::load(teacher, student.model.dtype, &device)?;
+            check_same_vocabulary(&student, &t)?;
+            Some(t)
+        }
+    };
+    let prepared = data::prepare(
+        rows,
+        &student.tokenizer,
+        &config.template,
+        config.max_seq_len,
+        config.long_examples,
+    )?;
+    if prepared.sequences.is_empty() {
+        return Err(EngineError::Data(format!(
+            "no trainable example ({} skipped as longer than max_seq_len {})",
+            prepared.n_skipped, config.max_seq_len
+        )));
+    }
+    let seqs = &prepared.sequences;
+    let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
+    let batches_per_epoch = seqs.len().div_ceil(config.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
+    let schedule_steps = steps_per_epoch * config.epochs;
+    let total_steps = config
+        .max_steps
+        .map_or(schedule_steps, |m| m.min(schedule_steps));
+    let warmup = (config.warmup_ratio * total_steps as f64).ceil() as usize;
+
+    let vars = student.model.named_vars();
+    let mut optimizer = AdamW::new(
+        vars.clone(),
+        AdamWConfig {
+            lr: config.lr,
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: 1e-8,
+            weight_decay: config.weight_decay,
+            max_grad_norm: config.max_grad_norm,
+        },
+    )?;
+    let mut start_step = 0;
+    if let Some(dir) = resume {
+        let state: TrainerState =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json"))?)
+                .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.display())))?;
+        if state.total_steps != total_steps {
+            return Err(EngineError::Checkpoint(format!(
+                "{}: it was written for {} total steps, this run has {total_steps} (different data or config)",
+                dir.display(),
+                state.total_steps
+            )));
+        }
+        student.model.load_weights(&hf::weight_files(dir)?)?;
+        optimizer.load(&dir.join("optimizer.safetensors"))?;
+        start_step = state.step;
+    }
+    observer.event(&Event::Started {
+        total_steps,
+        start_step,
+        n_examples: seqs.len(),
+        n_truncated: prepared.n_truncated,
+        n_skipped: prepared.n_skipped,
+        n_params: student.model.n_params(),
+    });
+
+    let started = Instant::now();
+    let mut epoch_cache: Option<(usize, Vec<Vec<usize>>)> = None;
+    for step in start_step..total_steps {
+        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(EngineError::Cancelled);
+        }
+        let step_started = Instant::now();
+        let epoch = step / steps_per_epoch;
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            epoch_cache = Some((
+                epoch,
+                data::epoch_batches(&lengths, config.batch_size, config.seed, epoch),
+            ));
+        }
+        let batches = &epoch_cache.as_ref().expect("set above").1;
+        let first = (step % steps_per_epoch) * config.grad_accum;
+        let group: Vec<&Vec<usize>> = batches.iter().skip(first).take(config.grad_accum).collect();
+        let group_targets: usize = group
+            .iter()
+            .flat_map(|b| b.iter())
+            .map(|&i| n_targets(&seqs[i]))
+            .sum();
+        let denom = group_targets.max(1) as f64;
+        let (mut ce_total, mut kd_total, mut tokens) = (0f64, 0f64, 0usize);
+        let mut grads: Option<GradStore> = None;
+        for batch in group {
+            let batch_seqs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
+            tokens += batch_seqs.iter().map(|s| s.ids.len()).sum::<usize>();
+            let (ids, weights, lens) = batch_tensors(&batch_seqs, &device)?;
+            let logits = student.model.forward(&ids, &lens)?;
+            let ce = (loss::cross_entropy_sum(&logits, &ids, &weights)? / denom)?;
+            let total = match (&config.method, &teacher) {
+                (
+                    Method::Kd {
+                        alpha,
+                        temperature,
+                        divergence,
+                        ..
+                    },
+                    Some(t),
+                ) => {
+                    let teacher_logits = t.model.forward(&ids, &lens)?.detach();
+                    let vocab = student.tokenizer.get_vocab_size(true);
+                    let s_logits = logits.narrow(2, 0, vocab)?;
+                    let t_logits = teacher_logits.narrow(2, 0, vocab)?;
+                    let kd = (loss::distill_sum(
+                        &s_logits,
+                        &t_logits,
+                        &weights,
+                        *temperature,
+                        *divergence,
+                    )? / denom)?;
+                    kd_total += kd.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                    ((&ce * (1.0 - alpha))? + (kd * (alpha * temperature * temperature))?)?
+                }
+                _ => ce.clone(),
+            };
+            ce_total += ce.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            add_grads(&mut grads, total.backward()?, &vars)?;
+        }
+        let lr = lr_at(config.lr, step, warmup, total_steps);
+        let grad_norm = optimizer.step(grads.as_ref().expect("a step has batches"), lr)?;
+        let loss = match &config.method {
+            Method::Kd {
+                alpha, temperature, ..
+            } => (1.0 - alpha) * ce_total + alpha * temperature * temperature * kd_total,
+            Method::Sft => ce_total,
+        };
+        let done = step + 1;
+        let elapsed = step_started.elapsed().as_secs_f64();
+        observer.event(&Event::Step(StepMetrics {
+            step: done,
+            total_steps,
+            epoch: done as f64 / steps_per_epoch as f64,
+            loss,
+            ce: ce_total,
+            kd: teacher.as_ref().map(|_| kd_total),
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / elapsed.max(1e-9),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        }));
+        let at_interval = config
+            .checkpoint_every
+            .is_some_and(|n| n > 0 && done % n == 0);
+        if at_interval && done < total_steps {
+            let dir = checkpoint_dir(out, done);
+            save_checkpoint(&dir, &student, &optimizer, done, total_steps, config)?;
+            observer.event(&Event::Checkpoint {
+                step: done,
+                path: dir,
+            });
+        }
+    }
+    let last = checkpoint_dir(out, total_steps);
+    save_checkpoint(
+        &last,
+        &student,
+        &optimizer,
+        total_steps,
+        total_steps,
+        config,
+    )?;
+    observer.event(&Event::Checkpoint {
+        step: total_steps,
+        path: last,
+    });
+    let final_dir = out.join("final");
+    hf::save(
+        &final_dir,
+        &student.model,
+        &student.tokenizer,
+        &student.special,
+    )?;
+    observer.event(&Event::Finished {
+        steps: total_steps,
+        final_dir: final_dir.clone(),
+    });
+    Ok(final_dir)
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    student: &ModelFolder,
+    optimizer: &AdamW,
+    step: usize,
+    total_steps: usize,
+    config: &TrainConfig,
+) -> Result<()> {
+    // Written beside, then renamed: a crash never leaves a half checkpoint under the real name.
+    let tmp = dir.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    hf::save(&tmp, &student.model, &student.tokenizer, &student.special)?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    let state = TrainerState {
+        step,
+        total_steps,
+        config: config.clone(),
+    };
+    std::fs::write(
+        tmp.join("trainer_state.json"),
+        serde_json::to_string_pretty(&state).expect("serialises"),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&tmp, dir)?;
+    Ok(())
+}
+
+/// Logit distillation compares distributions token by token: both models must share the
+/// tokenizer's vocabulary exactly.
+pub fn check_same_vocabulary(student: &ModelFolder, teacher: &ModelFolder) -> Result<()> {
+    let (s, t) = (
+        student.tokenizer.get_vocab(true),
+        teacher.tokenizer.get_vocab(true),
+    );
+    if s.len() != t.len() {
+        return Err(EngineError::Config(format!(
+            "teacher {} has a vocabulary of {} tokens, the student {}: logit distillation needs the same tokenizer",
+            teacher.path.display(),
+            t.len(),
+            s.len()
+        )));
+    }
+    if let Some((token, id)) = s.iter().find(|(token, id)| t.get(*token) != Some(id)) {
+        return Err(EngineError::Config(format!(
+            "teacher {} and the student tokenise differently (token {token:?} is id {id} in the student, {:?} in the teacher): \
+             logit distillation needs the same tokenizer",
+            teacher.path.display(),
+            t.get(token)
+        )));
+    }
+    Ok(())
+}
