@@ -84,12 +84,13 @@ pub fn chat(
 fn pick(logits: &Tensor, temperature: f64, rng: &mut Rng) -> Result<u32> {
     let values = logits.to_vec1::<f32>()?;
     if temperature <= 0.0 {
-        let (best, _) = values
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
-                if v > acc.1 { (i, v) } else { acc }
-            });
+        let (best, _) =
+            values
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
+                    if v > acc.1 { (i, v) } else { acc }
+                });
         return Ok(best as u32);
     }
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -64,14 +64,22 @@ fn transformers_loads_our_folder_with_the_same_logits() {
         )
         .unwrap();
     let ours = ours.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-    let mut max_diff = 0f32;
+    let (mut max_diff, mut max_logit) = (0f32, 0f32);
     for (row, their_row) in ours.iter().zip(theirs["logits"].as_array().unwrap()) {
         for (a, b) in row.iter().zip(their_row.as_array().unwrap()) {
             max_diff = max_diff.max((a - b.as_f64().unwrap() as f32).abs());
+            max_logit = max_logit.max(a.abs());
         }
     }
-    eprintln!("max |logit difference| vs transformers: {max_diff:e}");
-    assert!(max_diff < 1e-4, "logits differ by {max_diff}");
+    // f32 sums in another order differ in the last bits: compare relative to the logits' scale.
+    let relative = max_diff / max_logit;
+    eprintln!(
+        "max |logit difference| vs transformers: {max_diff:e} (logits up to {max_logit:.1}; relative {relative:e})"
+    );
+    assert!(
+        relative < 1e-5,
+        "logits differ by {max_diff} (relative {relative})"
+    );
 
     let prompt = tokenizer::decode(&folder.tokenizer, &ids, false).unwrap();
     let options = generate::GenerateOptions {
