@@ -1,6 +1,5 @@
 """PyTorch + transformers reference for engine/benches/train.rs: the same Qwen2 config, batch and
 optimizer, timed the same way. Prints one markdown row, or fails (the bench then says skipped)."""
-import resource
 import sys
 import time
 
@@ -32,6 +31,7 @@ for step in range(steps + 2):
         bwd += t2 - t1
         optim += t3 - t2
 step_s = (fwd + bwd + optim) / steps
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: on Linux ru_maxrss carries over the parent's peak across exec.
+rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 print(f"| PyTorch {torch.__version__} + transformers, f32, {torch.get_num_threads()} threads | {step_s:.3f} s | "
       f"fwd {fwd / steps:.3f} / bwd {bwd / steps:.3f} / optimizer {optim / steps:.3f} | {batch * seq / step_s:.0f} | {rss:.0f} MiB |")
