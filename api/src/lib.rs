@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 pub mod example;
+pub mod runs;
 
 pub use example::{Example, ExampleFields};
+pub use runs::*;
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

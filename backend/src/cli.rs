@@ -52,6 +52,11 @@ enum Command {
     Generate(crate::engine_cli::GenerateArgs),
     /// Greedy generation on each question; prints accuracy and writes per-row results.
     Eval(crate::engine_cli::EvalArgs),
+    /// Run jobs for a server (training on this machine's CPU or GPU).
+    Worker(WorkerArgs),
+    /// Manage worker tokens.
+    #[command(subcommand)]
+    WorkerToken(WorkerTokenCommand),
 }
 
 #[derive(Args)]
@@ -70,6 +75,39 @@ struct ServeArgs {
     /// Do not import the demo dataset into a new data directory.
     #[arg(long)]
     no_demo: bool,
+    /// CPU workers to run as child processes (0: none; remote workers still connect).
+    #[arg(long, default_value_t = 1)]
+    local_workers: usize,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The server's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "STILL_SERVER")]
+    server: String,
+    /// The token `still worker-token create` printed.
+    #[arg(long, env = "STILL_WORKER_TOKEN")]
+    token: String,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where downloaded models, datasets and run outputs go.
+    #[arg(long, default_value = "still-worker")]
+    work_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum WorkerTokenCommand {
+    /// Create a worker identity and print its token (shown once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a worker's token: its calls get 401 from then on.
+    Revoke {
+        #[arg(long)]
+        id: i64,
+    },
 }
 
 #[derive(Args)]
@@ -153,6 +191,13 @@ pub fn main() -> ExitCode {
         Command::Train(args) => Some(crate::engine_cli::train_cmd(args)),
         Command::Generate(args) => Some(crate::engine_cli::generate_cmd(args)),
         Command::Eval(args) => Some(crate::engine_cli::eval_cmd(args)),
+        Command::Worker(args) => Some(still_worker::run(still_worker::WorkerOptions {
+            server: args.server,
+            token: args.token,
+            device: args.device,
+            work_dir: args.work_dir,
+            max_jobs: None,
+        })),
         command => {
             return run_async(Cli {
                 data_dir: cli.data_dir,
@@ -215,6 +260,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let server = crate::start(config, args.addr).await?;
+            let _workers = crate::local_workers::spawn(
+                &server.state.db,
+                &server.state.config.data_dir,
+                server.url(),
+                args.local_workers,
+            )
+            .await?;
             println!("Still is serving at {}/", server.url());
             tokio::signal::ctrl_c()
                 .await
@@ -297,12 +349,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::WorkerToken(command) => {
+            let pool = open_db(&cli.data_dir).await?;
+            match command {
+                WorkerTokenCommand::Create { name } => {
+                    let (id, token) = crate::queue::create_worker(&pool, &name).await?;
+                    println!("worker {id} '{name}': {token}");
+                }
+                WorkerTokenCommand::Revoke { id } => {
+                    crate::queue::revoke_worker(&pool, id).await?;
+                    println!("worker {id}: token revoked");
+                }
+            }
+            Ok(())
+        }
         Command::Synth(_)
         | Command::Model(_)
         | Command::Train(_)
         | Command::Generate(_)
-        | Command::Eval(_) => {
-            unreachable!("engine commands run without the async runtime")
+        | Command::Eval(_)
+        | Command::Worker(_) => {
+            unreachable!("engine and worker commands run without the async runtime")
         }
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::DType;
 use clap::{Args, Subcommand, ValueEnum};
+use still_engine::candle::DType;
 use still_engine::data::{ChatTemplate, LongExamples};
 use still_engine::generate::GenerateOptions;
 use still_engine::loss::Divergence;

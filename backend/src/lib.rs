@@ -11,6 +11,9 @@ pub mod engine_cli;
 pub mod error;
 pub mod examples;
 pub mod import;
+pub mod local_workers;
+pub mod queue;
+pub mod runs;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -110,6 +113,8 @@ pub fn app(state: AppState) -> Router {
         .merge(datasets::router(state.config.max_upload_bytes))
         .merge(examples::router())
         .merge(versions::router())
+        .merge(runs::router())
+        .merge(queue::router())
         .route("/api", any(api_not_found))
         .route("/api/{*rest}", any(api_not_found));
     let index = state.config.ui_dir.join("index.html");
@@ -172,14 +177,17 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let addr = listener.local_addr()?;
+    let reaper = queue::spawn_reaper(state.db.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = app(state.clone());
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
             })
-            .await
+            .await;
+        reaper.abort();
+        served
     });
     Ok(Server {
         addr,

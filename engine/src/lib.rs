@@ -6,6 +6,9 @@
 //! ([`eval`]); a synthetic reasoning task ([`synth`]). **This crate never depends on axum or
 //! sqlx**: a GPU worker links it with an HTTP client only.
 
+/// candle, re-exported so users of the engine name the same types (`DType`, `Device`).
+pub use candle_core as candle;
+
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -3,3 +3,4 @@
 mod browser;
 mod cli;
 mod datasets_api;
+mod runs_api;

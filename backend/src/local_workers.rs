@@ -1,0 +1,73 @@
+//! The embedded CPU workers `still serve` starts: child processes running `still worker`
+//! against this server, the same protocol as remote workers, restarted when they die.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+
+use crate::queue;
+
+/// Reads the local worker's token from `DATA_DIR/local-worker-N.token`, or makes a new worker.
+async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Result<String> {
+    let file = data_dir.join(format!("local-worker-{n}.token"));
+    if let Ok(token) = std::fs::read_to_string(&file) {
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
+        )
+        .bind(queue::token_hash(token.trim()))
+        .fetch_optional(pool)
+        .await?;
+        if known.is_some() {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let (_, token) = queue::create_worker(pool, &format!("local-{n}")).await?;
+    std::fs::write(&file, &token)?;
+    Ok(token)
+}
+
+/// Starts `count` local workers and keeps them running until the returned task is aborted.
+pub async fn spawn(
+    pool: &SqlitePool,
+    data_dir: &Path,
+    server_url: String,
+    count: usize,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let exe = std::env::current_exe()?;
+    let mut tasks = Vec::new();
+    for n in 1..=count {
+        let token = local_token(pool, data_dir, n).await?;
+        let work_dir: PathBuf = data_dir.join(format!("worker-{n}"));
+        let (exe, url) = (exe.clone(), server_url.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let child = tokio::process::Command::new(&exe)
+                    .args([
+                        "worker",
+                        "--server",
+                        &url,
+                        "--token",
+                        &token,
+                        "--device",
+                        "cpu",
+                        "--work-dir",
+                    ])
+                    .arg(&work_dir)
+                    .kill_on_drop(true)
+                    .spawn();
+                match child {
+                    Ok(mut child) => {
+                        let status = child.wait().await;
+                        tracing::warn!(worker = n, ?status, "local worker exited; restarting");
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = n, error = %e, "cannot start a local worker")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+    }
+    Ok(tasks)
+}

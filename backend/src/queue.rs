@@ -1,0 +1,623 @@
+//! The job queue in SQLite, and the worker side of the protocol.
+//!
+//! A claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) … RETURNING`, so two workers racing for
+//! one job cannot both get it. Every write a worker makes about a job (heartbeat, metrics,
+//! completion) carries `AND lease_owner = ?`: a worker that lost its lease changes nothing. The
+//! reaper puts expired leases back in the queue, or fails the job after `max_attempts`.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, SqlitePool};
+use still_api::{
+    ClaimedJob, HeartbeatReply, JobFailure, MetricPoint, RegisterWorker, WorkerSummary,
+};
+
+use crate::AppState;
+use crate::error::{ApiJson, Error, Result};
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE_SECONDS: i64 = 30;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/workers", get(list_workers))
+        .route("/api/worker/register", post(register))
+        .route("/api/worker/claim", post(claim_route))
+        .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat_route))
+        .route("/api/worker/jobs/{id}/metrics", post(metrics_route))
+        .route("/api/worker/jobs/{id}/complete", post(complete_route))
+        .route("/api/worker/jobs/{id}/fail", post(fail_route))
+        .route("/api/worker/jobs/{id}/dataset", get(dataset_route))
+        .route(
+            "/api/worker/jobs/{id}/final/{file}",
+            axum::routing::put(upload_final).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/worker/models/{id}/files", get(model_files))
+        .route("/api/worker/models/{id}/files/{file}", get(model_file))
+}
+
+/// The run a worker's job belongs to, if the worker holds the job's lease.
+async fn leased_run(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<i64> {
+    let run: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?;
+    run.ok_or_else(|| lease_lost(job_id))
+}
+
+/// The pinned dataset version of the job's run, as canonical JSONL.
+async fn dataset_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let run = leased_run(&state.db, job, id).await?;
+    let (dataset_id, version_id): (i64, i64) =
+        sqlx::query_as("SELECT dataset_id, dataset_version_id FROM runs WHERE id = ?")
+            .bind(run)
+            .fetch_one(&state.db)
+            .await?;
+    let version: i64 = sqlx::query_scalar("SELECT version FROM dataset_versions WHERE id = ?")
+        .bind(version_id)
+        .fetch_one(&state.db)
+        .await?;
+    let version = crate::versions::find(&state.db, dataset_id, version).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    crate::versions::export_rows(
+        state.db.clone(),
+        dataset_id,
+        Some(version),
+        still_api::ExportShape::Canonical,
+        tx,
+    )
+    .await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        body.extend_from_slice(&chunk?);
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
+}
+
+fn model_file_name(file: &str) -> Result<&str> {
+    if still_worker::MODEL_FILES.contains(&file) {
+        Ok(file)
+    } else {
+        Err(Error::BadRequest(format!(
+            "'{file}' is not a model file ({})",
+            still_worker::MODEL_FILES.join(", ")
+        )))
+    }
+}
+
+async fn model_path(pool: &SqlitePool, model_id: i64) -> Result<std::path::PathBuf> {
+    let path: Option<String> = sqlx::query_scalar("SELECT path FROM models WHERE id = ?")
+        .bind(model_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(std::path::PathBuf::from(path.ok_or_else(|| {
+        Error::not_found(format!("model {model_id}"))
+    })?))
+}
+
+async fn model_files(
+    State(state): State<AppState>,
+    WorkerAuth(_): WorkerAuth,
+    Path(model): Path<i64>,
+) -> Result<Json<Vec<String>>> {
+    let dir = model_path(&state.db, model).await?;
+    Ok(Json(
+        still_worker::MODEL_FILES
+            .iter()
+            .filter(|f| dir.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect(),
+    ))
+}
+
+async fn model_file(
+    State(state): State<AppState>,
+    WorkerAuth(_): WorkerAuth,
+    Path((model, file)): Path<(i64, String)>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let path = model_path(&state.db, model)
+        .await?
+        .join(model_file_name(&file)?);
+    let handle = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| Error::not_found(format!("model {model} file {file}")))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response())
+}
+
+/// Stores one file of the run's final model under `DATA_DIR/runs/<run>/final/`.
+async fn upload_final(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path((job, file)): Path<(i64, String)>,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let run = leased_run(&state.db, job, id).await?;
+    let name = model_file_name(&file)?;
+    let dir = state
+        .config
+        .data_dir
+        .join("runs")
+        .join(run.to_string())
+        .join("final");
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = dir.join(format!("{name}.partial"));
+    let mut out = tokio::fs::File::create(&tmp).await?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload of {name}: {e}")))?;
+        written += chunk.len() as u64;
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    tokio::fs::rename(&tmp, dir.join(name)).await?;
+    Ok(Json(serde_json::json!({ "file": name, "bytes": written })))
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Creates a worker identity and returns its secret token (only its hash is stored).
+pub async fn create_worker(pool: &SqlitePool, name: &str) -> Result<(i64, String)> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random token: {e}")))?;
+    let token = format!("stw_{}", hex::encode(bytes));
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO workers (name, token_sha256) VALUES (?, ?) RETURNING id")
+            .bind(name)
+            .bind(token_hash(&token))
+            .fetch_one(pool)
+            .await?;
+    Ok((id, token))
+}
+
+/// Revokes a worker's token: every later call with it gets 401.
+pub async fn revoke_worker(pool: &SqlitePool, worker_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE workers SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The authenticated worker of a request (`Authorization: Bearer <token>`).
+pub struct WorkerAuth(pub i64);
+
+impl FromRequestParts<AppState> for WorkerAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Error::Unauthorized("worker routes need 'Authorization: Bearer <token>'".into())
+            })?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
+        )
+        .bind(token_hash(token.trim()))
+        .fetch_optional(&state.db)
+        .await?;
+        let id =
+            id.ok_or_else(|| Error::Unauthorized("worker token is wrong or revoked".into()))?;
+        sqlx::query(
+            "UPDATE workers SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        )
+        .bind(id)
+        .execute(&state.db)
+        .await?;
+        Ok(Self(id))
+    }
+}
+
+#[derive(FromRow)]
+struct ClaimRow {
+    id: i64,
+    kind: String,
+    run_id: i64,
+    attempts: i64,
+}
+
+/// Claims the next queued job for `worker_id`, or `None` when the queue is empty.
+pub async fn claim(
+    pool: &SqlitePool,
+    worker_id: i64,
+    lease_seconds: i64,
+) -> Result<Option<ClaimedJob>> {
+    let row: Option<ClaimRow> = sqlx::query_as(
+        "UPDATE jobs SET status = 'running', lease_owner = ?1, last_worker = ?1, attempts = attempts + 1, \
+         lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
+         started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 \
+                     ORDER BY priority DESC, id LIMIT 1) AND status = 'queued' \
+         RETURNING id, kind, run_id, attempts",
+    )
+    .bind(worker_id)
+    .bind(format!("+{lease_seconds} seconds"))
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (model_id, teacher_id, dataset_version_id, params): (i64, Option<i64>, i64, String) =
+        sqlx::query_as(
+            "SELECT model_id, teacher_id, dataset_version_id, params FROM runs WHERE id = ?",
+        )
+        .bind(row.run_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some(ClaimedJob {
+        job_id: row.id,
+        kind: row.kind,
+        run_id: row.run_id,
+        attempt: row.attempts,
+        config: serde_json::from_str(&params)
+            .map_err(|e| Error::Internal(format!("run params: {e}")))?,
+        model_id,
+        teacher_id,
+        dataset_version_id,
+        lease_seconds,
+    }))
+}
+
+fn lease_lost(job_id: i64) -> Error {
+    Error::Conflict(format!(
+        "job {job_id}: this worker does not hold its lease (expired or reassigned)"
+    ))
+}
+
+/// Extends the lease; answers whether a cancel was requested.
+pub async fn heartbeat(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    lease_seconds: i64,
+) -> Result<bool> {
+    let cancel: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) \
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING cancel_requested",
+    )
+    .bind(format!("+{lease_seconds} seconds"))
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?;
+    cancel.map(|c| c != 0).ok_or_else(|| lease_lost(job_id))
+}
+
+/// Records metric points; a point already recorded for (run, name, step) is kept, not duplicated.
+pub async fn record_metrics(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    points: &[MetricPoint],
+) -> Result<u64> {
+    let mut db = pool.begin().await?;
+    let run_id: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let run_id = run_id.ok_or_else(|| lease_lost(job_id))?;
+    let mut inserted = 0;
+    for p in points {
+        if !p.value.is_finite() {
+            return Err(Error::BadRequest(format!(
+                "metric '{}' at step {} is not a finite number",
+                p.name, p.step
+            )));
+        }
+        inserted += sqlx::query(
+            "INSERT OR IGNORE INTO run_metrics (run_id, name, step, value) VALUES (?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(&p.name)
+        .bind(p.step)
+        .bind(p.value)
+        .execute(&mut *db)
+        .await?
+        .rows_affected();
+    }
+    db.commit().await?;
+    Ok(inserted)
+}
+
+/// Ends a job the worker holds: `succeeded`, `failed` or `cancelled`.
+pub async fn finish(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(job_id)
+    .bind(worker_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        Err(lease_lost(job_id))
+    } else {
+        Ok(())
+    }
+}
+
+/// Re-queues jobs whose lease expired (the next claim resumes them), or fails them after
+/// `max_attempts`. Returns (re-queued, failed).
+pub async fn reap(pool: &SqlitePool) -> Result<(u64, u64)> {
+    let mut db = pool.begin().await?;
+    let failed = sqlx::query(
+        "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
+         error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         AND attempts >= max_attempts",
+    )
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    let requeued = sqlx::query(
+        "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+         lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = CASE WHEN cancel_requested = 1 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END \
+         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    )
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    db.commit().await?;
+    Ok((requeued, failed))
+}
+
+/// Asks a run's job to stop: a queued job is cancelled at once, a running one at its worker's
+/// next heartbeat.
+pub async fn cancel_run(pool: &SqlitePool, run_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET cancel_requested = 1, \
+         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
+         finished_at = CASE WHEN status = 'queued' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END \
+         WHERE run_id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(run_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Runs the reaper every few seconds until the server stops.
+pub fn spawn_reaper(pool: SqlitePool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Err(e) = reap(&pool).await {
+                tracing::warn!(error = %e, "reaper");
+            }
+        }
+    })
+}
+
+async fn register(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    ApiJson(body): ApiJson<RegisterWorker>,
+) -> Result<Json<WorkerSummary>> {
+    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ? WHERE id = ?")
+        .bind(&body.device)
+        .bind(body.memory_bytes)
+        .bind(id)
+        .execute(&state.db)
+        .await?;
+    let workers = workers(&state.db).await?;
+    workers
+        .into_iter()
+        .find(|w| w.id == id)
+        .map(Json)
+        .ok_or_else(|| Error::not_found(format!("worker {id}")))
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimWait {
+    /// How long to wait for a job, in milliseconds (default 20,000; at most 60,000).
+    wait_ms: Option<u64>,
+}
+
+/// Long-polls for a job; `null` when none came in time.
+async fn claim_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    axum::extract::Query(wait): axum::extract::Query<ClaimWait>,
+) -> Result<Json<Option<ClaimedJob>>> {
+    let wait = std::time::Duration::from_millis(wait.wait_ms.unwrap_or(20_000).min(60_000));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(job) = claim(&state.db, id, LEASE_SECONDS).await? {
+            return Ok(Json(Some(job)));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Json(None));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+async fn heartbeat_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+) -> Result<Json<HeartbeatReply>> {
+    Ok(Json(HeartbeatReply {
+        cancel: heartbeat(&state.db, job, id, LEASE_SECONDS).await?,
+    }))
+}
+
+async fn metrics_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+    ApiJson(points): ApiJson<Vec<MetricPoint>>,
+) -> Result<Json<serde_json::Value>> {
+    let inserted = record_metrics(&state.db, job, id, &points).await?;
+    Ok(Json(serde_json::json!({ "inserted": inserted })))
+}
+
+/// The worker finished: its uploaded final model joins the registry as `<run name>-final`.
+async fn complete_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+) -> Result<Json<serde_json::Value>> {
+    let run = leased_run(&state.db, job, id).await?;
+    let dir = state
+        .config
+        .data_dir
+        .join("runs")
+        .join(run.to_string())
+        .join("final");
+    if !dir.join("model.safetensors").is_file() || !dir.join("config.json").is_file() {
+        return Err(Error::Unprocessable(format!(
+            "job {job}: upload the final model before completing"
+        )));
+    }
+    let (team, name): (i64, String) = sqlx::query_as("SELECT team_id, name FROM runs WHERE id = ?")
+        .bind(run)
+        .fetch_one(&state.db)
+        .await?;
+    let config: serde_json::Value =
+        serde_json::from_str(&tokio::fs::read_to_string(dir.join("config.json")).await?)
+            .map_err(|e| Error::Unprocessable(format!("job {job}: final config.json: {e}")))?;
+    let mut db = state.db.begin().await?;
+    let model_id: i64 = sqlx::query_scalar(
+        "INSERT INTO models (team_id, name, origin, path, run_id, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?) \
+         ON CONFLICT (team_id, name) DO UPDATE SET path = excluded.path RETURNING id",
+    )
+    .bind(team)
+    .bind(format!("{name}-final"))
+    .bind(dir.to_string_lossy().into_owned())
+    .bind(run)
+    .bind(config.get("vocab_size").and_then(|v| v.as_i64()).unwrap_or(0))
+    .bind(config.to_string())
+    .fetch_one(&mut *db)
+    .await?;
+    sqlx::query("UPDATE runs SET output_model_id = ? WHERE id = ?")
+        .bind(model_id)
+        .bind(run)
+        .execute(&mut *db)
+        .await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job)
+    .bind(id)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(lease_lost(job));
+    }
+    db.commit().await?;
+    Ok(Json(
+        serde_json::json!({ "status": "succeeded", "model_id": model_id }),
+    ))
+}
+
+async fn fail_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+    ApiJson(body): ApiJson<JobFailure>,
+) -> Result<Json<serde_json::Value>> {
+    let status = if body.cancelled {
+        "cancelled"
+    } else {
+        "failed"
+    };
+    finish(&state.db, job, id, status, Some(&body.error)).await?;
+    Ok(Json(serde_json::json!({ "status": status })))
+}
+
+#[derive(FromRow)]
+struct WorkerRow {
+    id: i64,
+    name: String,
+    device: String,
+    memory_bytes: i64,
+    last_seen_at: Option<String>,
+    revoked_at: Option<String>,
+    current_run: Option<i64>,
+    fresh: bool,
+}
+
+pub async fn workers(pool: &SqlitePool) -> Result<Vec<WorkerSummary>> {
+    let rows: Vec<WorkerRow> = sqlx::query_as(
+        "SELECT w.id, w.name, w.device, w.memory_bytes, w.last_seen_at, w.revoked_at, \
+         (SELECT run_id FROM jobs j WHERE j.lease_owner = w.id AND j.status = 'running' LIMIT 1) AS current_run, \
+         coalesce(w.last_seen_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 0) AS fresh \
+         FROM workers w ORDER BY w.id",
+    )
+    .bind(format!("-{LEASE_SECONDS} seconds"))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| WorkerSummary {
+            state: if r.revoked_at.is_some() {
+                "revoked"
+            } else if r.current_run.is_some() {
+                "busy"
+            } else if r.fresh {
+                "idle"
+            } else {
+                "offline"
+            }
+            .to_string(),
+            id: r.id,
+            name: r.name,
+            device: r.device,
+            memory_bytes: r.memory_bytes,
+            current_run: r.current_run,
+            last_seen_at: r.last_seen_at,
+        })
+        .collect())
+}
+
+async fn list_workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerSummary>>> {
+    Ok(Json(workers(&state.db).await?))
+}

@@ -1,0 +1,638 @@
+//! Runs and the model registry: creating a run pins a dataset version and queues a `train` job.
+
+use std::path::PathBuf;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sqlx::{FromRow, SqlitePool};
+use still_api::{MetricPoint, ModelSummary, NewModel, NewRun, RunParams, RunSummary};
+use still_engine::loss::Divergence;
+use still_engine::train::{Method, TrainConfig};
+
+use crate::AppState;
+use crate::datasets;
+use crate::error::{ApiJson, Error, Result, on_unique};
+use crate::queue;
+use crate::versions;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/models", get(list_models).post(create_model))
+        .route("/api/models/{model}", get(get_model))
+        .route("/api/runs", get(list_runs).post(create_run))
+        .route("/api/runs/{run}", get(get_run))
+        .route("/api/runs/{run}/metrics", get(get_metrics))
+        .route("/api/runs/{run}/cancel", post(cancel))
+}
+
+#[derive(FromRow)]
+struct ModelRow {
+    id: i64,
+    name: String,
+    origin: String,
+    path: String,
+    run_id: Option<i64>,
+    n_params: i64,
+    vocab_size: i64,
+    created_at: String,
+}
+
+impl From<ModelRow> for ModelSummary {
+    fn from(r: ModelRow) -> Self {
+        ModelSummary {
+            id: r.id,
+            name: r.name,
+            origin: r.origin,
+            path: r.path,
+            run_id: r.run_id,
+            n_params: r.n_params,
+            vocab_size: r.vocab_size,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const MODEL_COLUMNS: &str = "id, name, origin, path, run_id, n_params, vocab_size, created_at";
+
+/// Finds a model of the team by id or name.
+pub async fn resolve_model(
+    pool: &SqlitePool,
+    team_id: i64,
+    reference: &str,
+) -> Result<ModelSummary> {
+    let by_id: Option<ModelRow> = match reference.parse::<i64>() {
+        Ok(id) => {
+            sqlx::query_as(&format!(
+                "SELECT {MODEL_COLUMNS} FROM models WHERE id = ? AND team_id = ?"
+            ))
+            .bind(id)
+            .bind(team_id)
+            .fetch_optional(pool)
+            .await?
+        }
+        Err(_) => None,
+    };
+    let row = match by_id {
+        Some(row) => row,
+        None => sqlx::query_as(&format!(
+            "SELECT {MODEL_COLUMNS} FROM models WHERE name = ? AND team_id = ?"
+        ))
+        .bind(reference)
+        .bind(team_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("model '{reference}'")))?,
+    };
+    Ok(row.into())
+}
+
+async fn list_models(State(state): State<AppState>) -> Result<Json<Vec<ModelSummary>>> {
+    let rows: Vec<ModelRow> = sqlx::query_as(&format!(
+        "SELECT {MODEL_COLUMNS} FROM models WHERE team_id = ? ORDER BY id DESC"
+    ))
+    .bind(state.team_id())
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelSummary>> {
+    Ok(Json(
+        resolve_model(&state.db, state.team_id(), &model).await?,
+    ))
+}
+
+fn engine_error(e: still_engine::EngineError) -> Error {
+    Error::Unprocessable(e.to_string())
+}
+
+async fn create_model(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewModel>,
+) -> Result<(StatusCode, Json<ModelSummary>)> {
+    let name = datasets::validate_name(&body.name)?;
+    let team = state.team_id();
+    let (origin, path) = match (&body.path, &body.preset) {
+        (Some(path), None) => ("folder", PathBuf::from(path)),
+        (None, Some(_)) => (
+            "scratch",
+            state.config.data_dir.join("models").join(format!(
+                "{}-{}",
+                name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+                std::process::id()
+            )),
+        ),
+        _ => return Err(Error::BadRequest(
+            "give either 'path' (an HF folder on the server) or 'preset' with 'tokenizer_dataset'"
+                .into(),
+        )),
+    };
+    if let Some(preset) = &body.preset {
+        let reference = body.tokenizer_dataset.as_deref().ok_or_else(|| {
+            Error::BadRequest(
+                "tokenizer_dataset: a model from scratch trains its tokenizer on a dataset".into(),
+            )
+        })?;
+        let dataset = datasets::resolve(&state.db, team, reference).await?;
+        let texts: Vec<String> = sqlx::query_scalar(
+            "SELECT question || char(10) || thinking || char(10) || answer || char(10) || coalesce(solution, '') \
+             FROM examples WHERE dataset_id = ? AND deleted_at IS NULL ORDER BY id",
+        )
+        .bind(dataset.id)
+        .fetch_all(&state.db)
+        .await?;
+        if texts.is_empty() {
+            return Err(Error::Unprocessable(format!(
+                "tokenizer_dataset: dataset '{}' has no rows",
+                dataset.name
+            )));
+        }
+        let (preset, vocab, dir) = (
+            preset.clone(),
+            body.vocab_size.unwrap_or(4096),
+            path.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            still_engine::hf::create(&dir, &preset, &texts, vocab, 0).map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(engine_error)?;
+    }
+    // Load it once: a folder that does not load is refused now, not at training time.
+    let dir = path.clone();
+    let (n_params, vocab_size, config) = tokio::task::spawn_blocking(move || {
+        still_engine::hf::load(
+            &dir,
+            still_engine::candle::DType::F32,
+            &still_engine::candle::Device::Cpu,
+        )
+        .map(|f| {
+            (
+                f.model.n_params(),
+                f.model.config.vocab_size,
+                f.model.config.to_hf_json(),
+            )
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(engine_error)?;
+    let path_text = path
+        .canonicalize()
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned();
+    let row: ModelRow = sqlx::query_as(&format!(
+        "INSERT INTO models (team_id, name, origin, path, n_params, vocab_size, config) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
+    ))
+    .bind(team)
+    .bind(&name)
+    .bind(origin)
+    .bind(&path_text)
+    .bind(n_params as i64)
+    .bind(vocab_size as i64)
+    .bind(config.to_string())
+    .fetch_one(&state.db)
+    .await
+    .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// The engine config for a run: the s1 recipe, then the request's overrides.
+pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Result<TrainConfig> {
+    let method = match method {
+        "sft" => Method::Sft,
+        "kd" => Method::Kd {
+            // The worker replaces this with its local copy of the teacher.
+            teacher: PathBuf::from(format!(
+                "model:{}",
+                teacher_id.ok_or_else(|| Error::BadRequest(
+                    "teacher: method 'kd' needs a teacher".into()
+                ))?
+            )),
+            alpha: p.alpha.unwrap_or(0.5),
+            temperature: p.temperature.unwrap_or(2.0),
+            divergence: match p.divergence.as_deref().unwrap_or("forward_kl") {
+                "forward_kl" => Divergence::ForwardKl,
+                "reverse_kl" => Divergence::ReverseKl,
+                "jsd" => Divergence::Jsd {
+                    beta: p.jsd_beta.unwrap_or(0.5),
+                },
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "params.divergence: '{other}' is not one of forward_kl, reverse_kl, jsd"
+                    )));
+                }
+            },
+        },
+        other => {
+            return Err(Error::BadRequest(format!(
+                "method: '{other}' is not one of sft, kd"
+            )));
+        }
+    };
+    let mut c = TrainConfig {
+        method,
+        ..Default::default()
+    };
+    if let Some(v) = p.max_steps {
+        c.max_steps = Some(v)
+    }
+    if let Some(v) = p.epochs {
+        c.epochs = v
+    }
+    if let Some(v) = p.lr {
+        c.lr = v
+    }
+    if let Some(v) = p.batch_size {
+        c.batch_size = v
+    }
+    if let Some(v) = p.grad_accum {
+        c.grad_accum = v
+    }
+    if let Some(v) = p.max_seq_len {
+        c.max_seq_len = v
+    }
+    if let Some(v) = p.warmup_ratio {
+        c.warmup_ratio = v
+    }
+    if let Some(v) = p.weight_decay {
+        c.weight_decay = v
+    }
+    if let Some(v) = p.seed {
+        c.seed = v
+    }
+    if p.checkpoint_every.is_some() {
+        c.checkpoint_every = p.checkpoint_every
+    }
+    let check = |ok: bool, field: &str, rule: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadRequest(format!("params.{field}: {rule}")))
+        }
+    };
+    check(c.lr > 0.0 && c.lr < 1.0, "lr", "must be in (0, 1)")?;
+    check(c.epochs >= 1, "epochs", "must be at least 1")?;
+    check(
+        c.batch_size >= 1 && c.batch_size <= 1024,
+        "batch_size",
+        "must be 1..=1024",
+    )?;
+    check(
+        c.grad_accum >= 1 && c.grad_accum <= 1024,
+        "grad_accum",
+        "must be 1..=1024",
+    )?;
+    check(
+        c.max_seq_len >= 8 && c.max_seq_len <= 131_072,
+        "max_seq_len",
+        "must be 8..=131072",
+    )?;
+    check(
+        (0.0..1.0).contains(&c.warmup_ratio),
+        "warmup_ratio",
+        "must be in [0, 1)",
+    )?;
+    check(c.max_steps != Some(0), "max_steps", "must be at least 1")?;
+    Ok(c)
+}
+
+/// The version a new run trains on: the latest one when the dataset has not changed since,
+/// else a new one.
+async fn pin_version(
+    pool: &SqlitePool,
+    dataset_id: i64,
+    run_name: &str,
+) -> Result<still_api::DatasetVersion> {
+    let latest = versions::list(pool, dataset_id).await?.into_iter().next();
+    let updated_at: String = sqlx::query_scalar("SELECT updated_at FROM datasets WHERE id = ?")
+        .bind(dataset_id)
+        .fetch_one(pool)
+        .await?;
+    match latest {
+        Some(v) if v.created_at >= updated_at => Ok(v),
+        _ => versions::create(pool, dataset_id, &format!("pinned by run '{run_name}'")).await,
+    }
+}
+
+async fn create_run(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewRun>,
+) -> Result<(StatusCode, Json<RunSummary>)> {
+    let team = state.team_id();
+    let name = datasets::validate_name(&body.name)?;
+    let model = resolve_model(&state.db, team, &body.model).await?;
+    let teacher = match &body.teacher {
+        Some(t) if !t.is_empty() => Some(resolve_model(&state.db, team, t).await?),
+        _ => None,
+    };
+    let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
+    let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
+    let taken: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE team_id = ? AND name = ?")
+            .bind(team)
+            .bind(&name)
+            .fetch_optional(&state.db)
+            .await?;
+    if taken.is_some() {
+        return Err(Error::Conflict(format!(
+            "name: a run named '{name}' already exists"
+        )));
+    }
+    let version = pin_version(&state.db, dataset.id, &name).await?;
+    if version.n_rows == 0 {
+        return Err(Error::Unprocessable(format!(
+            "dataset: '{}' has no rows to train on",
+            dataset.name
+        )));
+    }
+    let mut db = state.db.begin().await?;
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (team_id, name, method, model_id, teacher_id, dataset_id, dataset_version_id, params) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(team)
+    .bind(&name)
+    .bind(&body.method)
+    .bind(model.id)
+    .bind(teacher.as_ref().map(|t| t.id))
+    .bind(dataset.id)
+    .bind(version.id)
+    .bind(serde_json::to_string(&config).map_err(|e| Error::Internal(e.to_string()))?)
+    .fetch_one(&mut *db)
+    .await
+    .map_err(|e| on_unique(e, || format!("name: a run named '{name}' already exists")))?;
+    sqlx::query("INSERT INTO jobs (team_id, kind, run_id, max_attempts) VALUES (?, 'train', ?, ?)")
+        .bind(team)
+        .bind(run_id)
+        .bind(body.max_attempts.unwrap_or(3).clamp(1, 20))
+        .execute(&mut *db)
+        .await?;
+    db.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(load_run(&state.db, team, &run_id.to_string()).await?),
+    ))
+}
+
+#[derive(FromRow)]
+struct RunRow {
+    id: i64,
+    name: String,
+    method: String,
+    model_id: i64,
+    model: String,
+    teacher_id: Option<i64>,
+    dataset_id: i64,
+    dataset: String,
+    dataset_version: i64,
+    dataset_version_hash: String,
+    status: String,
+    attempts: i64,
+    max_attempts: i64,
+    cancel_requested: bool,
+    error: Option<String>,
+    worker_id: Option<i64>,
+    params: String,
+    last_step: Option<i64>,
+    last_loss: Option<f64>,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+const RUN_SELECT: &str = "SELECT r.id, r.name, r.method, r.model_id, m.name AS model, r.teacher_id, r.dataset_id, \
+     d.name AS dataset, v.version AS dataset_version, v.content_hash AS dataset_version_hash, j.status, j.attempts, \
+     j.max_attempts, j.cancel_requested, j.error, coalesce(j.lease_owner, j.last_worker) AS worker_id, r.params, \
+     (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss') AS last_step, \
+     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1) AS last_loss, \
+     r.created_at, j.started_at, j.finished_at \
+     FROM runs r JOIN jobs j ON j.run_id = r.id JOIN models m ON m.id = r.model_id \
+     JOIN datasets d ON d.id = r.dataset_id JOIN dataset_versions v ON v.id = r.dataset_version_id";
+
+impl TryFrom<RunRow> for RunSummary {
+    type Error = Error;
+    fn try_from(r: RunRow) -> Result<Self> {
+        Ok(RunSummary {
+            config: serde_json::from_str(&r.params)
+                .map_err(|e| Error::Internal(format!("run {}: params: {e}", r.id)))?,
+            id: r.id,
+            name: r.name,
+            method: r.method,
+            model_id: r.model_id,
+            model: r.model,
+            teacher_id: r.teacher_id,
+            dataset_id: r.dataset_id,
+            dataset: r.dataset,
+            dataset_version: r.dataset_version,
+            dataset_version_hash: r.dataset_version_hash,
+            status: r.status,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            cancel_requested: r.cancel_requested,
+            error: r.error,
+            worker_id: r.worker_id,
+            last_step: r.last_step,
+            last_loss: r.last_loss,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// A run of the team by id or name.
+pub async fn load_run(pool: &SqlitePool, team_id: i64, reference: &str) -> Result<RunSummary> {
+    let by_id: Option<RunRow> = match reference.parse::<i64>() {
+        Ok(id) => {
+            sqlx::query_as(&format!("{RUN_SELECT} WHERE r.id = ? AND r.team_id = ?"))
+                .bind(id)
+                .bind(team_id)
+                .fetch_optional(pool)
+                .await?
+        }
+        Err(_) => None,
+    };
+    let row = match by_id {
+        Some(row) => row,
+        None => sqlx::query_as(&format!("{RUN_SELECT} WHERE r.name = ? AND r.team_id = ?"))
+            .bind(reference)
+            .bind(team_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("run '{reference}'")))?,
+    };
+    row.try_into()
+}
+
+#[derive(Deserialize)]
+struct RunFilter {
+    status: Option<String>,
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Query(filter): Query<RunFilter>,
+) -> Result<Json<Vec<RunSummary>>> {
+    let rows: Vec<RunRow> = sqlx::query_as(&format!(
+        "{RUN_SELECT} WHERE r.team_id = ? AND (?2 IS NULL OR j.status = ?2) ORDER BY r.id DESC"
+    ))
+    .bind(state.team_id())
+    .bind(filter.status.filter(|s| !s.is_empty()))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<_>>()?,
+    ))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<RunSummary>> {
+    Ok(Json(load_run(&state.db, state.team_id(), &run).await?))
+}
+
+#[derive(Deserialize)]
+struct MetricQuery {
+    name: Option<String>,
+    /// Downsample to about this many points per metric (min and max of each bucket kept).
+    max_points: Option<usize>,
+}
+
+/// Keeps the first and last point and, per bucket of steps, the points with the smallest and
+/// largest value, so a downsampled curve still shows every spike.
+pub fn downsample(points: Vec<MetricPoint>, max_points: usize) -> Vec<MetricPoint> {
+    if points.len() <= max_points || max_points < 4 {
+        return points;
+    }
+    let buckets = max_points / 2;
+    let per = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(max_points + 2);
+    for chunk in points.chunks(per) {
+        let (mut lo, mut hi) = (&chunk[0], &chunk[0]);
+        for p in chunk {
+            if p.value < lo.value {
+                lo = p;
+            }
+            if p.value > hi.value {
+                hi = p;
+            }
+        }
+        let (a, b) = if lo.step <= hi.step {
+            (lo, hi)
+        } else {
+            (hi, lo)
+        };
+        out.push(a.clone());
+        if b.step != a.step {
+            out.push(b.clone());
+        }
+    }
+    if out.last().map(|p| p.step) != points.last().map(|p| p.step) {
+        out.push(points.last().expect("non-empty").clone());
+    }
+    out
+}
+
+async fn get_metrics(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    Query(query): Query<MetricQuery>,
+) -> Result<Json<Vec<MetricPoint>>> {
+    let run = load_run(&state.db, state.team_id(), &run).await?;
+    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) ORDER BY name, step",
+    )
+    .bind(run.id)
+    .bind(query.name)
+    .fetch_all(&state.db)
+    .await?;
+    let points: Vec<MetricPoint> = rows
+        .into_iter()
+        .map(|(step, name, value)| MetricPoint { step, name, value })
+        .collect();
+    let Some(max) = query.max_points else {
+        return Ok(Json(points));
+    };
+    let mut out = Vec::new();
+    for chunk in points.chunk_by(|a, b| a.name == b.name) {
+        out.extend(downsample(chunk.to_vec(), max));
+    }
+    Ok(Json(out))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Json<RunSummary>> {
+    let run = load_run(&state.db, state.team_id(), &run).await?;
+    queue::cancel_run(&state.db, run.id).await?;
+    Ok(Json(
+        load_run(&state.db, state.team_id(), &run.id.to_string()).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_keeps_extremes_and_ends() {
+        let points: Vec<MetricPoint> = (0..1000)
+            .map(|i| MetricPoint {
+                step: i,
+                name: "loss".into(),
+                value: if i == 500 { 99.0 } else { 1.0 / (i + 1) as f64 },
+            })
+            .collect();
+        let small = downsample(points, 100);
+        assert!(small.len() <= 102, "{}", small.len());
+        assert!(small.iter().any(|p| p.value == 99.0), "the spike survives");
+        assert_eq!(small.first().unwrap().step, 0);
+        assert_eq!(small.last().unwrap().step, 999);
+        assert!(small.windows(2).all(|w| w[0].step < w[1].step));
+    }
+
+    #[test]
+    fn run_params_override_the_s1_recipe_and_are_checked() {
+        let c = train_config("sft", None, &RunParams::default()).unwrap();
+        assert_eq!((c.lr, c.epochs, c.batch_size * c.grad_accum), (1e-5, 5, 16));
+        let c = train_config(
+            "sft",
+            None,
+            &RunParams {
+                lr: Some(3e-3),
+                max_steps: Some(20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((c.lr, c.max_steps), (3e-3, Some(20)));
+        let err = train_config("kd", None, &RunParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a teacher"), "{err}");
+        let err = train_config(
+            "sft",
+            None,
+            &RunParams {
+                batch_size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "params.batch_size: must be 1..=1024");
+    }
+}

@@ -1,0 +1,355 @@
+//! Runs, the job queue and workers: a real server, real worker processes, real SQLite.
+
+use std::time::Duration;
+
+use serde_json::json;
+use still_api::{
+    ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunSummary, WorkerSummary,
+};
+use still_tests::{TestServer, still_bin, upload};
+
+/// A server with a small synthetic dataset and a tiny model made from it.
+async fn server_with_model(client: &reqwest::Client) -> TestServer {
+    let server = TestServer::start().await;
+    let rows = still_engine::synth::addition(2, 64, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("add.jsonl");
+    std::fs::write(
+        &path,
+        rows.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let response = upload(
+        client,
+        &server,
+        "/api/datasets/import",
+        &path,
+        &[("name", "add")],
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let model = client
+        .post(server.api("/api/models"))
+        .json(&json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model.status(), 201, "{}", model.text().await.unwrap());
+    server
+}
+
+async fn new_run(
+    client: &reqwest::Client,
+    server: &TestServer,
+    name: &str,
+    max_steps: usize,
+    max_attempts: i64,
+) -> RunSummary {
+    let response = client
+        .post(server.api("/api/runs"))
+        .json(&json!({"name": name, "method": "sft", "model": "tiny", "dataset": "add", "max_attempts": max_attempts,
+                      "params": {"max_steps": max_steps, "epochs": 100000, "lr": 3e-3, "batch_size": 8, "grad_accum": 1, "max_seq_len": 128}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn run_status(client: &reqwest::Client, server: &TestServer, id: i64) -> RunSummary {
+    client
+        .get(server.api(&format!("/api/runs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let models: Vec<ModelSummary> = client
+        .get(server.api("/api/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models[0].origin, "scratch");
+    assert!(models[0].n_params > 0);
+    let run = new_run(&client, &server, "race", 5, 3).await;
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.dataset_version,
+            run.config["lr"].as_f64()
+        ),
+        ("queued", 1, Some(3e-3))
+    );
+    assert_eq!(run.config["grad_accum"], 1);
+    let pool = server.pool().clone();
+    let (_, token_a) = still_backend::queue::create_worker(&pool, "a")
+        .await
+        .unwrap();
+    let (b_id, token_b) = still_backend::queue::create_worker(&pool, "b")
+        .await
+        .unwrap();
+
+    // Two workers race for the one job: exactly one wins.
+    let claim = |token: String| {
+        let (client, url) = (client.clone(), server.api("/api/worker/claim?wait_ms=0"));
+        async move {
+            let r = client
+                .post(url)
+                .header("authorization", bearer(&token))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Option<ClaimedJob>>().await.unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(claim(token_a.clone()), claim(token_b.clone()));
+    assert_eq!(a.is_some() as u8 + b.is_some() as u8, 1, "{a:?} {b:?}");
+    let (job, owner, other) = match (a, b) {
+        (Some(job), None) => (job, token_a.clone(), token_b.clone()),
+        (None, Some(job)) => (job, token_b.clone(), token_a.clone()),
+        _ => unreachable!(),
+    };
+    assert_eq!((job.run_id, job.attempt), (run.id, 1));
+
+    // The loser touches nothing; a wrong token gets 401.
+    let hb = |token: String| {
+        client
+            .post(server.api(&format!("/api/worker/jobs/{}/heartbeat", job.job_id)))
+            .header("authorization", bearer(&token))
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(hb(other.clone()).await.unwrap().status(), 409);
+    let wrong = hb("stw_not_a_token".into()).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        wrong.json::<ErrorBody>().await.unwrap().message,
+        "worker token is wrong or revoked"
+    );
+    let reply: HeartbeatReply = hb(owner.clone()).await.unwrap().json().await.unwrap();
+    assert!(!reply.cancel);
+
+    // Metrics: a retried batch is stored once.
+    let points: Vec<MetricPoint> = (1..=3)
+        .map(|s| MetricPoint {
+            step: s,
+            name: "loss".into(),
+            value: 1.0 / s as f64,
+        })
+        .collect();
+    for _ in 0..2 {
+        let r = client
+            .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
+            .header("authorization", bearer(&owner))
+            .json(&points)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client
+        .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
+        .header("authorization", bearer(&other))
+        .json(&points)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "only the lease owner writes metrics");
+    let stored: Vec<MetricPoint> = client
+        .get(server.api(&format!("/api/runs/{}/metrics", run.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored, points);
+
+    // Cancel reaches the worker through its heartbeat.
+    let cancelled: RunSummary = client
+        .post(server.api(&format!("/api/runs/{}/cancel", run.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(cancelled.cancel_requested);
+    let reply: HeartbeatReply = hb(owner.clone()).await.unwrap().json().await.unwrap();
+    assert!(reply.cancel);
+
+    // Revoked: 401 and nothing changes.
+    still_backend::queue::revoke_worker(&pool, b_id)
+        .await
+        .unwrap();
+    let r = client
+        .post(server.api("/api/worker/claim?wait_ms=0"))
+        .header("authorization", bearer(&token_b))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let workers: Vec<WorkerSummary> = client
+        .get(server.api("/api/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        workers.iter().find(|w| w.id == b_id).unwrap().state,
+        "revoked"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let pool = server.pool().clone();
+    let run = new_run(&client, &server, "flaky", 5, 2).await;
+    let (worker, _) = still_backend::queue::create_worker(&pool, "w")
+        .await
+        .unwrap();
+    // A zero-second lease expires at once: the worker "died".
+    let first = still_backend::queue::claim(&pool, worker, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(still_backend::queue::reap(&pool).await.unwrap(), (1, 0));
+    assert_eq!(run_status(&client, &server, run.id).await.status, "queued");
+    // The old owner lost its lease: it can change nothing.
+    let err = still_backend::queue::heartbeat(&pool, first.job_id, worker, 30)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not hold its lease"), "{err}");
+    let second = still_backend::queue::claim(&pool, worker, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.job_id, second.attempt), (first.job_id, 2));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(still_backend::queue::reap(&pool).await.unwrap(), (0, 1));
+    let failed = run_status(&client, &server, run.id).await;
+    assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 2));
+    assert!(failed.error.unwrap().contains("lease expired"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let (_, token) = still_backend::queue::create_worker(server.pool(), "proc")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = tokio::process::Command::new(still_bin())
+        .args([
+            "worker",
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--work-dir",
+        ])
+        .arg(work.path())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let run = new_run(&client, &server, "short", 6, 3).await;
+    let mut done = run_status(&client, &server, run.id).await;
+    for _ in 0..600 {
+        done = run_status(&client, &server, run.id).await;
+        if matches!(done.status.as_str(), "succeeded" | "failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    let loss: Vec<MetricPoint> = client
+        .get(server.api(&format!("/api/runs/{}/metrics?name=loss", run.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        loss.iter().map(|p| p.step).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6],
+        "every step exactly once"
+    );
+    let model: ModelSummary = client
+        .get(server.api("/api/models/short-final"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((model.origin.as_str(), model.run_id), ("run", Some(run.id)));
+    assert!(
+        std::path::Path::new(&model.path)
+            .join("model.safetensors")
+            .is_file()
+    );
+
+    // A long run, cancelled once it has started: the worker stops within seconds.
+    let long = new_run(&client, &server, "long", 100_000, 3).await;
+    for _ in 0..300 {
+        if run_status(&client, &server, long.id)
+            .await
+            .last_step
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .post(server.api(&format!("/api/runs/{}/cancel", long.id)))
+        .send()
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let mut status = String::new();
+    while asked.elapsed() < Duration::from_secs(20) {
+        status = run_status(&client, &server, long.id).await.status;
+        if status == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "cancelled");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    worker.kill().await.unwrap();
+    server.stop().await;
+}

@@ -1,0 +1,373 @@
+//! The worker: registers with a server, long-polls for jobs, trains with the engine, streams
+//! every optimizer step's metrics back, heartbeats its lease (and stops when the run is
+//! cancelled or the lease is lost), uploads the final model and reports the outcome.
+//!
+//! **Invariant:** this crate talks to the server only over HTTP and never depends on axum or
+//! sqlx, so a GPU machine runs it with the engine alone.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use still_api::{
+    ClaimedJob, ExampleFields, HeartbeatReply, JobFailure, MetricPoint, RegisterWorker,
+};
+use still_engine::train::{self, Event, Method, TrainConfig};
+
+/// Files a model folder is made of (the ones that exist are transferred).
+pub const MODEL_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+];
+
+/// How to reach the server and where to keep files.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub server: String,
+    pub token: String,
+    pub device: String,
+    /// Downloaded models, datasets and run outputs.
+    pub work_dir: PathBuf,
+    /// Stop after this many jobs (for tests); run forever when `None`.
+    pub max_jobs: Option<usize>,
+}
+
+/// A small blocking client for the worker routes.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    server: String,
+    auth: String,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .build();
+        Self {
+            agent: config.into(),
+            server: server.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {token}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server, path)
+    }
+
+    fn check(
+        &self,
+        path: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        let message = serde_json::from_str::<still_api::ErrorBody>(&body)
+            .map(|b| b.message)
+            .unwrap_or(body);
+        bail!("{path}: HTTP {}: {message}", status.as_u16())
+    }
+
+    pub fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", &self.auth)
+            .send_json(body)?;
+        Ok(self.check(path, response)?.body_mut().read_json()?)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", &self.auth)
+            .call()?;
+        Ok(self
+            .check(path, response)?
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()?)
+    }
+
+    pub fn put_file(&self, path: &str, file: &Path) -> anyhow::Result<()> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let response = self
+            .agent
+            .put(self.url(path))
+            .header("Authorization", &self.auth)
+            .send(&bytes[..])?;
+        self.check(path, response)?;
+        Ok(())
+    }
+}
+
+/// Downloads a model folder once into `work_dir/models/<id>`.
+fn fetch_model(client: &Client, work_dir: &Path, model_id: i64) -> anyhow::Result<PathBuf> {
+    let dir = work_dir.join("models").join(model_id.to_string());
+    if dir.join("model.safetensors").is_file() {
+        return Ok(dir);
+    }
+    let partial = dir.with_extension("partial");
+    std::fs::create_dir_all(&partial)?;
+    let listing: Vec<String> = serde_json::from_slice(
+        &client.get_bytes(&format!("/api/worker/models/{model_id}/files"))?,
+    )?;
+    for name in listing {
+        let bytes = client.get_bytes(&format!("/api/worker/models/{model_id}/files/{name}"))?;
+        std::fs::write(partial.join(&name), bytes)?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&partial, &dir)?;
+    Ok(dir)
+}
+
+fn fetch_dataset(client: &Client, job: &ClaimedJob) -> anyhow::Result<Vec<ExampleFields>> {
+    let bytes = client.get_bytes(&format!("/api/worker/jobs/{}/dataset", job.job_id))?;
+    let text = String::from_utf8(bytes).context("dataset is not UTF-8")?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("dataset line {}", i + 1)))
+        .collect()
+}
+
+/// Sends buffered metric points; keeps them when the server cannot be reached.
+fn flush(client: &Client, job_id: i64, buffer: &Mutex<Vec<MetricPoint>>) -> anyhow::Result<()> {
+    let points: Vec<MetricPoint> = std::mem::take(&mut *buffer.lock().expect("metrics lock"));
+    if points.is_empty() {
+        return Ok(());
+    }
+    match client
+        .post::<_, serde_json::Value>(&format!("/api/worker/jobs/{job_id}/metrics"), &points)
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Put them back in front: the server keeps each (step, name) once, so a retry is safe.
+            let mut guard = buffer.lock().expect("metrics lock");
+            let mut restored = points;
+            restored.append(&mut guard);
+            *guard = restored;
+            Err(e)
+        }
+    }
+}
+
+/// Runs one claimed job to its end, reporting success or failure to the server.
+pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> anyhow::Result<()> {
+    let job_id = job.job_id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let lease_lost = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (client, stop, cancelled, lease_lost, done) = (
+            client.clone(),
+            stop.clone(),
+            cancelled.clone(),
+            lease_lost.clone(),
+            done.clone(),
+        );
+        let every = Duration::from_secs((job.lease_seconds / 4).clamp(1, 10) as u64);
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                match client.post::<_, HeartbeatReply>(
+                    &format!("/api/worker/jobs/{job_id}/heartbeat"),
+                    &serde_json::json!({}),
+                ) {
+                    Ok(reply) if reply.cancel => {
+                        cancelled.store(true, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.to_string().contains("HTTP 409") => {
+                        lease_lost.store(true, Ordering::Relaxed);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    Err(_) => {} // the server may be restarting: keep training, retry later
+                }
+            }
+        })
+    };
+    let result = train_job(client, options, &job, stop.clone());
+    done.store(true, Ordering::Relaxed);
+    let _ = heartbeat.join();
+    if lease_lost.load(Ordering::Relaxed) {
+        return Ok(()); // another worker owns the job now; nothing to report
+    }
+    let path = format!("/api/worker/jobs/{job_id}/");
+    match result {
+        Ok(()) => client
+            .post::<_, serde_json::Value>(&format!("{path}complete"), &serde_json::json!({}))
+            .map(|_| ()),
+        Err(e) => {
+            let cancelled = cancelled.load(Ordering::Relaxed);
+            let error = if cancelled {
+                "cancelled by the user".to_string()
+            } else {
+                format!("{e:#}")
+            };
+            client
+                .post::<_, serde_json::Value>(
+                    &format!("{path}fail"),
+                    &JobFailure { error, cancelled },
+                )
+                .map(|_| ())
+        }
+    }
+}
+
+fn train_job(
+    client: &Client,
+    options: &WorkerOptions,
+    job: &ClaimedJob,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    if job.kind != "train" {
+        bail!("this worker does not run '{}' jobs", job.kind);
+    }
+    let mut config: TrainConfig =
+        serde_json::from_value(job.config.clone()).context("the job's training config")?;
+    if let Method::Kd { teacher, .. } = &mut config.method {
+        let teacher_id = job.teacher_id.context("a kd job without a teacher")?;
+        *teacher = fetch_model(client, &options.work_dir, teacher_id)?;
+    }
+    let model_dir = fetch_model(client, &options.work_dir, job.model_id)?;
+    let rows = fetch_dataset(client, job)?;
+    let device = still_engine::device(&options.device)?;
+    let student = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
+    let out = options.work_dir.join("runs").join(job.run_id.to_string());
+    let buffer = Mutex::new(Vec::<MetricPoint>::new());
+    let mut last_flush = Instant::now();
+    let mut observer = |event: &Event| {
+        if let Event::Step(m) = event {
+            let step = m.step as i64;
+            let mut points = vec![
+                ("loss", m.loss),
+                ("ce", m.ce),
+                ("lr", m.lr),
+                ("grad_norm", m.grad_norm),
+                ("tokens_per_s", m.tokens_per_s),
+                ("epoch", m.epoch),
+                ("total_steps", m.total_steps as f64),
+                ("elapsed_s", m.elapsed_s),
+            ];
+            if let Some(kd) = m.kd {
+                points.push(("kd", kd));
+            }
+            buffer
+                .lock()
+                .expect("metrics lock")
+                .extend(points.into_iter().map(|(name, value)| MetricPoint {
+                    step,
+                    name: name.to_string(),
+                    value,
+                }));
+            if last_flush.elapsed() > Duration::from_millis(500) || m.step == m.total_steps {
+                let _ = flush(client, job.job_id, &buffer);
+                last_flush = Instant::now();
+            }
+        }
+    };
+    let final_dir = train::train(
+        student,
+        &rows,
+        &config,
+        &out,
+        None,
+        &mut observer,
+        Some(stop),
+    )?;
+    flush(client, job.job_id, &buffer).context("sending the last metrics")?;
+    for name in MODEL_FILES {
+        let file = final_dir.join(name);
+        if file.is_file() {
+            client.put_file(
+                &format!("/api/worker/jobs/{}/final/{name}", job.job_id),
+                &file,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The worker's main loop.
+pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.work_dir)?;
+    let client = Client::new(&options.server, &options.token);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<i64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    let mut registered = false;
+    let mut jobs = 0usize;
+    loop {
+        if !registered {
+            match client.post::<_, serde_json::Value>(
+                "/api/worker/register",
+                &RegisterWorker {
+                    device: options.device.clone(),
+                    memory_bytes: memory,
+                },
+            ) {
+                Ok(_) => registered = true,
+                Err(e) if e.to_string().contains("HTTP 401") => return Err(e),
+                Err(e) => {
+                    eprintln!("worker: cannot reach {} ({e:#}); retrying", options.server);
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        match client.post::<_, Option<ClaimedJob>>("/api/worker/claim", &serde_json::json!({})) {
+            Ok(Some(job)) => {
+                eprintln!(
+                    "worker: job {} (run {}, attempt {})",
+                    job.job_id, job.run_id, job.attempt
+                );
+                if let Err(e) = run_job(&client, &options, job) {
+                    eprintln!("worker: reporting the job failed: {e:#}");
+                }
+                jobs += 1;
+                if options.max_jobs.is_some_and(|m| jobs >= m) {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.to_string().contains("HTTP 401") => return Err(e),
+            Err(e) => {
+                eprintln!("worker: claim failed ({e:#}); retrying");
+                registered = false;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
