@@ -168,3 +168,44 @@ pub async fn import(form: web_sys::FormData) -> ApiResult<ImportReport> {
 pub async fn preview(form: web_sys::FormData) -> ApiResult<ImportPreview> {
     post_form("/api/datasets/preview", form).await
 }
+
+pub async fn models() -> ApiResult<Vec<still_api::ModelSummary>> {
+    get("/api/models").await
+}
+
+pub async fn create_model(request: &still_api::NewModel) -> ApiResult<still_api::ModelSummary> {
+    send_json("POST", "/api/models", request).await
+}
+
+pub async fn runs() -> ApiResult<Vec<still_api::RunSummary>> {
+    get("/api/runs").await
+}
+
+pub async fn run(id: &str) -> ApiResult<still_api::RunSummary> {
+    get(&format!("/api/runs/{}", encode(id))).await
+}
+
+pub async fn create_run(request: &still_api::NewRun) -> ApiResult<still_api::RunSummary> {
+    send_json("POST", "/api/runs", request).await
+}
+
+pub async fn run_metrics(id: &str, max_points: usize) -> ApiResult<Vec<still_api::MetricPoint>> {
+    get(&format!(
+        "/api/runs/{}/metrics?max_points={max_points}",
+        encode(id)
+    ))
+    .await
+}
+
+pub async fn cancel_run(id: i64) -> ApiResult<still_api::RunSummary> {
+    send_json(
+        "POST",
+        &format!("/api/runs/{id}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
+pub async fn workers() -> ApiResult<Vec<still_api::WorkerSummary>> {
+    get("/api/workers").await
+}

@@ -20,6 +20,8 @@ pub fn App() -> impl IntoView {
                 <A href="/" attr:class="brand">"Still"</A>
                 <nav>
                     <A href="/">"Datasets"</A>
+                    <A href="/runs">"Runs"</A>
+                    <A href="/workers">"Workers"</A>
                 </nav>
             </header>
             <main>
@@ -27,6 +29,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::datasets::DatasetsPage/>
                     <Route path=path!("/datasets/:id") view=pages::dataset::DatasetPage/>
                     <Route path=path!("/examples/:id") view=pages::example::ExamplePage/>
+                    <Route path=path!("/runs") view=pages::runs::RunsPage/>
+                    <Route path=path!("/runs/:id") view=pages::runs::RunPage/>
+                    <Route path=path!("/workers") view=pages::runs::WorkersPage/>
                 </Routes>
             </main>
         </Router>

@@ -191,3 +191,109 @@ async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let rows = still_engine::synth::addition(2, 64, 1);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("add.jsonl");
+    std::fs::write(
+        &path,
+        rows.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>(),
+    )?;
+    assert_eq!(
+        still_tests::upload(
+            &client,
+            &server,
+            "/api/datasets/import",
+            &path,
+            &[("name", "add")]
+        )
+        .await
+        .status(),
+        201
+    );
+    let (_, token) = still_backend::queue::create_worker(server.pool(), "browser-test").await?;
+    let mut worker = tokio::process::Command::new(still_tests::still_bin())
+        .args([
+            "worker",
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--work-dir",
+        ])
+        .arg(dir.path().join("worker"))
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    c.goto(&format!("{}/runs", server.url)).await?;
+    // Pick the dataset, make a tiny model from it, then start a short run.
+    let dataset_select = browser.wait_for("[data-test=run-dataset]").await?;
+    browser
+        .wait_for("[data-test=run-dataset] option[value='1']")
+        .await?;
+    dataset_select.select_by_value("1").await?;
+    browser
+        .wait_for("[data-test=make-model]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=run-model] option:checked", |t| {
+            t.starts_with("tiny")
+        })
+        .await?;
+    for (field, value) in [
+        ("name", "from-ui"),
+        ("max_steps", "8"),
+        ("lr", "3e-3"),
+        ("batch_size", "8"),
+        ("grad_accum", "1"),
+        ("max_seq_len", "128"),
+    ] {
+        let input = browser
+            .wait_for(&format!("[data-test=run-{field}]"))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    browser
+        .wait_for("[data-test=start-run]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=run-name]", |t| t == "from-ui")
+        .await?;
+    // The run page polls: the status goes to succeeded and the loss curve has all 8 points.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let status = browser
+            .wait_for("[data-test=run-status]")
+            .await?
+            .text()
+            .await?;
+        if status == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "run still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let curve = browser.wait_for("[data-test=chart-loss] polyline").await?;
+    let n = browser
+        .wait_for_text("[data-test=progress] span", |t| t.starts_with("step 8 / 8"))
+        .await?;
+    assert!(n.starts_with("step 8 / 8"), "{n}");
+    assert_eq!(curve.attr("data-points").await?.as_deref(), Some("8"));
+    browser.close().await?;
+    worker.kill().await?;
+    server.stop().await;
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! Reusable view pieces.
 
+pub mod chart;
 pub mod histogram;
 pub mod math_text;
 

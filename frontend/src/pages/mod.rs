@@ -4,3 +4,4 @@ pub mod dataset;
 pub mod datasets;
 pub mod example;
 pub mod import;
+pub mod runs;

@@ -1,0 +1,79 @@
+//! A line chart drawn as SVG: one series of (step, value) points with its range labelled.
+
+use leptos::prelude::*;
+
+const W: f64 = 560.0;
+const H: f64 = 200.0;
+const PAD: f64 = 36.0;
+
+/// Maps points to an SVG polyline's `points` attribute within the plot area.
+pub fn polyline(points: &[(f64, f64)]) -> (String, (f64, f64), (f64, f64)) {
+    if points.is_empty() {
+        return (String::new(), (0.0, 1.0), (0.0, 1.0));
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 <= y0 {
+        y1 = y0 + 1.0;
+    }
+    let text = points
+        .iter()
+        .map(|&(x, y)| {
+            let px = PAD + (x - x0) / (x1 - x0) * (W - PAD - 8.0);
+            let py = 8.0 + (1.0 - (y - y0) / (y1 - y0)) * (H - PAD - 8.0);
+            format!("{px:.1},{py:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    (text, (x0, x1), (y0, y1))
+}
+
+fn label(v: f64) -> String {
+    if v.abs() >= 1000.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+#[component]
+pub fn LineChart(title: String, points: Vec<(f64, f64)>) -> impl IntoView {
+    let (line, (x0, x1), (y0, y1)) = polyline(&points);
+    let last = points.last().map(|p| label(p.1)).unwrap_or_default();
+    view! {
+        <figure class="chart" data-test=format!("chart-{title}")>
+            <figcaption><strong>{title.clone()}</strong>{format!("  last {last}")}</figcaption>
+            <svg viewBox=format!("0 0 {W} {H}") width="100%" role="img">
+                <line x1=PAD y1=H - PAD + 4.0 x2=W y2=H - PAD + 4.0 class="axis"/>
+                <line x1=PAD - 4.0 y1="0" x2=PAD - 4.0 y2=H - PAD + 4.0 class="axis"/>
+                <text x="2" y="14" class="tick">{label(y1)}</text>
+                <text x="2" y=H - PAD class="tick">{label(y0)}</text>
+                <text x=PAD y=H - 14.0 class="tick">{format!("step {}", label(x0))}</text>
+                <text x=W y=H - 14.0 class="tick" text-anchor="end">{label(x1)}</text>
+                <polyline points=line class="series" data-points=points.len()/>
+            </svg>
+        </figure>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_fill_the_plot_area() {
+        let (line, x, y) = polyline(&[(1.0, 2.0), (3.0, 1.0)]);
+        assert_eq!((x, y), ((1.0, 3.0), (1.0, 2.0)));
+        assert_eq!(line, format!("{PAD:.1},8.0 552.0,{:.1}", H - PAD));
+    }
+}
