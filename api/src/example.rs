@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The canonical fields of an example, as imported, exported and trained on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExampleFields {
     pub question: String,
     /// The reasoning trace (may be empty).
@@ -28,6 +28,21 @@ pub struct ExampleFields {
 
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
+}
+
+impl Default for ExampleFields {
+    fn default() -> Self {
+        Self {
+            question: String::new(),
+            thinking: String::new(),
+            answer: String::new(),
+            solution: None,
+            source: String::new(),
+            domain: String::new(),
+            tags: Vec::new(),
+            metadata: empty_object(),
+        }
+    }
 }
 
 /// A stored example.
@@ -79,6 +94,11 @@ mod tests {
         assert_eq!(fields.question, "1+1?");
         assert_eq!(fields.thinking, "");
         assert_eq!(fields.metadata, serde_json::json!({}));
+    }
+
+    #[test]
+    fn default_metadata_is_an_empty_object() {
+        assert_eq!(ExampleFields::default().metadata, serde_json::json!({}));
     }
 
     #[test]

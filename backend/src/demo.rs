@@ -1,4 +1,5 @@
-//! Demo data shipped in the binary, imported into an empty data directory on first start.
+//! Demo data for a new data directory: the GSM8K sample shipped in the binary, the synthetic
+//! addition task, and a tiny model made from it — so a first run starts in one click.
 
 use sqlx::SqlitePool;
 use still_api::{ImportMode, Preset};
@@ -11,6 +12,10 @@ use crate::import::{self, ImportOptions};
 /// 300 GSM8K training problems (MIT, © 2021 OpenAI; see `demo/LICENSE-gsm8k`).
 pub const GSM8K_SAMPLE: &[u8] = include_bytes!("../../demo/gsm8k-sample.jsonl");
 pub const GSM8K_SAMPLE_NAME: &str = "gsm8k-sample";
+/// The synthetic reasoning task, generated (2-digit addition with column-by-column traces).
+pub const ADDITION_NAME: &str = "addition-demo";
+/// A tiny model whose tokenizer was trained on the addition dataset: "start a run" in one click.
+pub const TINY_MODEL_NAME: &str = "tiny-addition";
 const SEEDED_KEY: &str = "demo_seeded";
 
 /// Imports the demo datasets once per data directory; deleting them later does not bring them back.

@@ -116,13 +116,24 @@ async fn create_model(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewModel>,
 ) -> Result<(StatusCode, Json<ModelSummary>)> {
+    let model = create(&state.db, &state.config.data_dir, state.team_id(), &body).await?;
+    Ok((StatusCode::CREATED, Json(model)))
+}
+
+/// Makes a model from scratch (`preset` + `tokenizer_dataset`, written under
+/// `DATA_DIR/models/`) or registers an HF folder (`path`); either way it must load.
+pub async fn create(
+    pool: &SqlitePool,
+    data_dir: &std::path::Path,
+    team: i64,
+    body: &NewModel,
+) -> Result<ModelSummary> {
     let name = datasets::validate_name(&body.name)?;
-    let team = state.team_id();
     let (origin, path) = match (&body.path, &body.preset) {
         (Some(path), None) => ("folder", PathBuf::from(path)),
         (None, Some(_)) => (
             "scratch",
-            state.config.data_dir.join("models").join(format!(
+            data_dir.join("models").join(format!(
                 "{}-{}",
                 name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
                 std::process::id()
@@ -139,13 +150,13 @@ async fn create_model(
                 "tokenizer_dataset: a model from scratch trains its tokenizer on a dataset".into(),
             )
         })?;
-        let dataset = datasets::resolve(&state.db, team, reference).await?;
+        let dataset = datasets::resolve(pool, team, reference).await?;
         let texts: Vec<String> = sqlx::query_scalar(
             "SELECT question || char(10) || thinking || char(10) || answer || char(10) || coalesce(solution, '') \
              FROM examples WHERE dataset_id = ? AND deleted_at IS NULL ORDER BY id",
         )
         .bind(dataset.id)
-        .fetch_all(&state.db)
+        .fetch_all(pool)
         .await?;
         if texts.is_empty() {
             return Err(Error::Unprocessable(format!(
@@ -199,10 +210,10 @@ async fn create_model(
     .bind(n_params as i64)
     .bind(vocab_size as i64)
     .bind(config.to_string())
-    .fetch_one(&state.db)
+    .fetch_one(pool)
     .await
     .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok(row.into())
 }
 
 /// The engine config for a run: the s1 recipe, then the request's overrides.

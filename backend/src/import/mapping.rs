@@ -42,7 +42,9 @@ pub fn detect_preset(row: &Map<String, Value>) -> Preset {
     if has("question")
         && has("thinking")
         && has("answer")
-        && row.get("metadata").is_some_and(Value::is_object)
+        && row
+            .get("metadata")
+            .is_some_and(|m| m.is_object() || m.is_null())
     {
         Preset::Canonical
     } else if has("question")
