@@ -82,6 +82,11 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Server errors (5xx details go only to the log) show up in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("still_backend=info")
+            .with_test_writer()
+            .try_init();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::new(data_dir.path());
         config.ui_dir = ui_dir();

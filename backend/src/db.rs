@@ -53,3 +53,10 @@ pub async fn set_setting(pool: &SqlitePool, key: &str, value: &str) -> sqlx::Res
         .await?;
     Ok(())
 }
+
+/// Starts a transaction that writes. `BEGIN IMMEDIATE` takes the write lock up front: a deferred
+/// transaction that reads first and writes later cannot wait for the lock in WAL mode (SQLite
+/// answers SQLITE_BUSY at once instead of calling the busy handler), so every writer starts here.
+pub async fn write_tx(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}

@@ -393,7 +393,7 @@ pub async fn apply_patch(pool: &SqlitePool, id: i64, patch: &ExamplePatch) -> Re
         fields.domain = d.clone();
     }
     let (qw, tw, aw, n_bytes) = lengths(&fields);
-    let mut db = pool.begin().await?;
+    let mut db = crate::db::write_tx(pool).await?;
     sqlx::query(
         "UPDATE examples SET question = ?, thinking = ?, answer = ?, solution = ?, source = ?, domain = ?, \
          question_words = ?, thinking_words = ?, answer_words = ?, n_bytes = ?, \

@@ -319,7 +319,7 @@ pub async fn record_metrics(
     worker_id: i64,
     points: &[MetricPoint],
 ) -> Result<u64> {
-    let mut db = pool.begin().await?;
+    let mut db = crate::db::write_tx(pool).await?;
     let run_id: Option<i64> = sqlx::query_scalar(
         "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
     )
@@ -381,7 +381,7 @@ pub async fn finish(
 /// Re-queues jobs whose lease expired (the next claim resumes them), or fails them after
 /// `max_attempts`. Returns (re-queued, failed).
 pub async fn reap(pool: &SqlitePool) -> Result<(u64, u64)> {
-    let mut db = pool.begin().await?;
+    let mut db = crate::db::write_tx(pool).await?;
     let failed = sqlx::query(
         "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
          error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
@@ -522,7 +522,7 @@ async fn complete_route(
     let config: serde_json::Value =
         serde_json::from_str(&tokio::fs::read_to_string(dir.join("config.json")).await?)
             .map_err(|e| Error::Unprocessable(format!("job {job}: final config.json: {e}")))?;
-    let mut db = state.db.begin().await?;
+    let mut db = crate::db::write_tx(&state.db).await?;
     let model_id: i64 = sqlx::query_scalar(
         "INSERT INTO models (team_id, name, origin, path, run_id, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?) \
          ON CONFLICT (team_id, name) DO UPDATE SET path = excluded.path RETURNING id",

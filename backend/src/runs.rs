@@ -365,7 +365,7 @@ async fn create_run(
             dataset.name
         )));
     }
-    let mut db = state.db.begin().await?;
+    let mut db = crate::db::write_tx(&state.db).await?;
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (team_id, name, method, model_id, teacher_id, dataset_id, dataset_version_id, params) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",

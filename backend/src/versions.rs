@@ -91,7 +91,7 @@ async fn tags_for(
 
 /// Snapshots the dataset's live rows as its next version.
 pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result<DatasetVersion> {
-    let mut db = pool.begin().await?;
+    let mut db = crate::db::write_tx(pool).await?;
     sqlx::query("DELETE FROM examples WHERE dataset_id = ? AND deleted_at IS NOT NULL")
         .bind(dataset_id)
         .execute(&mut *db)

@@ -28,8 +28,8 @@ pub struct EvalSummary {
     pub accuracy: f64,
 }
 
-/// The content of the last `\boxed{…}`.
-fn last_boxed(text: &str) -> Option<&str> {
+/// The content of the last `\boxed{…}` (braces balanced), if any.
+pub fn last_boxed(text: &str) -> Option<&str> {
     let start = text.rfind("\\boxed{")? + "\\boxed{".len();
     let mut depth = 1usize;
     for (i, c) in text[start..].char_indices() {

@@ -954,3 +954,31 @@ async fn demo_data_is_seeded_once() {
     again.stop().await.unwrap();
     drop(data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_waits_for_another_writer_instead_of_failing() {
+    // In WAL mode a deferred transaction that read first cannot wait for the write lock: SQLite
+    // answers "database is locked" at once. Writers therefore begin IMMEDIATE; this holds the
+    // lock (as the queue's reaper does every few seconds) while an import starts.
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let mut conn = server.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    });
+    let report = import_ok(
+        &client,
+        &server,
+        &shared_data("math500/test.jsonl"),
+        &[("name", "waited")],
+    )
+    .await;
+    assert_eq!(report.n_imported, 500);
+    release.await.unwrap();
+    server.stop().await;
+}

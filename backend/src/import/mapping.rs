@@ -297,21 +297,7 @@ pub fn split_at_marker(text: &str, marker: &str) -> Option<(String, String)> {
 
 /// The content of the last `\boxed{…}` in `text`, braces balanced.
 pub fn last_boxed(text: &str) -> Option<String> {
-    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
-    let mut depth = 1usize;
-    for (i, c) in text[start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(text[start..start + i].trim().to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    still_engine::eval::last_boxed(text).map(|b| b.trim().to_string())
 }
 
 /// Removes `column` from the row and renders it as text; `Ok(None)` when absent or null.

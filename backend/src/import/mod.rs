@@ -170,7 +170,7 @@ pub async fn import_file(
         tx,
     );
 
-    let mut db = pool.begin().await?;
+    let mut db = crate::db::write_tx(pool).await?;
     let dataset_id = datasets::create_or_find(&mut db, team_id, &dataset_name, opts.mode).await?;
     let import_id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO imports (dataset_id, file_name, format, preset, policy) VALUES (?, ?, ?, ?, ?) RETURNING id",

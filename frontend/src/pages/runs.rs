@@ -12,6 +12,18 @@ use crate::components::ErrorBox;
 use crate::components::chart::LineChart;
 use crate::format::{thousands, timestamp};
 
+/// Bumps `counter` every `period` while the calling component lives (resources that track it
+/// refetch).
+fn every(period: std::time::Duration, counter: RwSignal<u32>) {
+    let handle =
+        leptos::prelude::set_interval_with_handle(move || counter.update(|n| *n += 1), period);
+    on_cleanup(move || {
+        if let Ok(h) = handle {
+            h.clear();
+        }
+    });
+}
+
 fn parse_opt<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.trim().parse().ok()
 }
@@ -29,15 +41,7 @@ pub fn RunsPage() -> impl IntoView {
     });
     let datasets = LocalResource::new(api::datasets);
     // Refresh the list while something is queued or running.
-    let handle = leptos::prelude::set_interval_with_handle(
-        move || refresh.update(|n| *n += 1),
-        std::time::Duration::from_secs(2),
-    );
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
+    every(std::time::Duration::from_secs(2), refresh);
     view! {
         <h1>"Runs"</h1>
         <NewRunForm models datasets on_change=Callback::new(move |_| refresh.update(|n| *n += 1))/>
@@ -236,15 +240,7 @@ pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
     let tick = RwSignal::new(0u32);
-    let handle = leptos::prelude::set_interval_with_handle(
-        move || tick.update(|n| *n += 1),
-        std::time::Duration::from_millis(1000),
-    );
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
+    every(std::time::Duration::from_millis(1000), tick);
     let run = LocalResource::new(move || {
         tick.track();
         let id = id();
@@ -338,15 +334,7 @@ fn RunView(
 #[component]
 pub fn WorkersPage() -> impl IntoView {
     let tick = RwSignal::new(0u32);
-    let handle = leptos::prelude::set_interval_with_handle(
-        move || tick.update(|n| *n += 1),
-        std::time::Duration::from_secs(2),
-    );
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
+    every(std::time::Duration::from_secs(2), tick);
     let workers = LocalResource::new(move || {
         tick.track();
         api::workers()
