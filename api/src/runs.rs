@@ -135,6 +135,9 @@ pub struct ClaimedJob {
     pub dataset_version_id: i64,
     /// The lease lasts this long without a heartbeat.
     pub lease_seconds: i64,
+    /// The step of the last checkpoint an earlier attempt uploaded: resume from it
+    /// (`GET /api/worker/jobs/{id}/checkpoint/{file}`).
+    pub resume_step: Option<i64>,
 }
 
 /// The answer to a heartbeat: whether the user asked to cancel.

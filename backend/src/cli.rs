@@ -252,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_row_bytes: args.max_row_bytes,
                 },
                 seed_demo: !args.no_demo,
+                lease_seconds: crate::queue::LEASE_SECONDS,
             };
             if !config.ui_dir.join("index.html").is_file() {
                 tracing::warn!(

@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: import::Limits,
     /// Import the demo datasets into an empty data directory.
     pub seed_demo: bool,
+    /// How long a worker's lease lasts without a heartbeat.
+    pub lease_seconds: i64,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             limits: import::Limits::default(),
             seed_demo: false,
+            lease_seconds: queue::LEASE_SECONDS,
         }
     }
 

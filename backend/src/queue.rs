@@ -35,6 +35,18 @@ pub fn router() -> Router<AppState> {
             "/api/worker/jobs/{id}/final/{file}",
             axum::routing::put(upload_final).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/api/worker/jobs/{id}/checkpoints/{step}/{file}",
+            axum::routing::put(upload_checkpoint).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/worker/jobs/{id}/checkpoints/{step}",
+            post(commit_checkpoint),
+        )
+        .route(
+            "/api/worker/jobs/{id}/checkpoint/{file}",
+            get(checkpoint_file),
+        )
         .route("/api/worker/models/{id}/files", get(model_files))
         .route("/api/worker/models/{id}/files/{file}", get(model_file))
 }
@@ -100,6 +112,109 @@ fn model_file_name(file: &str) -> Result<&str> {
     }
 }
 
+fn checkpoint_file_name(file: &str) -> Result<&str> {
+    if still_worker::CHECKPOINT_FILES.contains(&file) {
+        Ok(file)
+    } else {
+        Err(Error::BadRequest(format!(
+            "'{file}' is not a checkpoint file ({})",
+            still_worker::CHECKPOINT_FILES.join(", ")
+        )))
+    }
+}
+
+/// Streams a request body to `dir/name` (written beside, then renamed).
+async fn store_body(dir: &std::path::Path, name: &str, body: axum::body::Body) -> Result<u64> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!("{name}.partial"));
+    let mut out = tokio::fs::File::create(&tmp).await?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload of {name}: {e}")))?;
+        written += chunk.len() as u64;
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    tokio::fs::rename(&tmp, dir.join(name)).await?;
+    Ok(written)
+}
+
+fn checkpoint_dir(state: &AppState, run: i64, step: i64) -> std::path::PathBuf {
+    state
+        .config
+        .data_dir
+        .join("runs")
+        .join(run.to_string())
+        .join("checkpoints")
+        .join(format!("step-{step}"))
+}
+
+/// Stores one file of a checkpoint; `POST …/checkpoints/{step}` then makes it the resume point.
+async fn upload_checkpoint(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path((job, step, file)): Path<(i64, i64, String)>,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>> {
+    let run = leased_run(&state.db, job, id).await?;
+    let name = checkpoint_file_name(&file)?;
+    let written = store_body(&checkpoint_dir(&state, run, step), name, body).await?;
+    Ok(Json(serde_json::json!({ "file": name, "bytes": written })))
+}
+
+/// Marks a fully uploaded checkpoint as where a later attempt resumes.
+async fn commit_checkpoint(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path((job, step)): Path<(i64, i64)>,
+) -> Result<Json<serde_json::Value>> {
+    let run = leased_run(&state.db, job, id).await?;
+    let dir = checkpoint_dir(&state, run, step);
+    let missing = still_worker::CHECKPOINT_FILES
+        .iter()
+        .find(|f| **f != "generation_config.json" && !dir.join(f).is_file());
+    if let Some(missing) = missing {
+        return Err(Error::Unprocessable(format!(
+            "checkpoint step {step}: '{missing}' was not uploaded"
+        )));
+    }
+    sqlx::query("UPDATE jobs SET resume_from = ? WHERE id = ? AND lease_owner = ?")
+        .bind(dir.to_string_lossy().into_owned())
+        .bind(job)
+        .bind(id)
+        .execute(&state.db)
+        .await?;
+    Ok(Json(serde_json::json!({ "resume_step": step })))
+}
+
+/// A file of the checkpoint the job resumes from.
+async fn checkpoint_file(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path((job, file)): Path<(i64, String)>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    leased_run(&state.db, job, id).await?;
+    let dir: Option<String> = sqlx::query_scalar("SELECT resume_from FROM jobs WHERE id = ?")
+        .bind(job)
+        .fetch_one(&state.db)
+        .await?;
+    let dir = dir.ok_or_else(|| Error::not_found(format!("job {job} has no checkpoint")))?;
+    let path = std::path::Path::new(&dir).join(checkpoint_file_name(&file)?);
+    let handle = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| Error::not_found(format!("checkpoint file {file}")))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response())
+}
+
 async fn model_path(pool: &SqlitePool, model_id: i64) -> Result<std::path::PathBuf> {
     let path: Option<String> = sqlx::query_scalar("SELECT path FROM models WHERE id = ?")
         .bind(model_id)
@@ -152,8 +267,6 @@ async fn upload_final(
     Path((job, file)): Path<(i64, String)>,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
     let run = leased_run(&state.db, job, id).await?;
     let name = model_file_name(&file)?;
     let dir = state
@@ -162,18 +275,7 @@ async fn upload_final(
         .join("runs")
         .join(run.to_string())
         .join("final");
-    tokio::fs::create_dir_all(&dir).await?;
-    let tmp = dir.join(format!("{name}.partial"));
-    let mut out = tokio::fs::File::create(&tmp).await?;
-    let mut stream = body.into_data_stream();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload of {name}: {e}")))?;
-        written += chunk.len() as u64;
-        out.write_all(&chunk).await?;
-    }
-    out.flush().await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await?;
+    let written = store_body(&dir, name, body).await?;
     Ok(Json(serde_json::json!({ "file": name, "bytes": written })))
 }
 
@@ -245,6 +347,7 @@ struct ClaimRow {
     kind: String,
     run_id: i64,
     attempts: i64,
+    resume_from: Option<String>,
 }
 
 /// Claims the next queued job for `worker_id`, or `None` when the queue is empty.
@@ -259,7 +362,7 @@ pub async fn claim(
          started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 \
                      ORDER BY priority DESC, id LIMIT 1) AND status = 'queued' \
-         RETURNING id, kind, run_id, attempts",
+         RETURNING id, kind, run_id, attempts, resume_from",
     )
     .bind(worker_id)
     .bind(format!("+{lease_seconds} seconds"))
@@ -284,6 +387,11 @@ pub async fn claim(
         teacher_id,
         dataset_version_id,
         lease_seconds,
+        resume_step: row
+            .resume_from
+            .as_deref()
+            .and_then(|dir| dir.rsplit("step-").next())
+            .and_then(|s| s.parse().ok()),
     }))
 }
 
@@ -467,7 +575,7 @@ async fn claim_route(
     let wait = std::time::Duration::from_millis(wait.wait_ms.unwrap_or(20_000).min(60_000));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        if let Some(job) = claim(&state.db, id, LEASE_SECONDS).await? {
+        if let Some(job) = claim(&state.db, id, state.config.lease_seconds).await? {
             return Ok(Json(Some(job)));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -483,7 +591,7 @@ async fn heartbeat_route(
     Path(job): Path<i64>,
 ) -> Result<Json<HeartbeatReply>> {
     Ok(Json(HeartbeatReply {
-        cancel: heartbeat(&state.db, job, id, LEASE_SECONDS).await?,
+        cancel: heartbeat(&state.db, job, id, state.config.lease_seconds).await?,
     }))
 }
 

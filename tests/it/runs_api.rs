@@ -10,7 +10,14 @@ use still_tests::{TestServer, still_bin, upload};
 
 /// A server with a small synthetic dataset and a tiny model made from it.
 async fn server_with_model(client: &reqwest::Client) -> TestServer {
-    let server = TestServer::start().await;
+    server_with_model_and(client, |_| {}).await
+}
+
+async fn server_with_model_and(
+    client: &reqwest::Client,
+    adjust: impl FnOnce(&mut still_backend::Config),
+) -> TestServer {
+    let server = TestServer::start_with(adjust).await;
     let rows = still_engine::synth::addition(2, 64, 1);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("add.jsonl");
@@ -47,10 +54,22 @@ async fn new_run(
     max_steps: usize,
     max_attempts: i64,
 ) -> RunSummary {
+    new_run_with(client, server, name, max_steps, max_attempts, None).await
+}
+
+async fn new_run_with(
+    client: &reqwest::Client,
+    server: &TestServer,
+    name: &str,
+    max_steps: usize,
+    max_attempts: i64,
+    checkpoint_every: Option<usize>,
+) -> RunSummary {
     let response = client
         .post(server.api("/api/runs"))
         .json(&json!({"name": name, "method": "sft", "model": "tiny", "dataset": "add", "max_attempts": max_attempts,
-                      "params": {"max_steps": max_steps, "epochs": 100000, "lr": 3e-3, "batch_size": 8, "grad_accum": 1, "max_seq_len": 128}}))
+                      "params": {"max_steps": max_steps, "epochs": 100000, "lr": 3e-3, "batch_size": 8, "grad_accum": 1,
+                                 "max_seq_len": 128, "checkpoint_every": checkpoint_every}}))
         .send()
         .await
         .unwrap();
@@ -351,5 +370,112 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         asked.elapsed()
     );
     worker.kill().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
+    let client = reqwest::Client::new();
+    // A short lease so the test does not wait 30 s for the reaper.
+    let server = server_with_model_and(&client, |c| c.lease_seconds = 2).await;
+    let (_, token) = still_backend::queue::create_worker(server.pool(), "doomed")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let spawn_worker = |dir: &str| {
+        tokio::process::Command::new(still_bin())
+            .args([
+                "worker",
+                "--server",
+                &server.url,
+                "--token",
+                &token,
+                "--work-dir",
+            ])
+            .arg(work.path().join(dir))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let total = 150;
+    let run = new_run_with(&client, &server, "resumable", total, 3, Some(20)).await;
+    let mut first = spawn_worker("a");
+    let mut killed_at = 0;
+    for _ in 0..600 {
+        killed_at = run_status(&client, &server, run.id)
+            .await
+            .last_step
+            .unwrap_or(0);
+        if killed_at >= 45 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        killed_at >= 45 && killed_at < total as i64,
+        "the run must be mid-way: step {killed_at}"
+    );
+    first.kill().await.unwrap(); // SIGKILL: no goodbye, the lease just stops being renewed
+
+    let mut second = spawn_worker("b");
+    let mut done = run_status(&client, &server, run.id).await;
+    for _ in 0..1200 {
+        done = run_status(&client, &server, run.id).await;
+        if matches!(done.status.as_str(), "succeeded" | "failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.attempts, 2);
+    let loss: Vec<MetricPoint> = client
+        .get(server.api(&format!("/api/runs/{}/metrics?name=loss", run.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let steps: Vec<i64> = loss.iter().map(|p| p.step).collect();
+    assert_eq!(
+        steps,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    // The second worker started from an uploaded checkpoint, not from step 0.
+    let resumed: Vec<String> =
+        std::fs::read_dir(work.path().join("b/runs").join(run.id.to_string()))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("resume-"))
+            .collect();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    let resume_step: i64 = resumed[0].trim_start_matches("resume-").parse().unwrap();
+    assert!(
+        resume_step >= 20 && resume_step <= killed_at,
+        "resumed at {resume_step}, killed at {killed_at}"
+    );
+    // Training continued there: the second worker wrote no checkpoint at or before it.
+    let written: Vec<i64> = std::fs::read_dir(
+        work.path()
+            .join("b/runs")
+            .join(run.id.to_string())
+            .join("checkpoints"),
+    )
+    .unwrap()
+    .filter_map(|e| {
+        e.ok()?
+            .file_name()
+            .to_string_lossy()
+            .strip_prefix("step-")?
+            .parse()
+            .ok()
+    })
+    .collect();
+    assert!(
+        !written.is_empty() && written.iter().all(|&s| s > resume_step),
+        "{written:?} after resuming at {resume_step}"
+    );
+    second.kill().await.unwrap();
     server.stop().await;
 }

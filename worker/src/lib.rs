@@ -25,6 +25,17 @@ pub const MODEL_FILES: &[&str] = &[
     "generation_config.json",
 ];
 
+/// Files of a checkpoint: the model folder plus optimizer state and trainer state.
+pub const CHECKPOINT_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "optimizer.safetensors",
+    "trainer_state.json",
+];
+
 /// How to reach the server and where to keep files.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -170,6 +181,24 @@ fn flush(client: &Client, job_id: i64, buffer: &Mutex<Vec<MetricPoint>>) -> anyh
     }
 }
 
+/// Uploads a checkpoint folder, then makes it the job's resume point.
+fn upload_checkpoint(client: &Client, job_id: i64, step: usize, dir: &Path) -> anyhow::Result<()> {
+    for name in CHECKPOINT_FILES {
+        let file = dir.join(name);
+        if file.is_file() {
+            client.put_file(
+                &format!("/api/worker/jobs/{job_id}/checkpoints/{step}/{name}"),
+                &file,
+            )?;
+        }
+    }
+    client.post::<_, serde_json::Value>(
+        &format!("/api/worker/jobs/{job_id}/checkpoints/{step}"),
+        &serde_json::json!({}),
+    )?;
+    Ok(())
+}
+
 /// Runs one claimed job to its end, reporting success or failure to the server.
 pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> anyhow::Result<()> {
     let job_id = job.job_id;
@@ -260,9 +289,40 @@ fn train_job(
     let device = still_engine::device(&options.device)?;
     let student = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
     let out = options.work_dir.join("runs").join(job.run_id.to_string());
+    // An earlier attempt's last checkpoint, fetched from the server: training continues there.
+    let resume = match job.resume_step {
+        Some(step) => {
+            let dir = out.join(format!("resume-{step}"));
+            std::fs::create_dir_all(&dir)?;
+            for name in CHECKPOINT_FILES {
+                match client.get_bytes(&format!(
+                    "/api/worker/jobs/{}/checkpoint/{name}",
+                    job.job_id
+                )) {
+                    Ok(bytes) => std::fs::write(dir.join(name), bytes)?,
+                    Err(e)
+                        if *name == "generation_config.json"
+                            && e.to_string().contains("HTTP 404") => {}
+                    Err(e) => return Err(e.context(format!("downloading checkpoint file {name}"))),
+                }
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     let buffer = Mutex::new(Vec::<MetricPoint>::new());
     let mut last_flush = Instant::now();
     let mut observer = |event: &Event| {
+        if let Event::Checkpoint { step, path } = event {
+            // Metrics up to the checkpoint first, so a resumed attempt never leaves a gap.
+            let _ = flush(client, job.job_id, &buffer);
+            last_flush = Instant::now();
+            if let Err(e) = upload_checkpoint(client, job.job_id, *step, path) {
+                eprintln!(
+                    "worker: checkpoint {step} not uploaded ({e:#}); a retry would start earlier"
+                );
+            }
+        }
         if let Event::Step(m) = event {
             let step = m.step as i64;
             let mut points = vec![
@@ -297,7 +357,7 @@ fn train_job(
         &rows,
         &config,
         &out,
-        None,
+        resume.as_deref(),
         &mut observer,
         Some(stop),
     )?;
