@@ -196,7 +196,6 @@ async fn checkpoint_file(
     WorkerAuth(id): WorkerAuth,
     Path((job, file)): Path<(i64, String)>,
 ) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
     leased_run(&state.db, job, id).await?;
     let dir: Option<String> = sqlx::query_scalar("SELECT resume_from FROM jobs WHERE id = ?")
         .bind(job)
@@ -204,9 +203,18 @@ async fn checkpoint_file(
         .await?;
     let dir = dir.ok_or_else(|| Error::not_found(format!("job {job} has no checkpoint")))?;
     let path = std::path::Path::new(&dir).join(checkpoint_file_name(&file)?);
-    let handle = tokio::fs::File::open(&path)
+    stream_file(&path, || format!("checkpoint file {file}")).await
+}
+
+/// Streams a file as the response body (never read whole into memory).
+async fn stream_file(
+    path: &std::path::Path,
+    what: impl FnOnce() -> String,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let handle = tokio::fs::File::open(path)
         .await
-        .map_err(|_| Error::not_found(format!("checkpoint file {file}")))?;
+        .map_err(|_| Error::not_found(what()))?;
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
@@ -245,19 +253,10 @@ async fn model_file(
     WorkerAuth(_): WorkerAuth,
     Path((model, file)): Path<(i64, String)>,
 ) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
     let path = model_path(&state.db, model)
         .await?
         .join(model_file_name(&file)?);
-    let handle = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| Error::not_found(format!("model {model} file {file}")))?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(handle));
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        body,
-    )
-        .into_response())
+    stream_file(&path, || format!("model {model} file {file}")).await
 }
 
 /// Stores one file of the run's final model under `DATA_DIR/runs/<run>/final/`.

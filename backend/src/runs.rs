@@ -253,36 +253,16 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
         method,
         ..Default::default()
     };
-    if let Some(v) = p.max_steps {
-        c.max_steps = Some(v)
-    }
-    if let Some(v) = p.epochs {
-        c.epochs = v
-    }
-    if let Some(v) = p.lr {
-        c.lr = v
-    }
-    if let Some(v) = p.batch_size {
-        c.batch_size = v
-    }
-    if let Some(v) = p.grad_accum {
-        c.grad_accum = v
-    }
-    if let Some(v) = p.max_seq_len {
-        c.max_seq_len = v
-    }
-    if let Some(v) = p.warmup_ratio {
-        c.warmup_ratio = v
-    }
-    if let Some(v) = p.weight_decay {
-        c.weight_decay = v
-    }
-    if let Some(v) = p.seed {
-        c.seed = v
-    }
-    if p.checkpoint_every.is_some() {
-        c.checkpoint_every = p.checkpoint_every
-    }
+    c.max_steps = p.max_steps.or(c.max_steps);
+    c.epochs = p.epochs.unwrap_or(c.epochs);
+    c.lr = p.lr.unwrap_or(c.lr);
+    c.batch_size = p.batch_size.unwrap_or(c.batch_size);
+    c.grad_accum = p.grad_accum.unwrap_or(c.grad_accum);
+    c.max_seq_len = p.max_seq_len.unwrap_or(c.max_seq_len);
+    c.warmup_ratio = p.warmup_ratio.unwrap_or(c.warmup_ratio);
+    c.weight_decay = p.weight_decay.unwrap_or(c.weight_decay);
+    c.seed = p.seed.unwrap_or(c.seed);
+    c.checkpoint_every = p.checkpoint_every.or(c.checkpoint_every);
     let check = |ok: bool, field: &str, rule: &str| {
         if ok {
             Ok(())
