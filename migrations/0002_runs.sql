@@ -79,11 +79,3 @@ CREATE TABLE run_metrics (
     value   REAL NOT NULL,
     PRIMARY KEY (run_id, name, step)
 ) WITHOUT ROWID;
-
-CREATE TABLE run_logs (
-    id      INTEGER PRIMARY KEY,
-    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    line    TEXT NOT NULL
-);
-CREATE INDEX run_logs_run ON run_logs (run_id, id);

@@ -70,29 +70,15 @@ pub struct DatasetRow {
 
 /// Finds a dataset of the team by id or by name.
 pub async fn resolve(pool: &SqlitePool, team_id: i64, reference: &str) -> Result<DatasetRow> {
-    let by_id = match reference.parse::<i64>() {
-        Ok(id) => {
-            sqlx::query_as::<_, DatasetRow>(
-                "SELECT id, team_id, name FROM datasets WHERE id = ? AND team_id = ?",
-            )
-            .bind(id)
-            .bind(team_id)
-            .fetch_optional(pool)
-            .await?
-        }
-        Err(_) => None,
-    };
-    match by_id {
-        Some(row) => Ok(row),
-        None => sqlx::query_as::<_, DatasetRow>(
-            "SELECT id, team_id, name FROM datasets WHERE name = ? AND team_id = ?",
-        )
-        .bind(reference)
-        .bind(team_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("dataset '{reference}'"))),
-    }
+    crate::db::by_id_or_name(
+        pool,
+        "SELECT id, team_id, name FROM datasets",
+        "",
+        team_id,
+        reference,
+        "dataset",
+    )
+    .await
 }
 
 /// Refuses access to a dataset of another team (a 404: other teams' ids are not disclosed).

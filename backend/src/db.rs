@@ -60,3 +60,39 @@ pub async fn set_setting(pool: &SqlitePool, key: &str, value: &str) -> sqlx::Res
 pub async fn write_tx(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
+
+/// Finds one row of a team by numeric id, else by unique name (every route that takes a
+/// dataset, model or run accepts either). `select` is the query up to its WHERE; `alias` the
+/// prefix of the table holding `id`, `name` and `team_id` (`""` or `"r."`).
+pub async fn by_id_or_name<T>(
+    pool: &SqlitePool,
+    select: &str,
+    alias: &str,
+    team_id: i64,
+    reference: &str,
+    what: &str,
+) -> crate::error::Result<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    if let Ok(id) = reference.parse::<i64>() {
+        let found = sqlx::query_as::<_, T>(&format!(
+            "{select} WHERE {alias}id = ? AND {alias}team_id = ?"
+        ))
+        .bind(id)
+        .bind(team_id)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = found {
+            return Ok(row);
+        }
+    }
+    sqlx::query_as::<_, T>(&format!(
+        "{select} WHERE {alias}name = ? AND {alias}team_id = ?"
+    ))
+    .bind(reference)
+    .bind(team_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| crate::error::Error::not_found(format!("{what} '{reference}'")))
+}

@@ -101,26 +101,24 @@ async fn dataset_route(
         .into_response())
 }
 
-fn model_file_name(file: &str) -> Result<&str> {
-    if still_worker::MODEL_FILES.contains(&file) {
+/// Checks that `file` is one of `allowed` (the only names a worker may read or write).
+fn allowed_file<'a>(file: &'a str, allowed: &[&str], kind: &str) -> Result<&'a str> {
+    if allowed.contains(&file) {
         Ok(file)
     } else {
         Err(Error::BadRequest(format!(
-            "'{file}' is not a model file ({})",
-            still_worker::MODEL_FILES.join(", ")
+            "'{file}' is not a {kind} file ({})",
+            allowed.join(", ")
         )))
     }
 }
 
+fn model_file_name(file: &str) -> Result<&str> {
+    allowed_file(file, still_worker::MODEL_FILES, "model")
+}
+
 fn checkpoint_file_name(file: &str) -> Result<&str> {
-    if still_worker::CHECKPOINT_FILES.contains(&file) {
-        Ok(file)
-    } else {
-        Err(Error::BadRequest(format!(
-            "'{file}' is not a checkpoint file ({})",
-            still_worker::CHECKPOINT_FILES.join(", ")
-        )))
-    }
+    allowed_file(file, still_worker::CHECKPOINT_FILES, "checkpoint")
 }
 
 /// Streams a request body to `dir/name` (written beside, then renamed).

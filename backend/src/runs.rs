@@ -63,29 +63,9 @@ pub async fn resolve_model(
     team_id: i64,
     reference: &str,
 ) -> Result<ModelSummary> {
-    let by_id: Option<ModelRow> = match reference.parse::<i64>() {
-        Ok(id) => {
-            sqlx::query_as(&format!(
-                "SELECT {MODEL_COLUMNS} FROM models WHERE id = ? AND team_id = ?"
-            ))
-            .bind(id)
-            .bind(team_id)
-            .fetch_optional(pool)
-            .await?
-        }
-        Err(_) => None,
-    };
-    let row = match by_id {
-        Some(row) => row,
-        None => sqlx::query_as(&format!(
-            "SELECT {MODEL_COLUMNS} FROM models WHERE name = ? AND team_id = ?"
-        ))
-        .bind(reference)
-        .bind(team_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("model '{reference}'")))?,
-    };
+    let select = format!("SELECT {MODEL_COLUMNS} FROM models");
+    let row: ModelRow =
+        crate::db::by_id_or_name(pool, &select, "", team_id, reference, "model").await?;
     Ok(row.into())
 }
 
@@ -442,25 +422,8 @@ impl TryFrom<RunRow> for RunSummary {
 
 /// A run of the team by id or name.
 pub async fn load_run(pool: &SqlitePool, team_id: i64, reference: &str) -> Result<RunSummary> {
-    let by_id: Option<RunRow> = match reference.parse::<i64>() {
-        Ok(id) => {
-            sqlx::query_as(&format!("{RUN_SELECT} WHERE r.id = ? AND r.team_id = ?"))
-                .bind(id)
-                .bind(team_id)
-                .fetch_optional(pool)
-                .await?
-        }
-        Err(_) => None,
-    };
-    let row = match by_id {
-        Some(row) => row,
-        None => sqlx::query_as(&format!("{RUN_SELECT} WHERE r.name = ? AND r.team_id = ?"))
-            .bind(reference)
-            .bind(team_id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("run '{reference}'")))?,
-    };
+    let row: RunRow =
+        crate::db::by_id_or_name(pool, RUN_SELECT, "r.", team_id, reference, "run").await?;
     row.try_into()
 }
 

@@ -88,6 +88,28 @@ async fn run_status(client: &reqwest::Client, server: &TestServer, id: i64) -> R
         .unwrap()
 }
 
+/// Polls the run every 50 ms until `done` holds or `within` has passed; the last state seen.
+async fn wait_for_run(
+    client: &reqwest::Client,
+    server: &TestServer,
+    id: i64,
+    within: Duration,
+    done: impl Fn(&RunSummary) -> bool,
+) -> RunSummary {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let run = run_status(client, server, id).await;
+        if done(&run) || std::time::Instant::now() >= deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn finished(run: &RunSummary) -> bool {
+    matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled")
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -300,14 +322,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         .unwrap();
 
     let run = new_run(&client, &server, "short", 6, 3).await;
-    let mut done = run_status(&client, &server, run.id).await;
-    for _ in 0..600 {
-        done = run_status(&client, &server, run.id).await;
-        if matches!(done.status.as_str(), "succeeded" | "failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     let loss: Vec<MetricPoint> = client
         .get(server.api(&format!("/api/runs/{}/metrics?name=loss", run.id)))
@@ -339,30 +354,19 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
 
     // A long run, cancelled once it has started: the worker stops within seconds.
     let long = new_run(&client, &server, "long", 100_000, 3).await;
-    for _ in 0..300 {
-        if run_status(&client, &server, long.id)
-            .await
-            .last_step
-            .is_some()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_run(&client, &server, long.id, Duration::from_secs(30), |r| {
+        r.last_step.is_some()
+    })
+    .await;
     client
         .post(server.api(&format!("/api/runs/{}/cancel", long.id)))
         .send()
         .await
         .unwrap();
     let asked = std::time::Instant::now();
-    let mut status = String::new();
-    while asked.elapsed() < Duration::from_secs(20) {
-        status = run_status(&client, &server, long.id).await.status;
-        if status == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = wait_for_run(&client, &server, long.id, Duration::from_secs(20), finished)
+        .await
+        .status;
     assert_eq!(status, "cancelled");
     assert!(
         asked.elapsed() < Duration::from_secs(15),
@@ -400,17 +404,12 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     let total = 150;
     let run = new_run_with(&client, &server, "resumable", total, 3, Some(20)).await;
     let mut first = spawn_worker("a");
-    let mut killed_at = 0;
-    for _ in 0..600 {
-        killed_at = run_status(&client, &server, run.id)
-            .await
-            .last_step
-            .unwrap_or(0);
-        if killed_at >= 45 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let killed_at = wait_for_run(&client, &server, run.id, Duration::from_secs(30), |r| {
+        r.last_step >= Some(45)
+    })
+    .await
+    .last_step
+    .unwrap_or(0);
     assert!(
         killed_at >= 45 && killed_at < total as i64,
         "the run must be mid-way: step {killed_at}"
@@ -418,14 +417,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     first.kill().await.unwrap(); // SIGKILL: no goodbye, the lease just stops being renewed
 
     let mut second = spawn_worker("b");
-    let mut done = run_status(&client, &server, run.id).await;
-    for _ in 0..1200 {
-        done = run_status(&client, &server, run.id).await;
-        if matches!(done.status.as_str(), "succeeded" | "failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(120), finished).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(done.attempts, 2);
     let loss: Vec<MetricPoint> = client
