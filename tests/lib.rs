@@ -74,6 +74,7 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub url: String,
     pub data_dir: tempfile::TempDir,
+    config: Config,
 }
 
 impl TestServer {
@@ -91,7 +92,7 @@ impl TestServer {
         let mut config = Config::new(data_dir.path());
         config.ui_dir = ui_dir();
         adjust(&mut config);
-        let server = still_backend::start(config, "127.0.0.1:0".parse().unwrap())
+        let server = still_backend::start(config.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .expect("server starts");
         let url = server.url();
@@ -99,7 +100,21 @@ impl TestServer {
             server: Some(server),
             url,
             data_dir,
+            config,
         }
+    }
+
+    /// Stops the server, waits `down`, and starts a new one on the same address over the same
+    /// data directory (what a crash-free restart of `still serve` does).
+    pub async fn restart(&mut self, down: Duration) {
+        let server = self.server.take().expect("running");
+        let addr = server.addr;
+        server.stop().await.expect("server stops cleanly");
+        tokio::time::sleep(down).await;
+        let server = still_backend::start(self.config.clone(), addr)
+            .await
+            .expect("server starts again on the same address");
+        self.server = Some(server);
     }
 
     pub fn pool(&self) -> &sqlx::SqlitePool {

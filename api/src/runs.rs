@@ -49,6 +49,8 @@ pub struct RunParams {
     /// `forward_kl`, `reverse_kl` or `jsd`.
     pub divergence: Option<String>,
     pub jsd_beta: Option<f64>,
+    /// The device kind a worker needs: `cpu` or `cuda` (absent: any).
+    pub device: Option<String>,
 }
 
 /// `POST /api/runs`. `model`, `teacher` and `dataset` take an id or a name.
@@ -86,6 +88,12 @@ pub struct RunSummary {
     pub cancel_requested: bool,
     pub error: Option<String>,
     pub worker_id: Option<i64>,
+    /// The device kind the run needs (`cpu`, `cuda`; absent: any worker).
+    pub device: Option<String>,
+    /// Memory a worker must report to claim the run (its estimate; 0: unchecked).
+    pub min_memory_bytes: i64,
+    /// The final model, registered as `<run name>-final` once the run succeeded.
+    pub output_model_id: Option<i64>,
     /// The engine's training config (s1 defaults with this run's overrides).
     pub config: serde_json::Value,
     pub last_step: Option<i64>,
@@ -153,4 +161,159 @@ pub struct JobFailure {
     /// True when the worker stopped because the run was cancelled.
     #[serde(default)]
     pub cancelled: bool,
+}
+
+/// One file of a run's checkpoint or final model, stored once by content hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactFile {
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A complete folder of a run: a checkpoint (`step-N`) or the final model (`final`).
+/// `GET /api/runs/{run}/artifacts/{folder}?format=tar` downloads it whole.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactFolder {
+    pub folder: String,
+    /// The optimizer step of a checkpoint; `None` for the final model.
+    pub step: Option<i64>,
+    pub files: Vec<ArtifactFile>,
+    pub total_bytes: i64,
+}
+
+/// A log line a worker sends (`POST /api/worker/jobs/{id}/logs`). `seq` numbers the lines of
+/// one attempt from 0: a line sent twice is stored once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub seq: i64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+}
+
+/// A line of a run's log (`GET /api/runs/{run}/logs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunLogEntry {
+    pub id: i64,
+    pub attempt: i64,
+    /// `server` or `worker`.
+    pub source: String,
+    pub level: String,
+    pub message: String,
+    pub created_at: String,
+}
+
+/// What training a model needs in memory, by part (bytes). An estimate: the engine's own
+/// activation accounting, checked against measured peaks in the engine benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct MemoryEstimate {
+    pub n_params: i64,
+    pub params_bytes: i64,
+    pub grads_bytes: i64,
+    pub optimizer_bytes: i64,
+    pub activations_bytes: i64,
+    pub teacher_bytes: i64,
+    pub total_bytes: i64,
+}
+
+/// A worker and whether a run's estimate fits its memory and device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerFit {
+    pub id: i64,
+    pub name: String,
+    pub device: String,
+    pub memory_bytes: i64,
+    pub state: String,
+    pub fits: bool,
+}
+
+/// `POST /api/runs/estimate` (a `NewRun` body): memory by part and which workers can run it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunEstimate {
+    pub estimate: MemoryEstimate,
+    pub workers: Vec<WorkerFit>,
+    /// True when at least one registered, non-revoked worker fits.
+    pub feasible: bool,
+    pub message: String,
+}
+
+/// The first message of a run's event stream (`GET /api/runs/{run}/events`, Server-Sent
+/// Events): everything so far. Then `metrics`, `logs`, `run` and `artifacts` events carry what
+/// changed. A reconnecting client gets a fresh snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSnapshot {
+    pub run: RunSummary,
+    /// Downsampled to at most about 1,000 points per metric (extremes kept).
+    pub metrics: Vec<MetricPoint>,
+    /// The last lines of the log.
+    pub logs: Vec<RunLogEntry>,
+    pub artifacts: Vec<ArtifactFolder>,
+}
+
+/// Keeps the first and last point and, per bucket of steps, the points with the smallest and
+/// largest value, so a downsampled curve still shows every spike. `points` are one metric's,
+/// in step order.
+pub fn downsample(points: Vec<MetricPoint>, max_points: usize) -> Vec<MetricPoint> {
+    if points.len() <= max_points || max_points < 4 {
+        return points;
+    }
+    let buckets = max_points / 2;
+    let per = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(max_points + 2);
+    for chunk in points.chunks(per) {
+        let (mut lo, mut hi) = (&chunk[0], &chunk[0]);
+        for p in chunk {
+            if p.value < lo.value {
+                lo = p;
+            }
+            if p.value > hi.value {
+                hi = p;
+            }
+        }
+        let (a, b) = if lo.step <= hi.step {
+            (lo, hi)
+        } else {
+            (hi, lo)
+        };
+        out.push(a.clone());
+        if b.step != a.step {
+            out.push(b.clone());
+        }
+    }
+    if out.last().map(|p| p.step) != points.last().map(|p| p.step) {
+        out.push(points.last().expect("non-empty").clone());
+    }
+    out
+}
+
+/// [`downsample`] for points of several metrics, sorted by (name, step).
+pub fn downsample_each(points: Vec<MetricPoint>, max_points: usize) -> Vec<MetricPoint> {
+    let mut out = Vec::with_capacity(points.len().min(max_points * 12));
+    for chunk in points.chunk_by(|a, b| a.name == b.name) {
+        out.extend(downsample(chunk.to_vec(), max_points));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_keeps_extremes_and_ends() {
+        let points: Vec<MetricPoint> = (0..1000)
+            .map(|i| MetricPoint {
+                step: i,
+                name: "loss".into(),
+                value: if i == 500 { 99.0 } else { 1.0 / (i + 1) as f64 },
+            })
+            .collect();
+        let small = downsample(points, 100);
+        assert!(small.len() <= 102, "{}", small.len());
+        assert!(small.iter().any(|p| p.value == 99.0), "the spike survives");
+        assert_eq!(small.first().unwrap().step, 0);
+        assert_eq!(small.last().unwrap().step, 999);
+        assert!(small.windows(2).all(|w| w[0].step < w[1].step));
+    }
 }

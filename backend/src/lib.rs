@@ -3,15 +3,18 @@
 //! `main.rs` only calls [`cli::main`]; everything else lives here so tests can build the app
 //! ([`app`]) or start a real server on a loopback port ([`start`]).
 
+pub mod artifacts;
 pub mod cli;
 pub mod datasets;
 pub mod db;
 pub mod demo;
 pub mod engine_cli;
 pub mod error;
+pub mod events;
 pub mod examples;
 pub mod import;
 pub mod local_workers;
+pub mod logs;
 pub mod queue;
 pub mod runs;
 pub mod versions;
@@ -78,6 +81,8 @@ impl Config {
 pub struct AppState {
     pub db: SqlitePool,
     pub config: Arc<Config>,
+    /// Change notices for live run pages.
+    pub events: Arc<events::Events>,
 }
 
 impl AppState {
@@ -118,6 +123,9 @@ pub fn app(state: AppState) -> Router {
         .merge(versions::router())
         .merge(runs::router())
         .merge(queue::router())
+        .merge(artifacts::router())
+        .merge(logs::router())
+        .merge(events::router())
         .route("/api", any(api_not_found))
         .route("/api/{*rest}", any(api_not_found));
     let index = state.config.ui_dir.join("index.html");
@@ -146,6 +154,7 @@ pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         db,
         config: Arc::new(config),
+        events: Arc::new(events::Events::default()),
     })
 }
 
@@ -164,6 +173,8 @@ impl Server {
 
     /// Stops accepting, finishes in-flight requests, and waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // Live event streams never end by themselves: end them so the graceful stop can finish.
+        self.state.events.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -180,7 +191,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let addr = listener.local_addr()?;
-    let reaper = queue::spawn_reaper(state.db.clone());
+    let reaper = queue::spawn_reaper(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = app(state.clone());
     let task = tokio::spawn(async move {

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/worker/claim", post(claim_route))
         .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat_route))
         .route("/api/worker/jobs/{id}/metrics", post(metrics_route))
+        .route("/api/worker/jobs/{id}/logs", post(logs_route))
         .route("/api/worker/jobs/{id}/complete", post(complete_route))
         .route("/api/worker/jobs/{id}/fail", post(fail_route))
         .route("/api/worker/jobs/{id}/dataset", get(dataset_route))
@@ -53,8 +54,13 @@ pub fn router() -> Router<AppState> {
 
 /// The run a worker's job belongs to, if the worker holds the job's lease.
 async fn leased_run(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<i64> {
-    let run: Option<i64> = sqlx::query_scalar(
-        "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    Ok(leased_attempt(pool, job_id, worker_id).await?.0)
+}
+
+/// The run and attempt number of a job the worker holds.
+async fn leased_attempt(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<(i64, i64)> {
+    let run: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT run_id, attempts FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
     )
     .bind(job_id)
     .bind(worker_id)
@@ -121,33 +127,31 @@ fn checkpoint_file_name(file: &str) -> Result<&str> {
     allowed_file(file, still_worker::CHECKPOINT_FILES, "checkpoint")
 }
 
-/// Streams a request body to `dir/name` (written beside, then renamed).
-async fn store_body(dir: &std::path::Path, name: &str, body: axum::body::Body) -> Result<u64> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!("{name}.partial"));
-    let mut out = tokio::fs::File::create(&tmp).await?;
-    let mut stream = body.into_data_stream();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload of {name}: {e}")))?;
-        written += chunk.len() as u64;
-        out.write_all(&chunk).await?;
-    }
-    out.flush().await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await?;
-    Ok(written)
-}
+/// The header a worker sends with an upload: the file's SHA-256 (hex), checked on arrival.
+pub const CONTENT_SHA256: &str = "x-content-sha256";
 
-fn checkpoint_dir(state: &AppState, run: i64, step: i64) -> std::path::PathBuf {
-    state
-        .config
-        .data_dir
-        .join("runs")
-        .join(run.to_string())
-        .join("checkpoints")
-        .join(format!("step-{step}"))
+/// Stores an uploaded file of a run folder in the artifact store.
+async fn store_upload(
+    state: &AppState,
+    run: i64,
+    folder: &str,
+    name: &str,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>> {
+    let expected = headers.get(CONTENT_SHA256).and_then(|v| v.to_str().ok());
+    let (sha, size) = crate::artifacts::store(
+        &state.config.data_dir,
+        &state.config.tmp_dir(),
+        body,
+        expected,
+        &format!("{folder}/{name}"),
+    )
+    .await?;
+    crate::artifacts::put_run_file(&state.db, run, folder, name, &sha, size).await?;
+    Ok(Json(
+        serde_json::json!({ "file": name, "bytes": size, "sha256": sha }),
+    ))
 }
 
 /// Stores one file of a checkpoint; `POST …/checkpoints/{step}` then makes it the resume point.
@@ -155,12 +159,21 @@ async fn upload_checkpoint(
     State(state): State<AppState>,
     WorkerAuth(id): WorkerAuth,
     Path((job, step, file)): Path<(i64, i64, String)>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
     let name = checkpoint_file_name(&file)?;
-    let written = store_body(&checkpoint_dir(&state, run, step), name, body).await?;
-    Ok(Json(serde_json::json!({ "file": name, "bytes": written })))
+    store_upload(&state, run, &format!("step-{step}"), name, &headers, body).await
+}
+
+/// Files a checkpoint must have before it can be a resume point.
+fn required_checkpoint_files() -> Vec<&'static str> {
+    still_worker::CHECKPOINT_FILES
+        .iter()
+        .copied()
+        .filter(|f| *f != "generation_config.json")
+        .collect()
 }
 
 /// Marks a fully uploaded checkpoint as where a later attempt resumes.
@@ -170,21 +183,37 @@ async fn commit_checkpoint(
     Path((job, step)): Path<(i64, i64)>,
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
-    let dir = checkpoint_dir(&state, run, step);
-    let missing = still_worker::CHECKPOINT_FILES
-        .iter()
-        .find(|f| **f != "generation_config.json" && !dir.join(f).is_file());
-    if let Some(missing) = missing {
-        return Err(Error::Unprocessable(format!(
-            "checkpoint step {step}: '{missing}' was not uploaded"
-        )));
+    let folder = format!("step-{step}");
+    let mut db = crate::db::write_tx(&state.db).await?;
+    crate::artifacts::commit(&mut db, run, &folder, &required_checkpoint_files()).await?;
+    let updated = sqlx::query(
+        "UPDATE jobs SET resume_from = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(&folder)
+    .bind(job)
+    .bind(id)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(lease_lost(job));
     }
-    sqlx::query("UPDATE jobs SET resume_from = ? WHERE id = ? AND lease_owner = ?")
-        .bind(dir.to_string_lossy().into_owned())
-        .bind(job)
-        .bind(id)
-        .execute(&state.db)
-        .await?;
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(size), 0) FROM run_files WHERE run_id = ? AND folder = ?",
+    )
+    .bind(run)
+    .bind(&folder)
+    .fetch_one(&mut *db)
+    .await?;
+    crate::logs::server_line(
+        &mut *db,
+        run,
+        "info",
+        &format!("checkpoint step {step} stored ({bytes} bytes)"),
+    )
+    .await?;
+    db.commit().await?;
+    state.events.touch(run);
     Ok(Json(serde_json::json!({ "resume_step": step })))
 }
 
@@ -194,13 +223,16 @@ async fn checkpoint_file(
     WorkerAuth(id): WorkerAuth,
     Path((job, file)): Path<(i64, String)>,
 ) -> Result<axum::response::Response> {
-    leased_run(&state.db, job, id).await?;
-    let dir: Option<String> = sqlx::query_scalar("SELECT resume_from FROM jobs WHERE id = ?")
+    let run = leased_run(&state.db, job, id).await?;
+    let folder: Option<String> = sqlx::query_scalar("SELECT resume_from FROM jobs WHERE id = ?")
         .bind(job)
         .fetch_one(&state.db)
         .await?;
-    let dir = dir.ok_or_else(|| Error::not_found(format!("job {job} has no checkpoint")))?;
-    let path = std::path::Path::new(&dir).join(checkpoint_file_name(&file)?);
+    let folder = folder.ok_or_else(|| Error::not_found(format!("job {job} has no checkpoint")))?;
+    let name = checkpoint_file_name(&file)?;
+    let path = crate::artifacts::file_path(&state.db, &state.config.data_dir, run, &folder, name)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("checkpoint {folder} file {file}")))?;
     stream_file(&path, || format!("checkpoint file {file}")).await
 }
 
@@ -257,23 +289,17 @@ async fn model_file(
     stream_file(&path, || format!("model {model} file {file}")).await
 }
 
-/// Stores one file of the run's final model under `DATA_DIR/runs/<run>/final/`.
+/// Stores one file of the run's final model (folder `final`, committed on completion).
 async fn upload_final(
     State(state): State<AppState>,
     WorkerAuth(id): WorkerAuth,
     Path((job, file)): Path<(i64, String)>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
     let name = model_file_name(&file)?;
-    let dir = state
-        .config
-        .data_dir
-        .join("runs")
-        .join(run.to_string())
-        .join("final");
-    let written = store_body(&dir, name, body).await?;
-    Ok(Json(serde_json::json!({ "file": name, "bytes": written })))
+    store_upload(&state, run, "final", name, &headers, body).await
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -305,6 +331,18 @@ pub async fn revoke_worker(pool: &SqlitePool, worker_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// Records that a worker is alive (register, claim and heartbeat do; the hot metric and log
+/// posts do not, to keep one write off every request).
+async fn seen(pool: &SqlitePool, worker_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE workers SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The authenticated worker of a request (`Authorization: Bearer <token>`).
 pub struct WorkerAuth(pub i64);
 
@@ -328,12 +366,6 @@ impl FromRequestParts<AppState> for WorkerAuth {
         .await?;
         let id =
             id.ok_or_else(|| Error::Unauthorized("worker token is wrong or revoked".into()))?;
-        sqlx::query(
-            "UPDATE workers SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-        )
-        .bind(id)
-        .execute(&state.db)
-        .await?;
         Ok(Self(id))
     }
 }
@@ -347,7 +379,7 @@ struct ClaimRow {
     resume_from: Option<String>,
 }
 
-/// Claims the next queued job for `worker_id`, or `None` when the queue is empty.
+/// Claims the next queued job `worker_id` can run (its device kind, enough memory), or `None`.
 pub async fn claim(
     pool: &SqlitePool,
     worker_id: i64,
@@ -357,8 +389,11 @@ pub async fn claim(
         "UPDATE jobs SET status = 'running', lease_owner = ?1, last_worker = ?1, attempts = attempts + 1, \
          lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
          started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 \
-                     ORDER BY priority DESC, id LIMIT 1) AND status = 'queued' \
+         WHERE id = (SELECT j.id FROM jobs j JOIN workers w ON w.id = ?1 \
+                     WHERE j.status = 'queued' AND j.cancel_requested = 0 \
+                     AND (j.device IS NULL OR j.device = CASE WHEN w.device LIKE 'cuda%' THEN 'cuda' ELSE w.device END) \
+                     AND (w.memory_bytes = 0 OR j.min_memory_bytes <= w.memory_bytes) \
+                     ORDER BY j.priority DESC, j.id LIMIT 1) AND status = 'queued' \
          RETURNING id, kind, run_id, attempts, resume_from",
     )
     .bind(worker_id)
@@ -366,6 +401,26 @@ pub async fn claim(
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
+    let (worker, device): (String, String) =
+        sqlx::query_as("SELECT name, device FROM workers WHERE id = ?")
+            .bind(worker_id)
+            .fetch_one(pool)
+            .await?;
+    let resume = row
+        .resume_from
+        .as_deref()
+        .map(|f| format!(", resuming from checkpoint {f}"))
+        .unwrap_or_default();
+    crate::logs::server_line(
+        pool,
+        row.run_id,
+        "info",
+        &format!(
+            "attempt {} started on worker '{worker}' (#{worker_id}, {device}){resume}",
+            row.attempts
+        ),
+    )
+    .await?;
     let (model_id, teacher_id, dataset_version_id, params): (i64, Option<i64>, i64, String) =
         sqlx::query_as(
             "SELECT model_id, teacher_id, dataset_version_id, params FROM runs WHERE id = ?",
@@ -387,7 +442,7 @@ pub async fn claim(
         resume_step: row
             .resume_from
             .as_deref()
-            .and_then(|dir| dir.rsplit("step-").next())
+            .and_then(|folder| folder.strip_prefix("step-"))
             .and_then(|s| s.parse().ok()),
     }))
 }
@@ -418,12 +473,13 @@ pub async fn heartbeat(
 }
 
 /// Records metric points; a point already recorded for (run, name, step) is kept, not duplicated.
+/// Returns the run and how many points were new.
 pub async fn record_metrics(
     pool: &SqlitePool,
     job_id: i64,
     worker_id: i64,
     points: &[MetricPoint],
-) -> Result<u64> {
+) -> Result<(i64, u64)> {
     let mut db = crate::db::write_tx(pool).await?;
     let run_id: Option<i64> = sqlx::query_scalar(
         "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
@@ -453,86 +509,124 @@ pub async fn record_metrics(
         .rows_affected();
     }
     db.commit().await?;
-    Ok(inserted)
+    Ok((run_id, inserted))
 }
 
-/// Ends a job the worker holds: `succeeded`, `failed` or `cancelled`.
+/// Ends a job the worker holds: `failed` or `cancelled` (success goes through completion).
+/// Returns the job's run.
 pub async fn finish(
     pool: &SqlitePool,
     job_id: i64,
     worker_id: i64,
     status: &str,
     error: Option<&str>,
-) -> Result<()> {
-    let done = sqlx::query(
+) -> Result<i64> {
+    let mut db = crate::db::write_tx(pool).await?;
+    let run: Option<i64> = sqlx::query_scalar(
         "UPDATE jobs SET status = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE id = ? AND lease_owner = ? AND status = 'running'",
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id",
     )
     .bind(status)
     .bind(error)
     .bind(job_id)
     .bind(worker_id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if done == 0 {
-        Err(lease_lost(job_id))
-    } else {
-        Ok(())
-    }
+    .fetch_optional(&mut *db)
+    .await?;
+    let run = run.ok_or_else(|| lease_lost(job_id))?;
+    let (level, line) = match (status, error) {
+        ("cancelled", _) => ("warn", "cancelled by the user".to_string()),
+        (_, Some(e)) => ("error", format!("{status}: {e}")),
+        _ => ("info", status.to_string()),
+    };
+    crate::logs::server_line(&mut *db, run, level, &line).await?;
+    db.commit().await?;
+    Ok(run)
 }
 
 /// Re-queues jobs whose lease expired (the next claim resumes them), or fails them after
-/// `max_attempts`. Returns (re-queued, failed).
-pub async fn reap(pool: &SqlitePool) -> Result<(u64, u64)> {
+/// `max_attempts`. Returns the runs it changed.
+pub async fn reap(pool: &SqlitePool) -> Result<Vec<i64>> {
     let mut db = crate::db::write_tx(pool).await?;
-    let failed = sqlx::query(
+    let failed: Vec<(i64, i64)> = sqlx::query_as(
         "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
          error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         AND attempts >= max_attempts",
+         AND attempts >= max_attempts RETURNING run_id, attempts",
     )
-    .execute(&mut *db)
-    .await?
-    .rows_affected();
-    let requeued = sqlx::query(
+    .fetch_all(&mut *db)
+    .await?;
+    let requeued: Vec<(i64, i64, String)> = sqlx::query_as(
         "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
          lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = CASE WHEN cancel_requested = 1 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END \
-         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         RETURNING run_id, attempts, status",
     )
-    .execute(&mut *db)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut *db)
+    .await?;
+    for (run, attempts) in &failed {
+        crate::logs::server_line(
+            &mut *db,
+            *run,
+            "error",
+            &format!(
+                "the worker stopped answering (lease expired); giving up after {attempts} attempts"
+            ),
+        )
+        .await?;
+    }
+    for (run, attempts, status) in &requeued {
+        let line = if status == "cancelled" {
+            "the worker stopped answering (lease expired); the run was being cancelled: cancelled"
+                .to_string()
+        } else {
+            format!(
+                "the worker stopped answering (lease expired); queued again for attempt {}",
+                attempts + 1
+            )
+        };
+        crate::logs::server_line(&mut *db, *run, "warn", &line).await?;
+    }
     db.commit().await?;
-    Ok((requeued, failed))
+    Ok(failed
+        .into_iter()
+        .map(|(r, _)| r)
+        .chain(requeued.into_iter().map(|(r, _, _)| r))
+        .collect())
 }
 
 /// Asks a run's job to stop: a queued job is cancelled at once, a running one at its worker's
 /// next heartbeat.
 pub async fn cancel_run(pool: &SqlitePool, run_id: i64) -> Result<()> {
-    sqlx::query(
+    let mut db = crate::db::write_tx(pool).await?;
+    let changed = sqlx::query(
         "UPDATE jobs SET cancel_requested = 1, \
          status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
          finished_at = CASE WHEN status = 'queued' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END \
          WHERE run_id = ? AND status IN ('queued', 'running')",
     )
     .bind(run_id)
-    .execute(pool)
-    .await?;
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if changed > 0 {
+        crate::logs::server_line(&mut *db, run_id, "warn", "cancel requested").await?;
+    }
+    db.commit().await?;
     Ok(())
 }
 
 /// Runs the reaper every few seconds until the server stops.
-pub fn spawn_reaper(pool: SqlitePool) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reaper(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         loop {
             tick.tick().await;
-            if let Err(e) = reap(&pool).await {
-                tracing::warn!(error = %e, "reaper");
+            match reap(&state.db).await {
+                Ok(runs) => runs.into_iter().for_each(|r| state.events.touch(r)),
+                Err(e) => tracing::warn!(error = %e, "reaper"),
             }
         }
     })
@@ -543,7 +637,14 @@ async fn register(
     WorkerAuth(id): WorkerAuth,
     ApiJson(body): ApiJson<RegisterWorker>,
 ) -> Result<Json<WorkerSummary>> {
-    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ? WHERE id = ?")
+    let kind = body.device.split(':').next().unwrap_or_default();
+    if !matches!(kind, "cpu" | "cuda" | "metal") {
+        return Err(Error::BadRequest(format!(
+            "device: '{}' is not cpu, cuda[:N] or metal",
+            body.device
+        )));
+    }
+    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ?, last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
         .bind(&body.device)
         .bind(body.memory_bytes)
         .bind(id)
@@ -571,8 +672,10 @@ async fn claim_route(
 ) -> Result<Json<Option<ClaimedJob>>> {
     let wait = std::time::Duration::from_millis(wait.wait_ms.unwrap_or(20_000).min(60_000));
     let deadline = tokio::time::Instant::now() + wait;
+    seen(&state.db, id).await?;
     loop {
         if let Some(job) = claim(&state.db, id, state.config.lease_seconds).await? {
+            state.events.touch(job.run_id);
             return Ok(Json(Some(job)));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -587,9 +690,9 @@ async fn heartbeat_route(
     WorkerAuth(id): WorkerAuth,
     Path(job): Path<i64>,
 ) -> Result<Json<HeartbeatReply>> {
-    Ok(Json(HeartbeatReply {
-        cancel: heartbeat(&state.db, job, id, state.config.lease_seconds).await?,
-    }))
+    let cancel = heartbeat(&state.db, job, id, state.config.lease_seconds).await?;
+    seen(&state.db, id).await?;
+    Ok(Json(HeartbeatReply { cancel }))
 }
 
 async fn metrics_route(
@@ -598,44 +701,71 @@ async fn metrics_route(
     Path(job): Path<i64>,
     ApiJson(points): ApiJson<Vec<MetricPoint>>,
 ) -> Result<Json<serde_json::Value>> {
-    let inserted = record_metrics(&state.db, job, id, &points).await?;
+    let (run, inserted) = record_metrics(&state.db, job, id, &points).await?;
+    state.events.touch(run);
     Ok(Json(serde_json::json!({ "inserted": inserted })))
 }
 
-/// The worker finished: its uploaded final model joins the registry as `<run name>-final`.
+async fn logs_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+    ApiJson(lines): ApiJson<Vec<still_api::LogLine>>,
+) -> Result<Json<serde_json::Value>> {
+    let (run, attempt) = leased_attempt(&state.db, job, id).await?;
+    let inserted = crate::logs::worker_lines(&state.db, run, attempt, &lines).await?;
+    state.events.touch(run);
+    Ok(Json(serde_json::json!({ "inserted": inserted })))
+}
+
+/// The worker finished: its uploaded final model is committed, laid out as a folder under
+/// `DATA_DIR/runs/<run>/final/` (links into the store) and registered as `<run name>-final`.
 async fn complete_route(
     State(state): State<AppState>,
     WorkerAuth(id): WorkerAuth,
     Path(job): Path<i64>,
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
-    let dir = state
-        .config
-        .data_dir
-        .join("runs")
-        .join(run.to_string())
-        .join("final");
-    if !dir.join("model.safetensors").is_file() || !dir.join("config.json").is_file() {
+    let data_dir = &state.config.data_dir;
+    let config_path =
+        crate::artifacts::file_path(&state.db, data_dir, run, "final", "config.json").await?;
+    let weights =
+        crate::artifacts::file_path(&state.db, data_dir, run, "final", "model.safetensors").await?;
+    let (Some(config_path), Some(_)) = (config_path, weights) else {
         return Err(Error::Unprocessable(format!(
-            "job {job}: upload the final model before completing"
+            "job {job}: upload the final model (config.json, model.safetensors) before completing"
         )));
-    }
+    };
+    let dir = data_dir.join("runs").join(run.to_string()).join("final");
+    crate::artifacts::materialize(&state.db, data_dir, run, "final", &dir).await?;
     let (team, name): (i64, String) = sqlx::query_as("SELECT team_id, name FROM runs WHERE id = ?")
         .bind(run)
         .fetch_one(&state.db)
         .await?;
     let config: serde_json::Value =
-        serde_json::from_str(&tokio::fs::read_to_string(dir.join("config.json")).await?)
+        serde_json::from_str(&tokio::fs::read_to_string(&config_path).await?)
             .map_err(|e| Error::Unprocessable(format!("job {job}: final config.json: {e}")))?;
+    let n_params = still_engine::config::Qwen2Config::load(&dir.join("config.json"))
+        .map(|c| still_engine::memory::n_params(&c) as i64)
+        .unwrap_or(0);
     let mut db = crate::db::write_tx(&state.db).await?;
+    crate::artifacts::commit(
+        &mut db,
+        run,
+        "final",
+        &["config.json", "model.safetensors"],
+    )
+    .await?;
+    let model_name = format!("{name}-final");
     let model_id: i64 = sqlx::query_scalar(
-        "INSERT INTO models (team_id, name, origin, path, run_id, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?) \
+        "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?, ?) \
          ON CONFLICT (team_id, name) DO UPDATE SET path = excluded.path RETURNING id",
     )
     .bind(team)
-    .bind(format!("{name}-final"))
+    .bind(&model_name)
     .bind(dir.to_string_lossy().into_owned())
     .bind(run)
+    .bind(n_params)
     .bind(config.get("vocab_size").and_then(|v| v.as_i64()).unwrap_or(0))
     .bind(config.to_string())
     .fetch_one(&mut *db)
@@ -657,7 +787,15 @@ async fn complete_route(
     if done == 0 {
         return Err(lease_lost(job));
     }
+    crate::logs::server_line(
+        &mut *db,
+        run,
+        "info",
+        &format!("succeeded; the final model is registered as '{model_name}'"),
+    )
+    .await?;
     db.commit().await?;
+    state.events.touch(run);
     Ok(Json(
         serde_json::json!({ "status": "succeeded", "model_id": model_id }),
     ))
@@ -674,7 +812,8 @@ async fn fail_route(
     } else {
         "failed"
     };
-    finish(&state.db, job, id, status, Some(&body.error)).await?;
+    let run = finish(&state.db, job, id, status, Some(&body.error)).await?;
+    state.events.touch(run);
     Ok(Json(serde_json::json!({ "status": status })))
 }
 

@@ -8,7 +8,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::{FromRow, SqlitePool};
-use still_api::{MetricPoint, ModelSummary, NewModel, NewRun, RunParams, RunSummary};
+use still_api::{
+    MemoryEstimate, MetricPoint, ModelSummary, NewModel, NewRun, RunEstimate, RunParams,
+    RunSummary, WorkerFit,
+};
 use still_engine::loss::Divergence;
 use still_engine::train::{Method, TrainConfig};
 
@@ -23,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/models", get(list_models).post(create_model))
         .route("/api/models/{model}", get(get_model))
         .route("/api/runs", get(list_runs).post(create_run))
+        .route("/api/runs/estimate", post(estimate_route))
         .route("/api/runs/{run}", get(get_run))
         .route("/api/runs/{run}/metrics", get(get_metrics))
         .route("/api/runs/{run}/cancel", post(cancel))
@@ -276,6 +280,140 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
     Ok(c)
 }
 
+/// The device kind a run asks for (`params.device`).
+fn run_device(p: &RunParams) -> Result<Option<&'static str>> {
+    match p.device.as_deref().map(str::trim) {
+        None | Some("") | Some("any") => Ok(None),
+        Some("cpu") => Ok(Some("cpu")),
+        Some(d) if d == "cuda" || d.starts_with("cuda:") => Ok(Some("cuda")),
+        Some(other) => Err(Error::BadRequest(format!(
+            "params.device: '{other}' is not one of any, cpu, cuda"
+        ))),
+    }
+}
+
+fn model_config(model: &ModelSummary, config: &str) -> Result<still_engine::config::Qwen2Config> {
+    serde_json::from_str(config)
+        .map_err(|e| Error::Internal(format!("model '{}': stored config.json: {e}", model.name)))
+}
+
+/// The memory a run needs: parameters, gradients, AdamW moments, a teacher, and activations at
+/// its micro-batch × the tokens of the dataset's longest row (capped by `max_seq_len`).
+async fn estimate_memory(
+    pool: &SqlitePool,
+    model: &ModelSummary,
+    teacher: Option<&ModelSummary>,
+    dataset_id: i64,
+    config: &TrainConfig,
+) -> Result<MemoryEstimate> {
+    let stored = |id: i64| {
+        sqlx::query_scalar::<_, String>("SELECT config FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_one(pool)
+    };
+    let student = model_config(model, &stored(model.id).await?)?;
+    let teacher_config = match teacher {
+        Some(t) => Some(model_config(t, &stored(t.id).await?)?),
+        None => None,
+    };
+    let longest: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT question, thinking, answer FROM examples WHERE dataset_id = ? AND deleted_at IS NULL \
+         ORDER BY length(question) + length(thinking) + length(answer) DESC LIMIT 1",
+    )
+    .bind(dataset_id)
+    .fetch_optional(pool)
+    .await?;
+    let seq = match longest {
+        Some((question, thinking, answer)) => {
+            let (dir, template) = (PathBuf::from(&model.path), config.template.clone());
+            let row = still_api::ExampleFields {
+                question,
+                thinking,
+                answer,
+                ..Default::default()
+            };
+            tokio::task::spawn_blocking(move || {
+                still_engine::memory::sequence_tokens(&dir, &row, &template)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(engine_error)?
+        }
+        None => config.max_seq_len,
+    }
+    .min(config.max_seq_len);
+    let e =
+        still_engine::memory::estimate(&student, teacher_config.as_ref(), config.batch_size, seq);
+    Ok(MemoryEstimate {
+        n_params: e.n_params as i64,
+        params_bytes: e.params_bytes as i64,
+        grads_bytes: e.grads_bytes as i64,
+        optimizer_bytes: e.optimizer_bytes as i64,
+        activations_bytes: e.activations_bytes as i64,
+        teacher_bytes: e.teacher_bytes as i64,
+        total_bytes: e.total_bytes as i64,
+    })
+}
+
+/// `POST /api/runs/estimate`: what the run would need, and which workers could run it.
+async fn estimate_route(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewRun>,
+) -> Result<Json<RunEstimate>> {
+    let team = state.team_id();
+    let model = resolve_model(&state.db, team, &body.model).await?;
+    let teacher = match &body.teacher {
+        Some(t) if !t.is_empty() => Some(resolve_model(&state.db, team, t).await?),
+        _ => None,
+    };
+    let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
+    let device = run_device(&body.params)?;
+    let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
+    let estimate =
+        estimate_memory(&state.db, &model, teacher.as_ref(), dataset.id, &config).await?;
+    let workers: Vec<WorkerFit> = queue::workers(&state.db)
+        .await?
+        .into_iter()
+        .filter(|w| w.state != "revoked")
+        .map(|w| WorkerFit {
+            fits: device.is_none_or(|d| w.device.split(':').next() == Some(d))
+                && (w.memory_bytes == 0 || estimate.total_bytes <= w.memory_bytes),
+            id: w.id,
+            name: w.name,
+            device: w.device,
+            memory_bytes: w.memory_bytes,
+            state: w.state,
+        })
+        .collect();
+    let feasible = workers.iter().any(|w| w.fits);
+    let mib = |b: i64| b / (1 << 20);
+    let message = if workers.is_empty() {
+        "no worker is registered yet; the run waits in the queue until one is".to_string()
+    } else if feasible {
+        format!(
+            "needs about {} MiB; {} of {} workers can run it",
+            mib(estimate.total_bytes),
+            workers.iter().filter(|w| w.fits).count(),
+            workers.len()
+        )
+    } else {
+        let largest = workers.iter().map(|w| w.memory_bytes).max().unwrap_or(0);
+        format!(
+            "needs about {} MiB but no {}worker can run it (the largest has {} MiB): lower \
+             batch_size or max_seq_len, or add a bigger worker",
+            mib(estimate.total_bytes),
+            device.map(|d| format!("{d} ")).unwrap_or_default(),
+            mib(largest)
+        )
+    };
+    Ok(Json(RunEstimate {
+        estimate,
+        workers,
+        feasible,
+        message,
+    }))
+}
+
 /// The version a new run trains on: the latest one when the dataset has not changed since,
 /// else a new one.
 async fn pin_version(
@@ -306,7 +444,10 @@ async fn create_run(
         _ => None,
     };
     let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
+    let device = run_device(&body.params)?;
     let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
+    let estimate =
+        estimate_memory(&state.db, &model, teacher.as_ref(), dataset.id, &config).await?;
     let taken: Option<i64> =
         sqlx::query_scalar("SELECT id FROM runs WHERE team_id = ? AND name = ?")
             .bind(team)
@@ -341,13 +482,36 @@ async fn create_run(
     .fetch_one(&mut *db)
     .await
     .map_err(|e| on_unique(e, || format!("name: a run named '{name}' already exists")))?;
-    sqlx::query("INSERT INTO jobs (team_id, kind, run_id, max_attempts) VALUES (?, 'train', ?, ?)")
-        .bind(team)
-        .bind(run_id)
-        .bind(body.max_attempts.unwrap_or(3).clamp(1, 20))
-        .execute(&mut *db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO jobs (team_id, kind, run_id, max_attempts, device, min_memory_bytes) \
+         VALUES (?, 'train', ?, ?, ?, ?)",
+    )
+    .bind(team)
+    .bind(run_id)
+    .bind(body.max_attempts.unwrap_or(3).clamp(1, 20))
+    .bind(device)
+    .bind(estimate.total_bytes)
+    .execute(&mut *db)
+    .await?;
+    crate::logs::server_line(
+        &mut *db,
+        run_id,
+        "info",
+        &format!(
+            "queued: {} of model '{}' on dataset '{}' v{} ({} rows, {}); needs a {} worker with {} MiB",
+            body.method,
+            model.name,
+            dataset.name,
+            version.version,
+            version.n_rows,
+            &version.content_hash[..12.min(version.content_hash.len())],
+            device.unwrap_or("any"),
+            estimate.total_bytes / (1 << 20)
+        ),
+    )
+    .await?;
     db.commit().await?;
+    state.events.touch(run_id);
     Ok((
         StatusCode::CREATED,
         Json(load_run(&state.db, team, &run_id.to_string()).await?),
@@ -372,6 +536,9 @@ struct RunRow {
     cancel_requested: bool,
     error: Option<String>,
     worker_id: Option<i64>,
+    device: Option<String>,
+    min_memory_bytes: i64,
+    output_model_id: Option<i64>,
     params: String,
     last_step: Option<i64>,
     last_loss: Option<f64>,
@@ -382,7 +549,8 @@ struct RunRow {
 
 const RUN_SELECT: &str = "SELECT r.id, r.name, r.method, r.model_id, m.name AS model, r.teacher_id, r.dataset_id, \
      d.name AS dataset, v.version AS dataset_version, v.content_hash AS dataset_version_hash, j.status, j.attempts, \
-     j.max_attempts, j.cancel_requested, j.error, coalesce(j.lease_owner, j.last_worker) AS worker_id, r.params, \
+     j.max_attempts, j.cancel_requested, j.error, coalesce(j.lease_owner, j.last_worker) AS worker_id, j.device, j.min_memory_bytes, \
+     r.output_model_id, r.params, \
      (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss') AS last_step, \
      (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1) AS last_loss, \
      r.created_at, j.started_at, j.finished_at \
@@ -411,6 +579,9 @@ impl TryFrom<RunRow> for RunSummary {
             cancel_requested: r.cancel_requested,
             error: r.error,
             worker_id: r.worker_id,
+            device: r.device,
+            min_memory_bytes: r.min_memory_bytes,
+            output_model_id: r.output_model_id,
             last_step: r.last_step,
             last_loss: r.last_loss,
             created_at: r.created_at,
@@ -464,41 +635,6 @@ struct MetricQuery {
     max_points: Option<usize>,
 }
 
-/// Keeps the first and last point and, per bucket of steps, the points with the smallest and
-/// largest value, so a downsampled curve still shows every spike.
-pub fn downsample(points: Vec<MetricPoint>, max_points: usize) -> Vec<MetricPoint> {
-    if points.len() <= max_points || max_points < 4 {
-        return points;
-    }
-    let buckets = max_points / 2;
-    let per = points.len().div_ceil(buckets);
-    let mut out = Vec::with_capacity(max_points + 2);
-    for chunk in points.chunks(per) {
-        let (mut lo, mut hi) = (&chunk[0], &chunk[0]);
-        for p in chunk {
-            if p.value < lo.value {
-                lo = p;
-            }
-            if p.value > hi.value {
-                hi = p;
-            }
-        }
-        let (a, b) = if lo.step <= hi.step {
-            (lo, hi)
-        } else {
-            (hi, lo)
-        };
-        out.push(a.clone());
-        if b.step != a.step {
-            out.push(b.clone());
-        }
-    }
-    if out.last().map(|p| p.step) != points.last().map(|p| p.step) {
-        out.push(points.last().expect("non-empty").clone());
-    }
-    out
-}
-
 async fn get_metrics(
     State(state): State<AppState>,
     Path(run): Path<String>,
@@ -519,11 +655,7 @@ async fn get_metrics(
     let Some(max) = query.max_points else {
         return Ok(Json(points));
     };
-    let mut out = Vec::new();
-    for chunk in points.chunk_by(|a, b| a.name == b.name) {
-        out.extend(downsample(chunk.to_vec(), max));
-    }
-    Ok(Json(out))
+    Ok(Json(still_api::downsample_each(points, max)))
 }
 
 async fn cancel(
@@ -532,6 +664,7 @@ async fn cancel(
 ) -> Result<Json<RunSummary>> {
     let run = load_run(&state.db, state.team_id(), &run).await?;
     queue::cancel_run(&state.db, run.id).await?;
+    state.events.touch(run.id);
     Ok(Json(
         load_run(&state.db, state.team_id(), &run.id.to_string()).await?,
     ))
@@ -540,23 +673,6 @@ async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn downsampling_keeps_extremes_and_ends() {
-        let points: Vec<MetricPoint> = (0..1000)
-            .map(|i| MetricPoint {
-                step: i,
-                name: "loss".into(),
-                value: if i == 500 { 99.0 } else { 1.0 / (i + 1) as f64 },
-            })
-            .collect();
-        let small = downsample(points, 100);
-        assert!(small.len() <= 102, "{}", small.len());
-        assert!(small.iter().any(|p| p.value == 99.0), "the spike survives");
-        assert_eq!(small.first().unwrap().step, 0);
-        assert_eq!(small.last().unwrap().step, 999);
-        assert!(small.windows(2).all(|w| w[0].step < w[1].step));
-    }
 
     #[test]
     fn run_params_override_the_s1_recipe_and_are_checked() {

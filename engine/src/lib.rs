@@ -15,6 +15,7 @@ pub mod eval;
 pub mod generate;
 pub mod hf;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;

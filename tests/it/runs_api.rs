@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use still_api::{
-    ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunSummary, WorkerSummary,
+    ArtifactFolder, ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
+    RunLogEntry, RunSnapshot, RunSummary, WorkerSummary,
 };
 use still_tests::{TestServer, still_bin, upload};
 
@@ -104,6 +105,101 @@ async fn wait_for_run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+) -> T {
+    let response = client.get(server.api(path)).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// The run's whole log as "source level message" lines.
+async fn log_lines(client: &reqwest::Client, server: &TestServer, id: i64) -> Vec<String> {
+    let lines: Vec<RunLogEntry> =
+        get_json(client, server, &format!("/api/runs/{id}/logs?limit=1000")).await;
+    lines
+        .into_iter()
+        .map(|l| format!("{} {} {}", l.source, l.level, l.message))
+        .collect()
+}
+
+fn has_line(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+/// Steps of a run's loss curve.
+async fn loss_steps(client: &reqwest::Client, server: &TestServer, id: i64) -> Vec<i64> {
+    let loss: Vec<MetricPoint> =
+        get_json(client, server, &format!("/api/runs/{id}/metrics?name=loss")).await;
+    loss.iter().map(|p| p.step).collect()
+}
+
+fn spawn_worker(
+    server_url: &str,
+    token: &str,
+    work_dir: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(still_bin())
+        .args([
+            "worker",
+            "--server",
+            server_url,
+            "--token",
+            token,
+            "--work-dir",
+        ])
+        .arg(work_dir)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Reads a run's Server-Sent Events until a `run` event says it finished: the first snapshot
+/// and every metric point streamed after it.
+async fn read_events_until_finished(
+    response: reqwest::Response,
+) -> (RunSnapshot, Vec<MetricPoint>) {
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let (mut snapshot, mut points) = (None, Vec::new());
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let mut name = "";
+            let mut data = String::new();
+            for line in message.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            match name {
+                "snapshot" => snapshot = Some(serde_json::from_str::<RunSnapshot>(&data).unwrap()),
+                "metrics" => {
+                    points.extend(serde_json::from_str::<Vec<MetricPoint>>(&data).unwrap())
+                }
+                "run" => {
+                    let run: RunSummary = serde_json::from_str(&data).unwrap();
+                    if finished(&run) {
+                        return (snapshot.expect("the snapshot comes first"), points);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("the event stream ended before the run finished");
 }
 
 fn finished(run: &RunSummary) -> bool {
@@ -279,8 +375,20 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(still_backend::queue::reap(&pool).await.unwrap(), (1, 0));
+    assert_eq!(
+        still_backend::queue::reap(&pool).await.unwrap(),
+        vec![run.id]
+    );
     assert_eq!(run_status(&client, &server, run.id).await.status, "queued");
+    let lines = log_lines(&client, &server, run.id).await;
+    assert!(
+        has_line(&lines, "server info attempt 1 started on worker 'w'")
+            && has_line(
+                &lines,
+                "server warn the worker stopped answering (lease expired); queued again for attempt 2"
+            ),
+        "{lines:#?}"
+    );
     // The old owner lost its lease: it can change nothing.
     let err = still_backend::queue::heartbeat(&pool, first.job_id, worker, 30)
         .await
@@ -292,7 +400,14 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         .unwrap();
     assert_eq!((second.job_id, second.attempt), (first.job_id, 2));
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(still_backend::queue::reap(&pool).await.unwrap(), (0, 1));
+    assert_eq!(
+        still_backend::queue::reap(&pool).await.unwrap(),
+        vec![run.id]
+    );
+    assert!(has_line(
+        &log_lines(&client, &server, run.id).await,
+        "giving up after 2 attempts"
+    ));
     let failed = run_status(&client, &server, run.id).await;
     assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 2));
     assert!(failed.error.unwrap().contains("lease expired"));
@@ -307,36 +422,141 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut worker = tokio::process::Command::new(still_bin())
-        .args([
-            "worker",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--work-dir",
-        ])
-        .arg(work.path())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
-    let run = new_run(&client, &server, "short", 6, 3).await;
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
-    let loss: Vec<MetricPoint> = client
-        .get(server.api(&format!("/api/runs/{}/metrics?name=loss", run.id)))
+    let run = new_run_with(&client, &server, "short", 6, 3, Some(3)).await;
+    // A live page subscribed before the worker exists sees the whole run go by.
+    let events = client
+        .get(server.api(&format!("/api/runs/{}/events", run.id)))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let live = tokio::spawn(read_events_until_finished(events));
+    let mut worker = spawn_worker(&server.url, &token, work.path());
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
-        loss.iter().map(|p| p.step).collect::<Vec<_>>(),
+        loss_steps(&client, &server, run.id).await,
         vec![1, 2, 3, 4, 5, 6],
         "every step exactly once"
     );
+    let (snapshot, streamed) = tokio::time::timeout(Duration::from_secs(20), live)
+        .await
+        .expect("the stream reports the end of the run")
+        .unwrap();
+    assert_eq!(snapshot.run.status, "queued");
+    assert!(snapshot.metrics.is_empty());
+    let mut live_steps: Vec<i64> = streamed
+        .iter()
+        .filter(|p| p.name == "loss")
+        .map(|p| p.step)
+        .collect();
+    live_steps.dedup();
+    assert_eq!(
+        live_steps,
+        vec![1, 2, 3, 4, 5, 6],
+        "each step streamed once, in order"
+    );
+
+    // The log tells the story: server lines and worker lines, one attempt.
+    let lines = log_lines(&client, &server, run.id).await;
+    for needle in [
+        "server info queued: sft of model 'tiny' on dataset 'add' v1",
+        "server info attempt 1 started on worker 'proc'",
+        "worker info training ",
+        "worker info checkpoint step 3 uploaded",
+        "server info checkpoint step 3 stored",
+        "worker info final model uploaded",
+        "server info succeeded; the final model is registered as 'short-final'",
+    ] {
+        assert!(
+            has_line(&lines, needle),
+            "{needle:?} missing from {lines:#?}"
+        );
+    }
+
+    // Artifacts: the final model and both checkpoints, each file named by its content hash.
+    let folders: Vec<ArtifactFolder> =
+        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    assert_eq!(
+        folders
+            .iter()
+            .map(|f| f.folder.as_str())
+            .collect::<Vec<_>>(),
+        vec!["final", "step-6", "step-3"]
+    );
+    let final_folder = &folders[0];
+    let local_final = work
+        .path()
+        .join("runs")
+        .join(run.id.to_string())
+        .join("final");
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let file = final_folder.files.iter().find(|f| f.name == name).unwrap();
+        assert_eq!(
+            file.sha256,
+            still_worker::sha256_file(&local_final.join(name)).unwrap(),
+            "{name}"
+        );
+        let blob = server
+            .data_dir
+            .path()
+            .join("artifacts")
+            .join(&file.sha256[..2])
+            .join(&file.sha256);
+        assert_eq!(std::fs::metadata(&blob).unwrap().len() as i64, file.size);
+    }
+    // One file, then the whole folder as a tar that unpacks into a loadable HF folder.
+    let config = client
+        .get(server.api(&format!("/api/runs/{}/artifacts/final/config.json", run.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    assert!(
+        config.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("config.json")
+    );
+    assert_eq!(
+        config.bytes().await.unwrap(),
+        std::fs::read(local_final.join("config.json")).unwrap()
+    );
+    let tar = client
+        .get(server.api(&format!("/api/runs/{}/artifacts/final?format=tar", run.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tar.status(), 200);
+    let tar = tar.bytes().await.unwrap();
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(&tar[..]).unpack(unpacked.path()).unwrap();
+    let folder = unpacked.path().join("short-final");
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(folder.join(name)).unwrap(),
+            std::fs::read(local_final.join(name)).unwrap(),
+            "{name} in the tar"
+        );
+    }
+    still_engine::hf::load(
+        &folder,
+        still_engine::candle::DType::F32,
+        &still_engine::candle::Device::Cpu,
+    )
+    .expect("the downloaded folder loads as a model");
+    let missing = client
+        .get(server.api(&format!("/api/runs/{}/artifacts/step-4?format=tar", run.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     let model: ModelSummary = client
         .get(server.api("/api/models/short-final"))
         .send()
@@ -373,6 +593,12 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         "stopped after {:?}",
         asked.elapsed()
     );
+    let lines = log_lines(&client, &server, long.id).await;
+    assert!(
+        has_line(&lines, "server warn cancel requested")
+            && has_line(&lines, "server warn cancelled by the user"),
+        "{lines:#?}"
+    );
     worker.kill().await.unwrap();
     server.stop().await;
 }
@@ -404,7 +630,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     let total = 150;
     let run = new_run_with(&client, &server, "resumable", total, 3, Some(20)).await;
     let mut first = spawn_worker("a");
-    let killed_at = wait_for_run(&client, &server, run.id, Duration::from_secs(30), |r| {
+    let killed_at = wait_for_run(&client, &server, run.id, Duration::from_secs(120), |r| {
         r.last_step >= Some(45)
     })
     .await
@@ -442,6 +668,13 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
             .filter(|n| n.starts_with("resume-"))
             .collect();
     assert_eq!(resumed.len(), 1, "{resumed:?}");
+    let lines = log_lines(&client, &server, run.id).await;
+    assert!(
+        has_line(&lines, "queued again for attempt 2")
+            && has_line(&lines, "attempt 2 started on worker 'doomed'")
+            && has_line(&lines, "worker info resuming from the checkpoint at step"),
+        "{lines:#?}"
+    );
     let resume_step: i64 = resumed[0].trim_start_matches("resume-").parse().unwrap();
     assert!(
         resume_step >= 20 && resume_step <= killed_at,
@@ -469,5 +702,194 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
         "{written:?} after resuming at {resume_step}"
     );
     second.kill().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
+    let client = reqwest::Client::new();
+    let mut server = server_with_model_and(&client, |c| c.lease_seconds = 20).await;
+    let (_, token) = still_backend::queue::create_worker(server.pool(), "steady")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let total = 150;
+    let run = new_run_with(&client, &server, "through-restart", total, 3, Some(25)).await;
+    let mut worker = spawn_worker(&server.url, &token, work.path());
+    let before = wait_for_run(&client, &server, run.id, Duration::from_secs(120), |r| {
+        r.last_step >= Some(30)
+    })
+    .await;
+    assert!(
+        before.last_step < Some(total as i64 - 20),
+        "mid-way: {:?}",
+        before.last_step
+    );
+    // Down for 3 s while the worker keeps training and buffering.
+    server.restart(Duration::from_secs(3)).await;
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(120), finished).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(
+        done.attempts, 1,
+        "the worker kept its lease through the restart"
+    );
+    assert_eq!(
+        loss_steps(&client, &server, run.id).await,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "every step recorded once, none lost while the server was down"
+    );
+    let folders: Vec<ArtifactFolder> =
+        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    assert_eq!(folders[0].folder, "final");
+    assert!(
+        folders
+            .iter()
+            .any(|f| f.step.is_some_and(|s| s <= before.last_step.unwrap())),
+        "checkpoints from before the restart survive: {folders:?}"
+    );
+    let lines = log_lines(&client, &server, run.id).await;
+    assert!(
+        has_line(&lines, "worker info training ")
+            && has_line(&lines, "worker info final model uploaded")
+            && has_line(&lines, "succeeded;"),
+        "{lines:#?}"
+    );
+    worker.kill().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let pool = server.pool().clone();
+    let register = |token: String, device: &'static str, memory: i64| {
+        let (client, url) = (client.clone(), server.api("/api/worker/register"));
+        async move {
+            client
+                .post(url)
+                .header("Authorization", bearer(&token))
+                .json(&json!({"device": device, "memory_bytes": memory}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (cpu, cpu_token) = still_backend::queue::create_worker(&pool, "cpu")
+        .await
+        .unwrap();
+    let (gpu, gpu_token) = still_backend::queue::create_worker(&pool, "gpu")
+        .await
+        .unwrap();
+    let (small, small_token) = still_backend::queue::create_worker(&pool, "small")
+        .await
+        .unwrap();
+    assert_eq!(register(cpu_token, "cpu", 8 << 30).await.status(), 200);
+    assert_eq!(register(gpu_token, "cuda:0", 80 << 30).await.status(), 200);
+    assert_eq!(
+        register(small_token.clone(), "cpu", 1 << 20).await.status(),
+        200
+    );
+    let bad = register(small_token, "tpu", 1).await;
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("'tpu' is not cpu, cuda[:N] or metal")
+    );
+
+    let body = |device: &str| {
+        json!({"name": format!("on-{device}"), "method": "sft", "model": "tiny", "dataset": "add",
+               "params": {"max_steps": 5, "batch_size": 64, "max_seq_len": 256, "device": device}})
+    };
+    // The estimate names the parts and the workers that can take the run.
+    let estimate: RunEstimate = client
+        .post(server.api("/api/runs/estimate"))
+        .json(&body("cuda"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let e = &estimate.estimate;
+    assert!(e.n_params > 0 && e.activations_bytes > 0);
+    assert_eq!(e.optimizer_bytes, 2 * e.params_bytes);
+    assert!(
+        e.total_bytes > 1 << 20,
+        "more than the small worker has: {e:?}"
+    );
+    let fits: Vec<(String, bool)> = estimate
+        .workers
+        .iter()
+        .map(|w| (w.name.clone(), w.fits))
+        .collect();
+    assert_eq!(
+        fits,
+        vec![
+            ("cpu".into(), false),
+            ("gpu".into(), true),
+            ("small".into(), false)
+        ]
+    );
+    assert!(estimate.feasible, "{}", estimate.message);
+
+    let on_cuda: RunSummary = client
+        .post(server.api("/api/runs"))
+        .json(&body("cuda"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_cuda.device.as_deref(), Some("cuda"));
+    assert_eq!(on_cuda.min_memory_bytes, e.total_bytes);
+    // The CPU workers pass it by; the GPU worker takes it.
+    assert!(
+        still_backend::queue::claim(&pool, cpu, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        still_backend::queue::claim(&pool, small, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let job = still_backend::queue::claim(&pool, gpu, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.run_id, on_cuda.id);
+    // A run for any device is still too big for the small CPU worker, but not for the other.
+    let any = client
+        .post(server.api("/api/runs"))
+        .json(&body("any"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(any.status(), 201);
+    assert!(
+        still_backend::queue::claim(&pool, small, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        still_backend::queue::claim(&pool, cpu, 30)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let bad = client
+        .post(server.api("/api/runs/estimate"))
+        .json(&body("tpu"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     server.stop().await;
 }

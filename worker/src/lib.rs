@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
 use still_api::{
-    ClaimedJob, ExampleFields, HeartbeatReply, JobFailure, MetricPoint, RegisterWorker,
+    ClaimedJob, ExampleFields, HeartbeatReply, JobFailure, LogLine, MetricPoint, RegisterWorker,
 };
 use still_engine::train::{self, Event, Method, TrainConfig};
 
@@ -48,24 +49,74 @@ pub struct WorkerOptions {
     pub max_jobs: Option<usize>,
 }
 
+/// How long a request keeps being retried while the server cannot be reached (a restart, a
+/// network blip); training goes on meanwhile and nothing sent is lost.
+pub const RETRY_FOR: Duration = Duration::from_secs(600);
+
 /// A small blocking client for the worker routes.
 #[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     server: String,
     auth: String,
+    retry_for: Duration,
+}
+
+/// Whether a failed request is worth sending again: the server was unreachable or restarting.
+fn transient(result: &Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> bool {
+    match result {
+        Ok(response) => matches!(response.status().as_u16(), 502..=504),
+        Err(
+            ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_),
+        ) => true,
+        Err(_) => false,
+    }
 }
 
 impl Client {
     pub fn new(server: &str, token: &str) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
             .build();
         Self {
             agent: config.into(),
             server: server.trim_end_matches('/').to_string(),
             auth: format!("Bearer {token}"),
+            retry_for: RETRY_FOR,
+        }
+    }
+
+    /// The same client, retrying unreachable-server errors for `retry_for` at most.
+    pub fn retrying_for(mut self, retry_for: Duration) -> Self {
+        self.retry_for = retry_for;
+        self
+    }
+
+    /// Sends a request, again and again (backing off to 5 s) while the server is unreachable.
+    fn send(
+        &self,
+        path: &str,
+        mut request: impl FnMut() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        let mut warned = false;
+        loop {
+            let result = request();
+            if !transient(&result) || started.elapsed() + pause > self.retry_for {
+                return result.with_context(|| format!("{}{path}", self.server));
+            }
+            if !warned {
+                eprintln!("worker: {}{path} unreachable; retrying", self.server);
+                warned = true;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -94,20 +145,22 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .post(self.url(path))
-            .header("Authorization", &self.auth)
-            .send_json(body)?;
+        let response = self.send(path, || {
+            self.agent
+                .post(self.url(path))
+                .header("Authorization", &self.auth)
+                .send_json(body)
+        })?;
         Ok(self.check(path, response)?.body_mut().read_json()?)
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let response = self
-            .agent
-            .get(self.url(path))
-            .header("Authorization", &self.auth)
-            .call()?;
+        let response = self.send(path, || {
+            self.agent
+                .get(self.url(path))
+                .header("Authorization", &self.auth)
+                .call()
+        })?;
         Ok(self
             .check(path, response)?
             .body_mut()
@@ -116,24 +169,106 @@ impl Client {
             .read_to_vec()?)
     }
 
-    pub fn put_file(&self, path: &str, file: &Path) -> anyhow::Result<()> {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let response = self
-            .agent
-            .put(self.url(path))
-            .header("Authorization", &self.auth)
-            .send(&bytes[..])?;
+    /// Streams a file up with its SHA-256 (the server checks it and stores the file under it).
+    /// Returns the file's size.
+    pub fn put_file(&self, path: &str, file: &Path) -> anyhow::Result<u64> {
+        let sha = sha256_file(file)?;
+        let response = self.send(path, || {
+            let handle = std::fs::File::open(file)?;
+            self.agent
+                .put(self.url(path))
+                .header("Authorization", &self.auth)
+                .header("x-content-sha256", &sha)
+                .send(handle)
+        })?;
         self.check(path, response)?;
-        Ok(())
+        Ok(std::fs::metadata(file)?.len())
+    }
+}
+
+/// The SHA-256 of a file, hex, read in pieces.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The worker's lines of one attempt's log, numbered so a resent line is stored once.
+#[derive(Default)]
+pub struct RunLog {
+    lines: Mutex<(i64, Vec<LogLine>)>,
+}
+
+impl RunLog {
+    pub fn line(&self, level: &str, message: impl Into<String>) {
+        let message = message.into();
+        eprintln!("worker: {message}");
+        let mut guard = self.lines.lock().expect("log lock");
+        let seq = guard.0;
+        guard.0 += 1;
+        guard.1.push(LogLine {
+            seq,
+            level: level.to_string(),
+            message,
+        });
+    }
+
+    pub fn info(&self, message: impl Into<String>) {
+        self.line("info", message)
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.line("warn", message)
+    }
+
+    /// Sends the buffered lines; keeps them when the server cannot take them.
+    fn flush(&self, client: &Client, job_id: i64) -> anyhow::Result<()> {
+        let lines = std::mem::take(&mut self.lines.lock().expect("log lock").1);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let sent =
+            client.post::<_, serde_json::Value>(&format!("/api/worker/jobs/{job_id}/logs"), &lines);
+        if sent.is_err() {
+            let mut guard = self.lines.lock().expect("log lock");
+            let mut restored = lines;
+            restored.append(&mut guard.1);
+            guard.1 = restored;
+        }
+        sent.map(|_| ())
     }
 }
 
 /// Downloads a model folder once into `work_dir/models/<id>`.
-fn fetch_model(client: &Client, work_dir: &Path, model_id: i64) -> anyhow::Result<PathBuf> {
+fn fetch_model(
+    client: &Client,
+    work_dir: &Path,
+    model_id: i64,
+    log: &RunLog,
+) -> anyhow::Result<PathBuf> {
     let dir = work_dir.join("models").join(model_id.to_string());
     if dir.join("model.safetensors").is_file() {
+        log.info(format!(
+            "model {model_id}: using the copy in {}",
+            dir.display()
+        ));
         return Ok(dir);
     }
+    let mut bytes_total = 0usize;
     let partial = dir.with_extension("partial");
     std::fs::create_dir_all(&partial)?;
     let listing: Vec<String> = serde_json::from_slice(
@@ -141,8 +276,13 @@ fn fetch_model(client: &Client, work_dir: &Path, model_id: i64) -> anyhow::Resul
     )?;
     for name in listing {
         let bytes = client.get_bytes(&format!("/api/worker/models/{model_id}/files/{name}"))?;
+        bytes_total += bytes.len();
         std::fs::write(partial.join(&name), bytes)?;
     }
+    log.info(format!(
+        "model {model_id}: downloaded {:.1} MiB",
+        bytes_total as f64 / (1u64 << 20) as f64
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -202,13 +342,15 @@ fn upload_checkpoint(client: &Client, job_id: i64, step: usize, dir: &Path) -> a
 /// Runs one claimed job to its end, reporting success or failure to the server.
 pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> anyhow::Result<()> {
     let job_id = job.job_id;
+    let log = RunLog::default();
     let stop = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let lease_lost = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let heartbeat = {
+        // Heartbeats come again soon: a failed one is not retried for long.
         let (client, stop, cancelled, lease_lost, done) = (
-            client.clone(),
+            client.clone().retrying_for(Duration::from_secs(5)),
             stop.clone(),
             cancelled.clone(),
             lease_lost.clone(),
@@ -241,13 +383,21 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
             }
         })
     };
-    let result = train_job(client, options, &job, stop.clone());
+    let result = train_job(client, options, &job, stop.clone(), &log);
     done.store(true, Ordering::Relaxed);
     let _ = heartbeat.join();
     if lease_lost.load(Ordering::Relaxed) {
         return Ok(()); // another worker owns the job now; nothing to report
     }
     let path = format!("/api/worker/jobs/{job_id}/");
+    if let Err(e) = &result
+        && !cancelled.load(Ordering::Relaxed)
+    {
+        log.line("error", format!("{e:#}"));
+    }
+    if let Err(e) = log.flush(client, job_id) {
+        eprintln!("worker: log lines not sent: {e:#}");
+    }
     match result {
         Ok(()) => client
             .post::<_, serde_json::Value>(&format!("{path}complete"), &serde_json::json!({}))
@@ -274,6 +424,7 @@ fn train_job(
     options: &WorkerOptions,
     job: &ClaimedJob,
     stop: Arc<AtomicBool>,
+    log: &RunLog,
 ) -> anyhow::Result<()> {
     if job.kind != "train" {
         bail!("this worker does not run '{}' jobs", job.kind);
@@ -282,10 +433,16 @@ fn train_job(
         serde_json::from_value(job.config.clone()).context("the job's training config")?;
     if let Method::Kd { teacher, .. } = &mut config.method {
         let teacher_id = job.teacher_id.context("a kd job without a teacher")?;
-        *teacher = fetch_model(client, &options.work_dir, teacher_id)?;
+        *teacher = fetch_model(client, &options.work_dir, teacher_id, log)?;
     }
-    let model_dir = fetch_model(client, &options.work_dir, job.model_id)?;
+    let model_dir = fetch_model(client, &options.work_dir, job.model_id, log)?;
     let rows = fetch_dataset(client, job)?;
+    log.info(format!(
+        "dataset version {}: {} rows; device {}",
+        job.dataset_version_id,
+        rows.len(),
+        options.device
+    ));
     let device = still_engine::device(&options.device)?;
     let student = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
     let out = options.work_dir.join("runs").join(job.run_id.to_string());
@@ -306,22 +463,48 @@ fn train_job(
                     Err(e) => return Err(e.context(format!("downloading checkpoint file {name}"))),
                 }
             }
+            log.info(format!("resuming from the checkpoint at step {step}"));
             Some(dir)
         }
         None => None,
     };
     let buffer = Mutex::new(Vec::<MetricPoint>::new());
     let mut last_flush = Instant::now();
+    // While training, a server that cannot be reached must not stall the steps: sends fail
+    // fast and what was not sent stays buffered for the next try.
+    let quick = client.clone().retrying_for(Duration::ZERO);
     let mut observer = |event: &Event| {
+        if let Event::Started {
+            total_steps,
+            start_step,
+            n_examples,
+            n_truncated,
+            n_skipped,
+            n_params,
+        } = event
+        {
+            log.info(format!(
+                "training {n_params} parameters on {n_examples} examples ({n_truncated} truncated, \
+                 {n_skipped} skipped at max_seq_len {}): steps {} to {total_steps}",
+                config.max_seq_len,
+                start_step + 1
+            ));
+        }
         if let Event::Checkpoint { step, path } = event {
             // Metrics up to the checkpoint first, so a resumed attempt never leaves a gap.
-            let _ = flush(client, job.job_id, &buffer);
+            let _ = flush(&quick, job.job_id, &buffer);
             last_flush = Instant::now();
-            if let Err(e) = upload_checkpoint(client, job.job_id, *step, path) {
-                eprintln!(
-                    "worker: checkpoint {step} not uploaded ({e:#}); a retry would start earlier"
-                );
+            match upload_checkpoint(&quick, job.job_id, *step, path) {
+                Ok(()) => log.info(format!("checkpoint step {step} uploaded")),
+                Err(e) => log.warn(format!(
+                    "checkpoint step {step} not uploaded ({e:#}); a retry would resume earlier"
+                )),
             }
+        }
+        if let Event::Finished { steps, .. } = event {
+            log.info(format!(
+                "finished at step {steps}; uploading the final model"
+            ));
         }
         if let Event::Step(m) = event {
             let step = m.step as i64;
@@ -347,7 +530,8 @@ fn train_job(
                     value,
                 }));
             if last_flush.elapsed() > Duration::from_millis(500) || m.step == m.total_steps {
-                let _ = flush(client, job.job_id, &buffer);
+                let _ = flush(&quick, job.job_id, &buffer);
+                let _ = log.flush(&quick, job.job_id);
                 last_flush = Instant::now();
             }
         }
@@ -362,15 +546,20 @@ fn train_job(
         Some(stop),
     )?;
     flush(client, job.job_id, &buffer).context("sending the last metrics")?;
+    let mut uploaded = 0u64;
     for name in MODEL_FILES {
         let file = final_dir.join(name);
         if file.is_file() {
-            client.put_file(
+            uploaded += client.put_file(
                 &format!("/api/worker/jobs/{}/final/{name}", job.job_id),
                 &file,
             )?;
         }
     }
+    log.info(format!(
+        "final model uploaded ({:.1} MiB)",
+        uploaded as f64 / (1u64 << 20) as f64
+    ));
     Ok(())
 }
 

@@ -1,0 +1,201 @@
+//! Live run pages: `GET /api/runs/{run}/events` is a Server-Sent Events stream. The first event
+//! (`snapshot`) carries everything so far (downsampled metrics, the log tail, the artifacts);
+//! then `metrics`, `logs`, `run` and `artifacts` events carry what changed.
+//!
+//! Writers call [`Events::touch`] with the run they changed; a stream wakes on that (or once a
+//! second, for changes no handler announces, like the reaper's) and reads what is new since its
+//! cursors. The stream ends when the server shuts down, so a graceful stop never waits on it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::Stream;
+use still_api::{MetricPoint, RunSnapshot};
+use tokio::sync::{broadcast, watch};
+
+use crate::AppState;
+use crate::error::{Error, Result};
+
+/// Points per metric in a snapshot.
+pub const SNAPSHOT_POINTS: usize = 1_000;
+/// Log lines in a snapshot.
+pub const SNAPSHOT_LOG_LINES: i64 = 200;
+
+/// Change notices (run ids) and the server's closing signal.
+pub struct Events {
+    changed: broadcast::Sender<i64>,
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            changed: broadcast::channel(1024).0,
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+impl Events {
+    /// Tells live streams of `run` that something changed.
+    pub fn touch(&self, run: i64) {
+        let _ = self.changed.send(run);
+    }
+
+    /// Ends every live stream (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/runs/{run}/events", get(events_route))
+}
+
+/// Everything a run page shows, as of now, and the last step it includes.
+pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> {
+    let summary = crate::runs::load_run(&state.db, state.team_id(), &run.to_string()).await?;
+    let points = metrics_after(state, run, -1).await?;
+    let last_step = points.iter().map(|p| p.step).max().unwrap_or(-1);
+    let snapshot = RunSnapshot {
+        run: summary,
+        metrics: still_api::downsample_each(points, SNAPSHOT_POINTS),
+        logs: crate::logs::tail(&state.db, run, None, SNAPSHOT_LOG_LINES).await?,
+        artifacts: crate::artifacts::folders(&state.db, run).await?,
+    };
+    Ok((snapshot, last_step))
+}
+
+async fn metrics_after(state: &AppState, run: i64, step: i64) -> Result<Vec<MetricPoint>> {
+    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND step > ? ORDER BY name, step",
+    )
+    .bind(run)
+    .bind(step)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(step, name, value)| MetricPoint { step, name, value })
+        .collect())
+}
+
+/// What a stream has sent so far.
+struct Cursor {
+    state: AppState,
+    run: i64,
+    step: i64,
+    log_id: i64,
+    run_json: String,
+    artifacts_json: String,
+    pending: VecDeque<Event>,
+    changed: broadcast::Receiver<i64>,
+    closing: watch::Receiver<bool>,
+}
+
+fn event(name: &str, value: &impl serde::Serialize) -> Result<Event> {
+    Event::default()
+        .event(name)
+        .json_data(value)
+        .map_err(|e| Error::Internal(format!("event {name}: {e}")))
+}
+
+impl Cursor {
+    /// Queues events for whatever changed since the last look.
+    async fn poll(&mut self) -> Result<()> {
+        let points = metrics_after(&self.state, self.run, self.step).await?;
+        if let Some(max) = points.iter().map(|p| p.step).max() {
+            self.step = max;
+            self.pending.push_back(event("metrics", &points)?);
+        }
+        let lines = crate::logs::tail(
+            &self.state.db,
+            self.run,
+            Some(self.log_id),
+            crate::logs::MAX_TAIL,
+        )
+        .await?;
+        if let Some(last) = lines.last() {
+            self.log_id = last.id;
+            self.pending.push_back(event("logs", &lines)?);
+        }
+        let summary =
+            crate::runs::load_run(&self.state.db, self.state.team_id(), &self.run.to_string())
+                .await?;
+        let json = serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?;
+        if json != self.run_json {
+            self.run_json = json;
+            self.pending.push_back(event("run", &summary)?);
+        }
+        let folders = crate::artifacts::folders(&self.state.db, self.run).await?;
+        let json = serde_json::to_string(&folders).map_err(|e| Error::Internal(e.to_string()))?;
+        if json != self.artifacts_json {
+            self.artifacts_json = json;
+            self.pending.push_back(event("artifacts", &folders)?);
+        }
+        Ok(())
+    }
+
+    /// Waits for a change notice about this run, a second, or the server closing (false).
+    async fn wait(&mut self) -> bool {
+        let deadline = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return true,
+                closed = self.closing.wait_for(|c| *c) => {
+                    let _ = closed;
+                    return false;
+                }
+                notice = self.changed.recv() => match notice {
+                    Ok(run) if run == self.run => return true,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+            }
+        }
+    }
+}
+
+async fn events_route(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let run = crate::runs::load_run(&state.db, state.team_id(), &run).await?;
+    // Subscribe before reading, so no change between the snapshot and the stream is missed.
+    let changed = state.events.changed.subscribe();
+    let closing = state.events.closing.subscribe();
+    let (first, step) = snapshot(&state, run.id).await?;
+    let cursor = Cursor {
+        run: run.id,
+        step,
+        log_id: first.logs.last().map_or(0, |l| l.id),
+        run_json: serde_json::to_string(&first.run).map_err(|e| Error::Internal(e.to_string()))?,
+        artifacts_json: serde_json::to_string(&first.artifacts)
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        pending: VecDeque::from([event("snapshot", &first)?]),
+        state,
+        changed,
+        closing,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop_front() {
+                return Some((Ok(event), cursor));
+            }
+            if *cursor.closing.borrow() || !cursor.wait().await {
+                return None;
+            }
+            if let Err(e) = cursor.poll().await {
+                tracing::warn!(run = cursor.run, error = %e, "run events");
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

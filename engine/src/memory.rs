@@ -1,0 +1,156 @@
+//! What training needs in memory, by part, before a run starts (the run form's feasibility
+//! estimate and the queue's memory requirement).
+//!
+//! The activation term follows what this engine's training forward keeps for backward, per
+//! layer (norm inputs and outputs, q/k/v before and after RoPE, K/V repeated for GQA, three
+//! B×H×L×L attention tensors, the MLP's four intermediate tensors, residuals) plus the logits and
+//! their softmax; one more layer's worth covers the transient gradients of backward. The engine
+//! benchmark prints it next to the measured peak.
+
+use crate::config::Qwen2Config;
+
+/// Bytes by part; all f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Estimate {
+    pub n_params: u64,
+    pub params_bytes: u64,
+    pub grads_bytes: u64,
+    /// AdamW's two f32 moments.
+    pub optimizer_bytes: u64,
+    pub activations_bytes: u64,
+    /// A KD teacher's weights and its forward (no gradients).
+    pub teacher_bytes: u64,
+    pub total_bytes: u64,
+}
+
+const F32: u64 = 4;
+
+/// Parameters of a Qwen2 model with this config (the same count as the loaded model's).
+pub fn n_params(c: &Qwen2Config) -> u64 {
+    let (h, i, v) = (
+        c.hidden_size as u64,
+        c.intermediate_size as u64,
+        c.vocab_size as u64,
+    );
+    let (nh, nkv, d) = (
+        c.num_attention_heads as u64,
+        c.num_key_value_heads as u64,
+        c.head_dim() as u64,
+    );
+    let attention = h * nh * d + nh * d // q with bias
+        + 2 * (h * nkv * d + nkv * d)    // k, v with bias
+        + nh * d * h; // o, no bias
+    let mlp = 3 * h * i;
+    let norms = 2 * h;
+    let layers = c.num_hidden_layers as u64 * (attention + mlp + norms);
+    let embed = v * h;
+    let head = if c.tie_word_embeddings { 0 } else { v * h };
+    embed + layers + h + head
+}
+
+/// Floats one layer keeps for backward over `tokens` = batch × seq positions.
+fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64) -> u64 {
+    let t = batch * seq;
+    let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
+    let (nh, nkv, d) = (
+        c.num_attention_heads as u64,
+        c.num_key_value_heads as u64,
+        c.head_dim() as u64,
+    );
+    let per_token = 10 * h + 4 * i + 4 * nkv * d + 2 * nh * d;
+    t * per_token + 3 * batch * nh * seq * seq
+}
+
+/// The estimate for training `student` on batches of `batch` × `seq` tokens, with a KD teacher
+/// when given.
+pub fn estimate(
+    student: &Qwen2Config,
+    teacher: Option<&Qwen2Config>,
+    batch: usize,
+    seq: usize,
+) -> Estimate {
+    let (b, l) = (batch as u64, seq as u64);
+    let n = n_params(student);
+    let logits = b * l * student.vocab_size as u64;
+    let layers = student.num_hidden_layers as u64 + 1;
+    // Logits, their softmax and its gradient; KD adds the tempered student and teacher
+    // distributions.
+    let logit_floats = if teacher.is_some() { 5 } else { 3 } * logits;
+    let activations = (layers * layer_floats(student, b, l) + logit_floats) * F32;
+    let teacher_bytes = teacher.map_or(0, |t| {
+        // Weights, plus one layer's forward at a time and its logits.
+        (n_params(t) + layer_floats(t, b, l) + b * l * t.vocab_size as u64) * F32
+    });
+    let mut e = Estimate {
+        n_params: n,
+        params_bytes: n * F32,
+        grads_bytes: n * F32,
+        optimizer_bytes: 2 * n * F32,
+        activations_bytes: activations,
+        teacher_bytes,
+        total_bytes: 0,
+    };
+    e.total_bytes =
+        e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activations_bytes + e.teacher_bytes;
+    e
+}
+
+/// Tokens of one example in the chat template, read with the model folder's `tokenizer.json`
+/// (the estimate's sequence length: the dataset's longest row, capped by `max_seq_len`).
+pub fn sequence_tokens(
+    model_dir: &std::path::Path,
+    row: &still_api::ExampleFields,
+    template: &crate::data::ChatTemplate,
+) -> crate::Result<usize> {
+    let path = model_dir.join("tokenizer.json");
+    let tokenizer = tokenizers::Tokenizer::from_file(&path)
+        .map_err(|e| crate::EngineError::Model(format!("{}: {e}", path.display())))?;
+    let prompt = crate::tokenizer::encode(&tokenizer, &template.prompt(&row.question))?;
+    let response = crate::tokenizer::encode(&tokenizer, &template.response(row))?;
+    Ok(prompt.len() + response.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_matches_the_model() {
+        for tied in [true, false] {
+            let mut config = Qwen2Config::preset("tiny", 300).unwrap();
+            config.tie_word_embeddings = tied;
+            let model = crate::model::Qwen2::new(
+                config.clone(),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            assert_eq!(n_params(&config), model.n_params() as u64, "tied {tied}");
+        }
+    }
+
+    #[test]
+    fn estimate_grows_with_batch_sequence_and_teacher() {
+        let c = Qwen2Config::preset("mini", 8192).unwrap();
+        let base = estimate(&c, None, 8, 256);
+        assert_eq!(base.optimizer_bytes, 2 * base.params_bytes);
+        assert!(estimate(&c, None, 16, 256).total_bytes > base.total_bytes);
+        // Attention is quadratic in the sequence length.
+        let long = estimate(&c, None, 8, 1024).activations_bytes;
+        assert!(
+            long > 4 * base.activations_bytes,
+            "{long} vs {}",
+            base.activations_bytes
+        );
+        let kd = estimate(&c, Some(&c), 8, 256);
+        assert!(kd.teacher_bytes > base.params_bytes && kd.total_bytes > base.total_bytes);
+        assert_eq!(
+            kd.total_bytes,
+            kd.params_bytes
+                + kd.grads_bytes
+                + kd.optimizer_bytes
+                + kd.activations_bytes
+                + kd.teacher_bytes
+        );
+    }
+}
