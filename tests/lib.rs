@@ -332,6 +332,28 @@ impl Browser {
         bail!("`{css}` never had the expected text; last seen: {last:?}")
     }
 
+    /// Waits up to 20 s until the `value` of the first `css` input satisfies `check`.
+    pub async fn wait_for_value(
+        &self,
+        css: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(el) = self.client.find(fantoccini::Locator::Css(css)).await
+                && let Ok(Some(value)) = el.prop("value").await
+            {
+                if check(&value) {
+                    return Ok(value);
+                }
+                last = value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("`{css}` never had the expected value; last seen: {last:?}")
+    }
+
     pub async fn close(self) -> anyhow::Result<()> {
         self.client.close().await?;
         Ok(())

@@ -749,13 +749,7 @@ async fn complete_route(
         .map(|c| still_engine::memory::n_params(&c) as i64)
         .unwrap_or(0);
     let mut db = crate::db::write_tx(&state.db).await?;
-    crate::artifacts::commit(
-        &mut db,
-        run,
-        "final",
-        &["config.json", "model.safetensors"],
-    )
-    .await?;
+    crate::artifacts::commit(&mut db, run, "final", &["config.json", "model.safetensors"]).await?;
     let model_name = format!("{name}-final");
     let model_id: i64 = sqlx::query_scalar(
         "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?, ?) \

@@ -177,8 +177,13 @@ pub async fn create_model(request: &still_api::NewModel) -> ApiResult<still_api:
     send_json("POST", "/api/models", request).await
 }
 
-pub async fn runs() -> ApiResult<Vec<still_api::RunSummary>> {
-    get("/api/runs").await
+/// Runs, newest first; `status` filters (empty: all).
+pub async fn runs(status: &str) -> ApiResult<Vec<still_api::RunSummary>> {
+    get(&format!("/api/runs?status={}", encode(status))).await
+}
+
+pub async fn estimate_run(request: &still_api::NewRun) -> ApiResult<still_api::RunEstimate> {
+    send_json("POST", "/api/runs/estimate", request).await
 }
 
 pub async fn run(id: &str) -> ApiResult<still_api::RunSummary> {
@@ -187,14 +192,6 @@ pub async fn run(id: &str) -> ApiResult<still_api::RunSummary> {
 
 pub async fn create_run(request: &still_api::NewRun) -> ApiResult<still_api::RunSummary> {
     send_json("POST", "/api/runs", request).await
-}
-
-pub async fn run_metrics(id: &str, max_points: usize) -> ApiResult<Vec<still_api::MetricPoint>> {
-    get(&format!(
-        "/api/runs/{}/metrics?max_points={max_points}",
-        encode(id)
-    ))
-    .await
 }
 
 pub async fn cancel_run(id: i64) -> ApiResult<still_api::RunSummary> {

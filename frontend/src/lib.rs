@@ -6,6 +6,7 @@ pub mod api;
 pub mod components;
 pub mod format;
 pub mod latex;
+pub mod live;
 pub mod pages;
 
 use leptos::prelude::*;
@@ -30,7 +31,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/datasets/:id") view=pages::dataset::DatasetPage/>
                     <Route path=path!("/examples/:id") view=pages::example::ExamplePage/>
                     <Route path=path!("/runs") view=pages::runs::RunsPage/>
-                    <Route path=path!("/runs/:id") view=pages::runs::RunPage/>
+                    <Route path=path!("/runs/:id") view=pages::run::RunPage/>
                     <Route path=path!("/workers") view=pages::runs::WorkersPage/>
                 </Routes>
             </main>

@@ -1,5 +1,6 @@
 //! The UI in headless Chromium: upload through the page, search, open, edit, reload.
 
+use anyhow::Context;
 use fantoccini::Locator;
 use still_tests::{Browser, TestServer, count_lines, shared_data};
 
@@ -218,18 +219,6 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
         201
     );
     let (_, token) = still_backend::queue::create_worker(server.pool(), "browser-test").await?;
-    let mut worker = tokio::process::Command::new(still_tests::still_bin())
-        .args([
-            "worker",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--work-dir",
-        ])
-        .arg(dir.path().join("worker"))
-        .kill_on_drop(true)
-        .spawn()?;
 
     let browser = Browser::start().await?;
     let c = &browser.client;
@@ -264,6 +253,14 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
         input.clear().await?;
         input.send_keys(value).await?;
     }
+    // The form estimated the run's memory against the pool (one worker, not yet started).
+    browser
+        .wait_for_text("[data-test=run-estimate]", |t| {
+            t.contains("Memory estimate")
+                && t.contains("AdamW")
+                && t.contains("1 of 1 workers can run it")
+        })
+        .await?;
     browser
         .wait_for("[data-test=start-run]")
         .await?
@@ -272,7 +269,31 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     browser
         .wait_for_text("[data-test=run-name]", |t| t == "from-ui")
         .await?;
-    // The run page polls: the status goes to succeeded and the loss curve has all 8 points.
+    // The page is live before any worker exists: queued, no points yet.
+    browser
+        .wait_for_text("[data-test=live]", |t| t.contains("live"))
+        .await?;
+    assert_eq!(
+        browser
+            .wait_for("[data-test=run-status]")
+            .await?
+            .text()
+            .await?,
+        "queued"
+    );
+    let mut worker = tokio::process::Command::new(still_tests::still_bin())
+        .args([
+            "worker",
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--work-dir",
+        ])
+        .arg(dir.path().join("worker"))
+        .kill_on_drop(true)
+        .spawn()?;
+    // Without a reload, the stream brings the status, every point, the log and the downloads.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
         let status = browser
@@ -292,6 +313,61 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
         .await?;
     assert!(n.starts_with("step 8 / 8"), "{n}");
     assert_eq!(curve.attr("data-points").await?.as_deref(), Some("8"));
+    browser
+        .wait_for_text("[data-test=run-log]", |t| {
+            t.contains("attempt 1 started on worker 'browser-test'")
+                && t.contains("succeeded; the final model is registered as 'from-ui-final'")
+        })
+        .await?;
+    // Download the final model folder from its link: a tar holding a loadable HF folder.
+    let link = browser.wait_for("[data-test=download-final]").await?;
+    let href = link.attr("href").await?.expect("a download link");
+    let tar = client
+        .get(format!("{}{href}", server.url))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let unpacked = tempfile::tempdir()?;
+    tar::Archive::new(&tar[..]).unpack(unpacked.path())?;
+    still_engine::hf::load(
+        &unpacked.path().join("from-ui-final"),
+        still_engine::candle::DType::F32,
+        &still_engine::candle::Device::Cpu,
+    )?;
+    // "Clone config" fills the form from this run.
+    browser
+        .wait_for("[data-test=clone-run]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_value("[data-test=run-name]", |v| v == "from-ui-2")
+        .await?;
+    for (field, value) in [("max_steps", "8"), ("lr", "0.003"), ("max_seq_len", "128")] {
+        browser
+            .wait_for_value(&format!("[data-test=run-{field}]"), |v| v == value)
+            .await
+            .with_context(|| format!("cloned {field}"))?;
+    }
+    // The status filters.
+    browser
+        .wait_for("[data-test=filter-failed]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text(".empty", |t| t == "No runs match.")
+        .await?;
+    browser
+        .wait_for("[data-test=filter-succeeded]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=run-row]", |t| t.contains("from-ui"))
+        .await?;
     browser.close().await?;
     worker.kill().await?;
     server.stop().await;

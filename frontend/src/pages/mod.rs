@@ -4,4 +4,5 @@ pub mod dataset;
 pub mod datasets;
 pub mod example;
 pub mod import;
+pub mod run;
 pub mod runs;

@@ -1,16 +1,16 @@
-//! `/runs`: every run with its status, the new-run form (s1 defaults), and making a tiny model.
-//! `/runs/:id`: live curves, progress, config, cancel. `/workers`: the worker pool.
+//! `/runs`: every run with its status (filterable), the new-run form (s1 defaults, a memory
+//! estimate against the workers, "clone" pre-fills it from a run), and making a tiny model.
+//! `/workers`: the worker pool.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::A;
-use leptos_router::hooks::{use_navigate, use_params_map};
-use still_api::{MetricPoint, NewModel, NewRun, RunParams, RunSummary};
+use leptos_router::hooks::{use_navigate, use_query_map};
+use still_api::{NewModel, NewRun, RunEstimate, RunParams, RunSummary};
 
 use crate::api::{self, ApiError};
 use crate::components::ErrorBox;
-use crate::components::chart::LineChart;
-use crate::format::{thousands, timestamp};
+use crate::format::{bytes, thousands, timestamp};
 
 /// Bumps `counter` every `period` while the calling component lives (resources that track it
 /// refetch).
@@ -28,12 +28,17 @@ fn parse_opt<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.trim().parse().ok()
 }
 
+const STATUSES: [&str; 6] = ["", "queued", "running", "succeeded", "failed", "cancelled"];
+
 #[component]
 pub fn RunsPage() -> impl IntoView {
     let refresh = RwSignal::new(0u32);
+    let status = RwSignal::new(String::new());
+    let search = RwSignal::new(String::new());
     let runs = LocalResource::new(move || {
         refresh.track();
-        api::runs()
+        let status = status.get();
+        async move { api::runs(&status).await }
     });
     let models = LocalResource::new(move || {
         refresh.track();
@@ -45,11 +50,25 @@ pub fn RunsPage() -> impl IntoView {
     view! {
         <h1>"Runs"</h1>
         <NewRunForm models datasets on_change=Callback::new(move |_| refresh.update(|n| *n += 1))/>
+        <div class="toolbar" data-test="run-filters">
+            {STATUSES.map(|s| view! {
+                <button class=move || if status.get() == s { "chip active" } else { "chip" }
+                    data-test=format!("filter-{}", if s.is_empty() { "all" } else { s })
+                    on:click=move |_| status.set(s.to_string())>{if s.is_empty() { "all" } else { s }}</button>
+            })}
+            <input type="search" placeholder="filter by name" data-test="run-search"
+                prop:value=move || search.get() on:input=move |ev| search.set(event_target_value(&ev))/>
+        </div>
         <Transition fallback=|| view! { <p class="loading">"Loading runs…"</p> }>
             {move || runs.get().map(|result| match result {
                 Err(error) => view! { <ErrorBox error/> }.into_any(),
-                Ok(list) if list.is_empty() => view! { <p class="empty">"No runs yet."</p> }.into_any(),
-                Ok(list) => view! {
+                Ok(list) => {
+                    let needle = search.get().to_lowercase();
+                    let list: Vec<RunSummary> = list.into_iter().filter(|r| r.name.to_lowercase().contains(&needle)).collect();
+                    if list.is_empty() {
+                        return view! { <p class="empty">"No runs match."</p> }.into_any();
+                    }
+                    view! {
                     <table class="grid" data-test="runs">
                         <thead><tr><th>"Run"</th><th>"Status"</th><th>"Method"</th><th>"Model"</th><th>"Dataset"</th>
                             <th class="num">"Step"</th><th class="num">"Loss"</th><th>"Created"</th></tr></thead>
@@ -71,9 +90,128 @@ pub fn RunsPage() -> impl IntoView {
                             }).collect_view()}
                         </tbody>
                     </table>
-                }.into_any(),
+                }.into_any()
+                }
             })}
         </Transition>
+    }
+}
+
+/// The form's fields, as text (what the user typed), pre-filled with s1's recipe.
+#[derive(Clone, Copy)]
+struct Fields {
+    name: RwSignal<String>,
+    method: RwSignal<String>,
+    model: RwSignal<String>,
+    teacher: RwSignal<String>,
+    dataset: RwSignal<String>,
+    device: RwSignal<String>,
+    max_steps: RwSignal<String>,
+    epochs: RwSignal<String>,
+    lr: RwSignal<String>,
+    batch_size: RwSignal<String>,
+    grad_accum: RwSignal<String>,
+    max_seq_len: RwSignal<String>,
+    seed: RwSignal<String>,
+    checkpoint_every: RwSignal<String>,
+    alpha: RwSignal<String>,
+    temperature: RwSignal<String>,
+    divergence: RwSignal<String>,
+}
+
+impl Fields {
+    fn new() -> Self {
+        let text = |s: &str| RwSignal::new(s.to_string());
+        Self {
+            name: text(""),
+            method: text("sft"),
+            model: text(""),
+            teacher: text(""),
+            dataset: text(""),
+            device: text(""),
+            max_steps: text(""),
+            epochs: text("5"),
+            lr: text("1e-5"),
+            batch_size: text("1"),
+            grad_accum: text("16"),
+            max_seq_len: text("4096"),
+            seed: text("42"),
+            checkpoint_every: text(""),
+            alpha: text("0.5"),
+            temperature: text("2"),
+            divergence: text("forward_kl"),
+        }
+    }
+
+    /// The request the fields make (only what parses is sent; the server checks the rest).
+    fn request(&self) -> NewRun {
+        let kd = self.method.get() == "kd";
+        NewRun {
+            name: self.name.get(),
+            method: self.method.get(),
+            model: self.model.get(),
+            teacher: Some(self.teacher.get()).filter(|t| !t.is_empty() && kd),
+            dataset: self.dataset.get(),
+            params: RunParams {
+                max_steps: parse_opt(&self.max_steps.get()),
+                epochs: parse_opt(&self.epochs.get()),
+                lr: parse_opt(&self.lr.get()),
+                batch_size: parse_opt(&self.batch_size.get()),
+                grad_accum: parse_opt(&self.grad_accum.get()),
+                max_seq_len: parse_opt(&self.max_seq_len.get()),
+                seed: parse_opt(&self.seed.get()),
+                checkpoint_every: parse_opt(&self.checkpoint_every.get()),
+                alpha: kd.then(|| parse_opt(&self.alpha.get())).flatten(),
+                temperature: kd.then(|| parse_opt(&self.temperature.get())).flatten(),
+                divergence: kd.then(|| self.divergence.get()),
+                device: Some(self.device.get()).filter(|d| !d.is_empty()),
+                ..Default::default()
+            },
+            max_attempts: None,
+        }
+    }
+
+    /// Fills the form from an earlier run ("clone this run's config").
+    fn clone_from(&self, run: &RunSummary) {
+        let c = &run.config;
+        let text = |key: &str| match c.get(key) {
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string().trim_matches('"').to_string(),
+        };
+        self.name.set(format!("{}-2", run.name));
+        self.method.set(run.method.clone());
+        self.model.set(run.model_id.to_string());
+        self.teacher
+            .set(run.teacher_id.map(|t| t.to_string()).unwrap_or_default());
+        self.dataset.set(run.dataset_id.to_string());
+        self.device.set(run.device.clone().unwrap_or_default());
+        for (signal, key) in [
+            (self.max_steps, "max_steps"),
+            (self.epochs, "epochs"),
+            (self.lr, "lr"),
+            (self.batch_size, "batch_size"),
+            (self.grad_accum, "grad_accum"),
+            (self.max_seq_len, "max_seq_len"),
+            (self.seed, "seed"),
+            (self.checkpoint_every, "checkpoint_every"),
+        ] {
+            signal.set(text(key));
+        }
+        if let Some(method) = c.get("method") {
+            let field = |k: &str| method.get(k).map(|v| v.to_string()).unwrap_or_default();
+            if run.method == "kd" {
+                self.alpha.set(field("alpha"));
+                self.temperature.set(field("temperature"));
+                self.divergence.set(
+                    method
+                        .get("divergence")
+                        .and_then(|d| d.get("kind"))
+                        .and_then(|k| k.as_str())
+                        .unwrap_or("forward_kl")
+                        .to_string(),
+                );
+            }
+        }
     }
 }
 
@@ -83,46 +221,54 @@ fn NewRunForm(
     datasets: LocalResource<Result<Vec<still_api::DatasetSummary>, ApiError>>,
     on_change: Callback<()>,
 ) -> impl IntoView {
-    let name = RwSignal::new(String::new());
-    let method = RwSignal::new("sft".to_string());
-    let model = RwSignal::new(String::new());
-    let teacher = RwSignal::new(String::new());
-    let dataset = RwSignal::new(String::new());
-    // s1's recipe; the form shows it and sends only what the user changed.
-    let max_steps = RwSignal::new(String::new());
-    let epochs = RwSignal::new("5".to_string());
-    let lr = RwSignal::new("1e-5".to_string());
-    let batch_size = RwSignal::new("1".to_string());
-    let grad_accum = RwSignal::new("16".to_string());
-    let max_seq_len = RwSignal::new("4096".to_string());
-    let seed = RwSignal::new("42".to_string());
-    let checkpoint_every = RwSignal::new(String::new());
+    let f = Fields::new();
     let model_name = RwSignal::new("tiny".to_string());
     let error = RwSignal::new(None::<ApiError>);
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
+    let estimate = RwSignal::new(None::<Result<RunEstimate, ApiError>>);
+
+    // `/runs?clone=ID`: start from that run's config.
+    let query = use_query_map();
+    Effect::new(move |_| {
+        if let Some(id) = query.read().get("clone") {
+            spawn_local(async move {
+                match api::run(&id).await {
+                    Ok(run) => f.clone_from(&run),
+                    Err(e) => error.set(Some(e)),
+                }
+            });
+        }
+    });
+
+    // The memory estimate follows the form (debounced; a stale answer is dropped).
+    let generation = StoredValue::new(0u32);
+    Effect::new(move |_| {
+        let request = f.request();
+        generation.update_value(|g| *g += 1);
+        let mine = generation.get_value();
+        if request.model.is_empty() || request.dataset.is_empty() {
+            estimate.set(None);
+            return;
+        }
+        set_timeout(
+            move || {
+                if generation.get_value() != mine {
+                    return;
+                }
+                spawn_local(async move {
+                    let answer = api::estimate_run(&request).await;
+                    if generation.get_value() == mine {
+                        estimate.set(Some(answer));
+                    }
+                });
+            },
+            std::time::Duration::from_millis(300),
+        );
+    });
 
     let submit = move |_| {
-        let request = NewRun {
-            name: name.get_untracked(),
-            method: method.get_untracked(),
-            model: model.get_untracked(),
-            teacher: Some(teacher.get_untracked())
-                .filter(|t| !t.is_empty() && method.get_untracked() == "kd"),
-            dataset: dataset.get_untracked(),
-            params: RunParams {
-                max_steps: parse_opt(&max_steps.get_untracked()),
-                epochs: parse_opt(&epochs.get_untracked()),
-                lr: parse_opt(&lr.get_untracked()),
-                batch_size: parse_opt(&batch_size.get_untracked()),
-                grad_accum: parse_opt(&grad_accum.get_untracked()),
-                max_seq_len: parse_opt(&max_seq_len.get_untracked()),
-                seed: parse_opt(&seed.get_untracked()),
-                checkpoint_every: parse_opt(&checkpoint_every.get_untracked()),
-                ..Default::default()
-            },
-            max_attempts: None,
-        };
+        let request = f.request();
         busy.set(true);
         let navigate = navigate.clone();
         spawn_local(async move {
@@ -141,7 +287,7 @@ fn NewRunForm(
         let request = NewModel {
             name: model_name.get_untracked(),
             preset: Some("tiny".into()),
-            tokenizer_dataset: Some(dataset.get_untracked()),
+            tokenizer_dataset: Some(f.dataset.get_untracked()),
             vocab_size: Some(1024),
             path: None,
         };
@@ -149,7 +295,7 @@ fn NewRunForm(
         spawn_local(async move {
             match api::create_model(&request).await {
                 Ok(m) => {
-                    model.set(m.id.to_string());
+                    f.model.set(m.id.to_string());
                     error.set(None);
                     on_change.run(());
                 }
@@ -166,167 +312,95 @@ fn NewRunForm(
             </label>
         }
     };
+    let choice = |label: &'static str,
+                  signal: RwSignal<String>,
+                  options: &'static [(&'static str, &'static str)]| {
+        view! {
+            <label>{format!("{label} ")}
+                <select data-test=format!("run-{label}") on:change=move |ev| signal.set(event_target_value(&ev))>
+                    {options.iter().map(|&(value, text)| view! {
+                        <option value=value selected=move || signal.get() == value>{text}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+        }
+    };
+    let model_options = move |signal: RwSignal<String>| {
+        models.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|m| {
+            let id = m.id.to_string();
+            view! { <option value=id.clone() selected=move || signal.get() == id>{format!("{} ({} params)", m.name, thousands(m.n_params))}</option> }
+        }).collect_view()
+    };
     view! {
         <section class="panel" data-test="new-run">
             <h2>"Start a run"</h2>
             <div class="form-row">
-                {field("name", name)}
-                <label>"method "
-                    <select data-test="run-method" on:change=move |ev| method.set(event_target_value(&ev))>
-                        <option value="sft">"SFT on traces"</option>
-                        <option value="kd">"logit distillation"</option>
-                    </select>
-                </label>
+                {field("name", f.name)}
+                {choice("method", f.method, &[("sft", "SFT on traces"), ("kd", "logit distillation")])}
                 <label>"dataset "
-                    <select data-test="run-dataset" on:change=move |ev| dataset.set(event_target_value(&ev))>
+                    <select data-test="run-dataset" on:change=move |ev| f.dataset.set(event_target_value(&ev))>
                         <option value="">"—"</option>
-                        {move || datasets.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|d| view! {
-                            <option value=d.id.to_string() selected=move || dataset.get() == d.id.to_string()>{format!("{} ({} rows)", d.name, thousands(d.n_rows))}</option>
+                        {move || datasets.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|d| {
+                            let id = d.id.to_string();
+                            view! { <option value=id.clone() selected=move || f.dataset.get() == id>{format!("{} ({} rows)", d.name, thousands(d.n_rows))}</option> }
                         }).collect_view()}
                     </select>
                 </label>
                 <label>"model "
-                    <select data-test="run-model" on:change=move |ev| model.set(event_target_value(&ev))>
+                    <select data-test="run-model" on:change=move |ev| f.model.set(event_target_value(&ev))>
                         <option value="">"—"</option>
-                        {move || models.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|m| {
-                            let id = m.id.to_string();
-                            view! { <option value=id.clone() selected=move || model.get() == id>{format!("{} ({} params)", m.name, thousands(m.n_params))}</option> }
-                        }).collect_view()}
+                        {move || model_options(f.model)}
                     </select>
                 </label>
-                <Show when=move || method.get() == "kd">
+                {choice("device", f.device, &[("", "any worker"), ("cpu", "CPU"), ("cuda", "CUDA GPU")])}
+            </div>
+            <Show when=move || f.method.get() == "kd">
+                <div class="form-row">
                     <label>"teacher "
-                        <select on:change=move |ev| teacher.set(event_target_value(&ev))>
+                        <select data-test="run-teacher" on:change=move |ev| f.teacher.set(event_target_value(&ev))>
                             <option value="">"—"</option>
-                            {move || models.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|m| view! {
-                                <option value=m.id.to_string()>{m.name.clone()}</option>
-                            }).collect_view()}
+                            {move || model_options(f.teacher)}
                         </select>
                     </label>
-                </Show>
-            </div>
+                    {field("alpha", f.alpha)}
+                    {field("temperature", f.temperature)}
+                    {choice("divergence", f.divergence, &[("forward_kl", "forward KL"), ("reverse_kl", "reverse KL"), ("jsd", "JSD")])}
+                </div>
+            </Show>
             <div class="form-row">
-                {field("max_steps", max_steps)}
-                {field("epochs", epochs)}
-                {field("lr", lr)}
-                {field("batch_size", batch_size)}
-                {field("grad_accum", grad_accum)}
-                {field("max_seq_len", max_seq_len)}
-                {field("seed", seed)}
-                {field("checkpoint_every", checkpoint_every)}
+                {field("max_steps", f.max_steps)}
+                {field("epochs", f.epochs)}
+                {field("lr", f.lr)}
+                {field("batch_size", f.batch_size)}
+                {field("grad_accum", f.grad_accum)}
+                {field("max_seq_len", f.max_seq_len)}
+                {field("seed", f.seed)}
+                {field("checkpoint_every", f.checkpoint_every)}
                 <button class="primary" data-test="start-run" on:click=submit disabled=move || busy.get()>"Start run"</button>
             </div>
+            {move || estimate.get().map(|answer| match answer {
+                Ok(e) => {
+                    let m = &e.estimate;
+                    let parts = format!(
+                        "{} parameters · weights {} · gradients {} · AdamW {} · activations {}{} = {}",
+                        thousands(m.n_params), bytes(m.params_bytes), bytes(m.grads_bytes), bytes(m.optimizer_bytes),
+                        bytes(m.activations_bytes),
+                        if m.teacher_bytes > 0 { format!(" · teacher {}", bytes(m.teacher_bytes)) } else { String::new() },
+                        bytes(m.total_bytes));
+                    view! {
+                        <div class=if e.feasible { "estimate ok" } else { "estimate warn" } data-test="run-estimate">
+                            <strong>"Memory estimate: "</strong>{parts}<br/>{e.message.clone()}
+                        </div>
+                    }.into_any()
+                }
+                Err(error) => view! { <div class="estimate warn" data-test="run-estimate">{format!("No estimate: {error}")}</div> }.into_any(),
+            })}
             <div class="form-row">
                 <span class="hint">"No model yet? Make a tiny one (4 layers, hidden 128) with a tokenizer trained on the chosen dataset:"</span>
                 {field("model_name", model_name)}
                 <button data-test="make-model" on:click=make_model disabled=move || busy.get()>"Create tiny model"</button>
             </div>
             {move || error.get().map(|error| view! { <ErrorBox error/> })}
-        </section>
-    }
-}
-
-/// Points of one metric as (step, value).
-fn series(points: &[MetricPoint], name: &str) -> Vec<(f64, f64)> {
-    points
-        .iter()
-        .filter(|p| p.name == name)
-        .map(|p| (p.step as f64, p.value))
-        .collect()
-}
-
-#[component]
-pub fn RunPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.read().get("id").unwrap_or_default();
-    let tick = RwSignal::new(0u32);
-    every(std::time::Duration::from_millis(1000), tick);
-    let run = LocalResource::new(move || {
-        tick.track();
-        let id = id();
-        async move { api::run(&id).await }
-    });
-    let metrics = LocalResource::new(move || {
-        tick.track();
-        let id = id();
-        async move { api::run_metrics(&id, 1000).await }
-    });
-    let error = RwSignal::new(None::<ApiError>);
-    view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading run…"</p> }>
-            {move || run.get().map(|result| match result {
-                Err(error) => view! { <ErrorBox error/> }.into_any(),
-                Ok(r) => {
-                    let points = metrics.get().and_then(Result::ok).unwrap_or_default();
-                    view! { <RunView run=r points error/> }.into_any()
-                }
-            })}
-        </Transition>
-    }
-}
-
-#[component]
-fn RunView(
-    run: RunSummary,
-    points: Vec<MetricPoint>,
-    error: RwSignal<Option<ApiError>>,
-) -> impl IntoView {
-    let id = run.id;
-    let total = points
-        .iter()
-        .rev()
-        .find(|p| p.name == "total_steps")
-        .map(|p| p.value as i64);
-    let step = run.last_step.unwrap_or(0);
-    let elapsed = points
-        .iter()
-        .rev()
-        .find(|p| p.name == "elapsed_s")
-        .map(|p| p.value)
-        .unwrap_or(0.0);
-    let eta = match total {
-        Some(t) if step > 0 && t > step => {
-            format!("ETA {:.0} s", elapsed / step as f64 * (t - step) as f64)
-        }
-        _ => String::new(),
-    };
-    let percent = total
-        .map(|t| 100.0 * step as f64 / t.max(1) as f64)
-        .unwrap_or(0.0);
-    let active = matches!(run.status.as_str(), "queued" | "running");
-    let cancel = move |_| {
-        spawn_local(async move {
-            if let Err(e) = api::cancel_run(id).await {
-                error.set(Some(e));
-            }
-        });
-    };
-    view! {
-        <p class="crumbs"><A href="/runs">"← runs"</A></p>
-        <h1 data-test="run-name">{run.name.clone()}</h1>
-        <p class="meta">
-            <span class=format!("status {}", run.status) data-test="run-status">{run.status.clone()}</span>
-            {format!(" · {} · model {} · dataset {} v{} ({}) · attempt {}/{}", run.method, run.model, run.dataset,
-                run.dataset_version, &run.dataset_version_hash[..12.min(run.dataset_version_hash.len())], run.attempts, run.max_attempts)}
-        </p>
-        {run.error.clone().map(|e| view! { <div class="error">{e}</div> })}
-        <div class="progress" data-test="progress">
-            <div class="bar" style=format!("width: {percent:.1}%")></div>
-            <span>{format!("step {step}{} {eta}", total.map(|t| format!(" / {t}")).unwrap_or_default())}</span>
-        </div>
-        <div class="actions">
-            {active.then(|| view! { <button class="danger" data-test="cancel-run" on:click=cancel>"Cancel"</button> })}
-        </div>
-        {move || error.get().map(|error| view! { <ErrorBox error/> })}
-        <div class="charts">
-            <LineChart title="loss".to_string() points=series(&points, "loss")/>
-            <LineChart title="lr".to_string() points=series(&points, "lr")/>
-            <LineChart title="grad_norm".to_string() points=series(&points, "grad_norm")/>
-            <LineChart title="tokens_per_s".to_string() points=series(&points, "tokens_per_s")/>
-        </div>
-        <section class="panel">
-            <h2>"Config"</h2>
-            <pre class="metadata" data-test="run-config">{serde_json::to_string_pretty(&run.config).unwrap_or_default()}</pre>
         </section>
     }
 }
