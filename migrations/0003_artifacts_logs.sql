@@ -48,3 +48,31 @@ UPDATE jobs SET resume_from = NULL;
 
 -- A live run page asks for points after the last step it has.
 CREATE INDEX run_metrics_step ON run_metrics (run_id, step);
+
+-- Per-metric rollups at three widths of steps, kept as points arrive, so a curve of any length
+-- is drawn from a few thousand rows: the count and the (step, value) of the smallest and
+-- largest value in each bucket of `width` steps (bucket = step / width).
+CREATE TABLE run_metric_buckets (
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    width       INTEGER NOT NULL,
+    bucket      INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    min_step    INTEGER NOT NULL,
+    min_value   REAL NOT NULL,
+    max_step    INTEGER NOT NULL,
+    max_value   REAL NOT NULL,
+    PRIMARY KEY (run_id, name, width, bucket)
+) WITHOUT ROWID;
+
+-- Points stored before the rollups existed.
+INSERT INTO run_metric_buckets (run_id, name, width, bucket, n, min_step, min_value, max_step, max_value)
+SELECT m.run_id, m.name, w.width, m.step / w.width, count(*),
+       0, min(m.value), 0, max(m.value)
+FROM run_metrics m, (SELECT 64 AS width UNION ALL SELECT 512 UNION ALL SELECT 4096) w
+GROUP BY m.run_id, m.name, w.width, m.step / w.width;
+UPDATE run_metric_buckets AS b SET
+    min_step = (SELECT min(step) FROM run_metrics m WHERE m.run_id = b.run_id AND m.name = b.name
+                AND m.step / b.width = b.bucket AND m.value = b.min_value),
+    max_step = (SELECT min(step) FROM run_metrics m WHERE m.run_id = b.run_id AND m.name = b.name
+                AND m.step / b.width = b.bucket AND m.value = b.max_value);

@@ -60,15 +60,20 @@ pub fn router() -> Router<AppState> {
 /// Everything a run page shows, as of now, and the last step it includes.
 pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> {
     let summary = crate::runs::load_run(&state.db, state.team_id(), &run.to_string()).await?;
-    let points = metrics_after(state, run, -1).await?;
-    let last_step = points.iter().map(|p| p.step).max().unwrap_or(-1);
+    // The cursor first: a point stored while the snapshot is read comes again as an update
+    // (the page keeps one point per step), never not at all.
+    let last_step: Option<i64> =
+        sqlx::query_scalar("SELECT max(step) FROM run_metrics WHERE run_id = ?")
+            .bind(run)
+            .fetch_one(&state.db)
+            .await?;
     let snapshot = RunSnapshot {
         run: summary,
-        metrics: still_api::downsample_each(points, SNAPSHOT_POINTS),
+        metrics: crate::metrics::downsampled(&state.db, run, None, SNAPSHOT_POINTS).await?,
         logs: crate::logs::tail(&state.db, run, None, SNAPSHOT_LOG_LINES).await?,
         artifacts: crate::artifacts::folders(&state.db, run).await?,
     };
-    Ok((snapshot, last_step))
+    Ok((snapshot, last_step.unwrap_or(-1)))
 }
 
 async fn metrics_after(state: &AppState, run: i64, step: i64) -> Result<Vec<MetricPoint>> {

@@ -15,6 +15,7 @@ pub mod examples;
 pub mod import;
 pub mod local_workers;
 pub mod logs;
+pub mod metrics;
 pub mod queue;
 pub mod runs;
 pub mod versions;

@@ -489,7 +489,6 @@ pub async fn record_metrics(
     .fetch_optional(&mut *db)
     .await?;
     let run_id = run_id.ok_or_else(|| lease_lost(job_id))?;
-    let mut inserted = 0;
     for p in points {
         if !p.value.is_finite() {
             return Err(Error::BadRequest(format!(
@@ -497,19 +496,17 @@ pub async fn record_metrics(
                 p.name, p.step
             )));
         }
-        inserted += sqlx::query(
-            "INSERT OR IGNORE INTO run_metrics (run_id, name, step, value) VALUES (?, ?, ?, ?)",
-        )
-        .bind(run_id)
-        .bind(&p.name)
-        .bind(p.step)
-        .bind(p.value)
-        .execute(&mut *db)
-        .await?
-        .rows_affected();
+        if p.step < 0 {
+            return Err(Error::BadRequest(format!(
+                "metric '{}': step {} is negative",
+                p.name, p.step
+            )));
+        }
     }
+    let fresh = crate::metrics::insert(&mut db, run_id, points).await?;
+    crate::metrics::roll_up(&mut db, run_id, &fresh).await?;
     db.commit().await?;
-    Ok((run_id, inserted))
+    Ok((run_id, fresh.len() as u64))
 }
 
 /// Ends a job the worker holds: `failed` or `cancelled` (success goes through completion).

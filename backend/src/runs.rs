@@ -641,21 +641,11 @@ async fn get_metrics(
     Query(query): Query<MetricQuery>,
 ) -> Result<Json<Vec<MetricPoint>>> {
     let run = load_run(&state.db, state.team_id(), &run).await?;
-    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
-        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) ORDER BY name, step",
-    )
-    .bind(run.id)
-    .bind(query.name)
-    .fetch_all(&state.db)
-    .await?;
-    let points: Vec<MetricPoint> = rows
-        .into_iter()
-        .map(|(step, name, value)| MetricPoint { step, name, value })
-        .collect();
-    let Some(max) = query.max_points else {
-        return Ok(Json(points));
-    };
-    Ok(Json(still_api::downsample_each(points, max)))
+    let name = query.name.as_deref();
+    Ok(Json(match query.max_points {
+        Some(max) => crate::metrics::downsampled(&state.db, run.id, name, max).await?,
+        None => crate::metrics::all(&state.db, run.id, name).await?,
+    }))
 }
 
 async fn cancel(

@@ -893,3 +893,79 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
     assert_eq!(bad.status(), 400);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let pool = server.pool().clone();
+    let run = new_run(&client, &server, "long-curve", 5, 1).await;
+    let (worker, token) = still_backend::queue::create_worker(&pool, "w")
+        .await
+        .unwrap();
+    let job = still_backend::queue::claim(&pool, worker, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    let value = |step: i64| {
+        if step == 3333 {
+            50.0
+        } else {
+            1.0 / step as f64
+        }
+    };
+    // 5,000 steps in batches of 500, the second batch sent twice (a retry): stored once.
+    for start in (1..=5000).step_by(500).chain([501]) {
+        let points: Vec<MetricPoint> = (start..start + 500)
+            .map(|step| MetricPoint {
+                step,
+                name: "loss".into(),
+                value: value(step),
+            })
+            .collect();
+        let r = client
+            .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
+            .header("Authorization", bearer(&token))
+            .json(&points)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let all: Vec<MetricPoint> = get_json(
+        &client,
+        &server,
+        &format!("/api/runs/{}/metrics?name=loss", run.id),
+    )
+    .await;
+    assert_eq!(all.len(), 5000);
+    let small: Vec<MetricPoint> = get_json(
+        &client,
+        &server,
+        &format!("/api/runs/{}/metrics?name=loss&max_points=100", run.id),
+    )
+    .await;
+    assert!(
+        small.len() <= 102 && small.len() >= 50,
+        "{} points",
+        small.len()
+    );
+    assert!(
+        small.windows(2).all(|w| w[0].step < w[1].step),
+        "steps increase"
+    );
+    let fake: Vec<&MetricPoint> = small.iter().filter(|p| p.value != value(p.step)).collect();
+    assert!(fake.is_empty(), "real points only: {fake:?}");
+    assert!(small.iter().any(|p| p.step == 3333), "the spike survives");
+    assert_eq!(small.last().unwrap().step, 5000, "the last point is there");
+    assert_eq!(small.first().unwrap().step, 1, "the first point is there");
+    // The rollups counted each stored point once, retry included.
+    let counted: i64 =
+        sqlx::query_scalar("SELECT sum(n) FROM run_metric_buckets WHERE run_id = ? AND width = 64")
+            .bind(run.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, 5000);
+    server.stop().await;
+}

@@ -36,9 +36,18 @@ fn last_value(points: &[MetricPoint], name: &str) -> Option<f64> {
         .map(|p| p.value)
 }
 
-/// Adds streamed points; past the limit, re-downsamples per metric.
+/// Adds streamed points (one per metric and step: a point the snapshot already had is
+/// skipped); past the limit, re-downsamples per metric.
 fn append_points(all: &mut Vec<MetricPoint>, new: Vec<MetricPoint>) {
-    all.extend(new);
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for p in all.iter() {
+        let step = last.entry(p.name.clone()).or_insert(p.step);
+        *step = (*step).max(p.step);
+    }
+    all.extend(
+        new.into_iter()
+            .filter(|p| last.get(&p.name).is_none_or(|&s| p.step > s)),
+    );
     let metrics = all
         .iter()
         .map(|p| p.name.as_str())
@@ -48,6 +57,13 @@ fn append_points(all: &mut Vec<MetricPoint>, new: Vec<MetricPoint>) {
     if all.len() > MAX_POINTS_PER_METRIC * metrics {
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.step.cmp(&b.step)));
         *all = still_api::downsample_each(std::mem::take(all), MAX_POINTS_PER_METRIC / 2);
+    }
+}
+
+/// A `performance.mark` (the run-page benchmark times snapshot → curve with these).
+fn mark(name: &str) {
+    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = p.mark(name);
     }
 }
 
@@ -74,7 +90,10 @@ pub fn RunPage() -> impl IntoView {
             vec![
                 (
                     "snapshot",
-                    Box::new(move |data: String| snapshot.set(parse(&data))),
+                    Box::new(move |data: String| {
+                        mark("still:snapshot");
+                        snapshot.set(parse(&data))
+                    }),
                 ),
                 (
                     "metrics",
@@ -139,6 +158,14 @@ pub fn RunPage() -> impl IntoView {
     });
     let artifacts = Memo::new(move |_| {
         snapshot.with(|s| s.as_ref().map(|s| s.artifacts.clone()).unwrap_or_default())
+    });
+    // Effects run after the DOM took the change: the first curve on screen.
+    Effect::new(move |drawn: Option<bool>| {
+        let now = !points.read().is_empty();
+        if now && drawn != Some(true) {
+            mark("still:curve");
+        }
+        now || drawn == Some(true)
     });
     let error = RwSignal::new(None::<ApiError>);
     view! {

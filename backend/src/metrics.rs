@@ -1,0 +1,203 @@
+//! Metric points: stored once per (run, name, step), and rolled up as they arrive into buckets
+//! of 64, 512 and 4,096 steps (count, smallest and largest value with their steps), so a
+//! downsampled curve of a run of any length reads a few thousand rows, not every point.
+
+use std::collections::BTreeMap;
+
+use sqlx::{SqliteConnection, SqlitePool};
+use still_api::MetricPoint;
+
+use crate::error::Result;
+
+/// Bucket widths in steps, narrowest first.
+pub const WIDTHS: [i64; 3] = [64, 512, 4096];
+
+/// Rows per multi-row statement (SQLite allows 32,766 bound values).
+const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// Stores points, keeping an existing (run, name, step) as it is; returns the points that were
+/// new. One statement per 2,000 points, so a batch holds the write lock briefly.
+pub async fn insert(
+    db: &mut SqliteConnection,
+    run: i64,
+    points: &[MetricPoint],
+) -> Result<Vec<MetricPoint>> {
+    let mut fresh = Vec::with_capacity(points.len());
+    for chunk in points.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT OR IGNORE INTO run_metrics (run_id, name, step, value) ",
+        );
+        q.push_values(chunk, |mut b, p| {
+            b.push_bind(run)
+                .push_bind(&p.name)
+                .push_bind(p.step)
+                .push_bind(p.value);
+        });
+        q.push(" RETURNING name, step, value");
+        let rows: Vec<(String, i64, f64)> = q.build_query_as().fetch_all(&mut *db).await?;
+        fresh.extend(
+            rows.into_iter()
+                .map(|(name, step, value)| MetricPoint { step, name, value }),
+        );
+    }
+    Ok(fresh)
+}
+
+/// One bucket's summary of newly stored points.
+struct Rollup {
+    n: i64,
+    min: (i64, f64),
+    max: (i64, f64),
+}
+
+/// Adds newly stored points (never a point stored before: that would count it twice) to the
+/// rollups, in the caller's transaction.
+pub async fn roll_up(db: &mut SqliteConnection, run: i64, points: &[MetricPoint]) -> Result<()> {
+    let mut groups: BTreeMap<(&str, i64, i64), Rollup> = BTreeMap::new();
+    for p in points {
+        for width in WIDTHS {
+            groups
+                .entry((p.name.as_str(), width, p.step.div_euclid(width)))
+                .and_modify(|r| {
+                    r.n += 1;
+                    if p.value < r.min.1 {
+                        r.min = (p.step, p.value);
+                    }
+                    if p.value > r.max.1 {
+                        r.max = (p.step, p.value);
+                    }
+                })
+                .or_insert(Rollup {
+                    n: 1,
+                    min: (p.step, p.value),
+                    max: (p.step, p.value),
+                });
+        }
+    }
+    let groups: Vec<_> = groups.into_iter().collect();
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO run_metric_buckets (run_id, name, width, bucket, n, min_step, min_value, max_step, max_value) ",
+        );
+        q.push_values(chunk, |mut b, ((name, width, bucket), r)| {
+            b.push_bind(run)
+                .push_bind(*name)
+                .push_bind(*width)
+                .push_bind(*bucket)
+                .push_bind(r.n)
+                .push_bind(r.min.0)
+                .push_bind(r.min.1)
+                .push_bind(r.max.0)
+                .push_bind(r.max.1);
+        });
+        q.push(
+            " ON CONFLICT (run_id, name, width, bucket) DO UPDATE SET n = n + excluded.n, \
+             min_step = CASE WHEN excluded.min_value < min_value THEN excluded.min_step ELSE min_step END, \
+             min_value = min(min_value, excluded.min_value), \
+             max_step = CASE WHEN excluded.max_value > max_value THEN excluded.max_step ELSE max_step END, \
+             max_value = max(max_value, excluded.max_value)",
+        );
+        q.build().execute(&mut *db).await?;
+    }
+    Ok(())
+}
+
+/// Every point of a run (or of one metric), ordered by name and step.
+pub async fn all(pool: &SqlitePool, run: i64, name: Option<&str>) -> Result<Vec<MetricPoint>> {
+    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) \
+         ORDER BY name, step",
+    )
+    .bind(run)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(step, name, value)| MetricPoint { step, name, value })
+        .collect())
+}
+
+/// About `max_points` points per metric (ordered by name and step) with every spike kept: the
+/// first and last point, and the smallest and largest value of each stretch of steps. Reads
+/// the widest rollup that still gives enough buckets, not the points themselves.
+pub async fn downsampled(
+    pool: &SqlitePool,
+    run: i64,
+    name: Option<&str>,
+    max_points: usize,
+) -> Result<Vec<MetricPoint>> {
+    let max_step: Option<i64> =
+        sqlx::query_scalar("SELECT max(step) FROM run_metrics WHERE run_id = ?")
+            .bind(run)
+            .fetch_one(pool)
+            .await?;
+    let Some(max_step) = max_step else {
+        return Ok(Vec::new());
+    };
+    let wanted_buckets = (max_points as i64 / 2).max(1);
+    if max_step <= max_points as i64 || max_step / WIDTHS[0] < wanted_buckets {
+        // Short runs: the points themselves are few.
+        return Ok(still_api::downsample_each(
+            all(pool, run, name).await?,
+            max_points,
+        ));
+    }
+    let width = WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .find(|w| max_step / w >= wanted_buckets)
+        .unwrap_or(WIDTHS[0]);
+    let rows: Vec<(String, i64, f64, i64, f64)> = sqlx::query_as(
+        "SELECT name, min_step, min_value, max_step, max_value FROM run_metric_buckets \
+         WHERE run_id = ? AND width = ? AND (?3 IS NULL OR name = ?3) ORDER BY name, bucket",
+    )
+    .bind(run)
+    .bind(width)
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
+        let metric = &chunk[0].0;
+        let mut points = Vec::with_capacity(chunk.len() * 2 + 2);
+        for (_, min_step, min_value, max_step, max_value) in chunk {
+            let mut pair = [(*min_step, *min_value), (*max_step, *max_value)];
+            pair.sort_by_key(|p| p.0);
+            for (step, value) in pair {
+                if points.last().is_none_or(|p: &MetricPoint| p.step < step) {
+                    points.push(MetricPoint {
+                        step,
+                        name: metric.clone(),
+                        value,
+                    });
+                }
+            }
+        }
+        // The true ends (the last value is what a run page shows as "now").
+        for (order, at_end) in [("ASC", false), ("DESC", true)] {
+            let end: Option<(i64, f64)> = sqlx::query_as(&format!(
+                "SELECT step, value FROM run_metrics WHERE run_id = ? AND name = ? ORDER BY step {order} LIMIT 1"
+            ))
+            .bind(run)
+            .bind(metric)
+            .fetch_optional(pool)
+            .await?;
+            if let Some((step, value)) = end {
+                let point = MetricPoint {
+                    step,
+                    name: metric.clone(),
+                    value,
+                };
+                if at_end && points.last().is_none_or(|p| p.step < step) {
+                    points.push(point);
+                } else if !at_end && points.first().is_none_or(|p| p.step > step) {
+                    points.insert(0, point);
+                }
+            }
+        }
+        out.extend(still_api::downsample(points, max_points));
+    }
+    Ok(out)
+}
