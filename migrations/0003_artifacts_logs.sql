@@ -76,3 +76,8 @@ UPDATE run_metric_buckets AS b SET
                 AND m.step / b.width = b.bucket AND m.value = b.min_value),
     max_step = (SELECT min(step) FROM run_metrics m WHERE m.run_id = b.run_id AND m.name = b.name
                 AND m.step / b.width = b.bucket AND m.value = b.max_value);
+
+-- Model folders a worker has on its own disk (`still worker --models-dir DIR`: the names of the
+-- folders in DIR), as a JSON array. A run of a model registered with origin 'worker' goes only
+-- to workers that have it.
+ALTER TABLE workers ADD COLUMN models TEXT NOT NULL DEFAULT '[]';

@@ -15,13 +15,20 @@ pub struct NewModel {
     pub vocab_size: Option<usize>,
     #[serde(default)]
     pub path: Option<String>,
+    /// `server` (default: the folder is on the server's disk, or made there) or `workers`: the
+    /// folder lives on workers' disks as `--models-dir DIR/<name>` and is never uploaded (a large
+    /// teacher on a GPU box). `config` (its `config.json`) lets the server estimate memory.
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelSummary {
     pub id: i64,
     pub name: String,
-    /// `scratch`, `folder` or `run`.
+    /// `scratch`, `folder`, `run`, or `worker` (on workers' disks only).
     pub origin: String,
     pub path: String,
     pub run_id: Option<i64>,
@@ -117,6 +124,9 @@ pub struct WorkerSummary {
     pub name: String,
     pub device: String,
     pub memory_bytes: i64,
+    /// Model folders on the worker's own disk.
+    #[serde(default)]
+    pub models: Vec<String>,
     /// `idle`, `busy`, `offline` (no contact for a lease period) or `revoked`.
     pub state: String,
     pub current_run: Option<i64>,
@@ -128,6 +138,9 @@ pub struct WorkerSummary {
 pub struct RegisterWorker {
     pub device: String,
     pub memory_bytes: i64,
+    /// Names of the model folders in the worker's `--models-dir`.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// A job handed to a worker by `POST /api/worker/claim`.
@@ -139,7 +152,12 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub config: serde_json::Value,
     pub model_id: i64,
+    /// The model's registered name (a worker with `--models-dir` looks for `DIR/<name>`).
+    #[serde(default)]
+    pub model_name: String,
     pub teacher_id: Option<i64>,
+    #[serde(default)]
+    pub teacher_name: Option<String>,
     pub dataset_version_id: i64,
     /// The lease lasts this long without a heartbeat.
     pub lease_seconds: i64,

@@ -94,6 +94,10 @@ struct WorkerArgs {
     /// Where downloaded models, datasets and run outputs go.
     #[arg(long, default_value = "still-worker")]
     work_dir: PathBuf,
+    /// Model folders on this machine (DIR/<model name>): used instead of downloading, and the
+    /// only source of models registered with `"location": "workers"`.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +200,7 @@ pub fn main() -> ExitCode {
             token: args.token,
             device: args.device,
             work_dir: args.work_dir,
+            models_dir: args.models_dir,
             max_jobs: None,
         })),
         command => {

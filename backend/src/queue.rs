@@ -254,13 +254,19 @@ async fn stream_file(
 }
 
 async fn model_path(pool: &SqlitePool, model_id: i64) -> Result<std::path::PathBuf> {
-    let path: Option<String> = sqlx::query_scalar("SELECT path FROM models WHERE id = ?")
-        .bind(model_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(std::path::PathBuf::from(path.ok_or_else(|| {
-        Error::not_found(format!("model {model_id}"))
-    })?))
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT path, origin, name FROM models WHERE id = ?")
+            .bind(model_id)
+            .fetch_optional(pool)
+            .await?;
+    let (path, origin, name) = row.ok_or_else(|| Error::not_found(format!("model {model_id}")))?;
+    if origin == "worker" {
+        return Err(Error::NotFound(format!(
+            "model '{name}' lives on workers' disks, not on the server: start the worker with \
+             --models-dir DIR where DIR/{name} is its folder"
+        )));
+    }
+    Ok(std::path::PathBuf::from(path))
 }
 
 async fn model_files(
@@ -390,7 +396,11 @@ pub async fn claim(
          lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
          started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
          WHERE id = (SELECT j.id FROM jobs j JOIN workers w ON w.id = ?1 \
+                     JOIN runs r ON r.id = j.run_id JOIN models m ON m.id = r.model_id \
+                     LEFT JOIN models t ON t.id = r.teacher_id \
                      WHERE j.status = 'queued' AND j.cancel_requested = 0 \
+                     AND (m.origin != 'worker' OR m.name IN (SELECT value FROM json_each(w.models))) \
+                     AND (t.id IS NULL OR t.origin != 'worker' OR t.name IN (SELECT value FROM json_each(w.models))) \
                      AND (j.device IS NULL OR j.device = CASE WHEN w.device LIKE 'cuda%' THEN 'cuda' ELSE w.device END) \
                      AND (w.memory_bytes = 0 OR j.min_memory_bytes <= w.memory_bytes) \
                      ORDER BY j.priority DESC, j.id LIMIT 1) AND status = 'queued' \
@@ -421,13 +431,21 @@ pub async fn claim(
         ),
     )
     .await?;
-    let (model_id, teacher_id, dataset_version_id, params): (i64, Option<i64>, i64, String) =
-        sqlx::query_as(
-            "SELECT model_id, teacher_id, dataset_version_id, params FROM runs WHERE id = ?",
-        )
-        .bind(row.run_id)
-        .fetch_one(pool)
-        .await?;
+    #[allow(clippy::type_complexity)]
+    let (model_id, model_name, teacher_id, teacher_name, dataset_version_id, params): (
+        i64,
+        String,
+        Option<i64>,
+        Option<String>,
+        i64,
+        String,
+    ) = sqlx::query_as(
+        "SELECT r.model_id, m.name, r.teacher_id, t.name, r.dataset_version_id, r.params FROM runs r \
+         JOIN models m ON m.id = r.model_id LEFT JOIN models t ON t.id = r.teacher_id WHERE r.id = ?",
+    )
+    .bind(row.run_id)
+    .fetch_one(pool)
+    .await?;
     Ok(Some(ClaimedJob {
         job_id: row.id,
         kind: row.kind,
@@ -436,7 +454,9 @@ pub async fn claim(
         config: serde_json::from_str(&params)
             .map_err(|e| Error::Internal(format!("run params: {e}")))?,
         model_id,
+        model_name,
         teacher_id,
+        teacher_name,
         dataset_version_id,
         lease_seconds,
         resume_step: row
@@ -641,9 +661,19 @@ async fn register(
             body.device
         )));
     }
-    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ?, last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
+    if let Some(bad) = body
+        .models
+        .iter()
+        .find(|m| m.is_empty() || m.contains(['/', '\\']) || m.starts_with('.'))
+    {
+        return Err(Error::BadRequest(format!(
+            "models: '{bad}' is not a folder name"
+        )));
+    }
+    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ?, models = ?, last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
         .bind(&body.device)
         .bind(body.memory_bytes)
+        .bind(serde_json::to_string(&body.models).map_err(|e| Error::Internal(e.to_string()))?)
         .bind(id)
         .execute(&state.db)
         .await?;
@@ -818,11 +848,12 @@ struct WorkerRow {
     revoked_at: Option<String>,
     current_run: Option<i64>,
     fresh: bool,
+    models: String,
 }
 
 pub async fn workers(pool: &SqlitePool) -> Result<Vec<WorkerSummary>> {
     let rows: Vec<WorkerRow> = sqlx::query_as(
-        "SELECT w.id, w.name, w.device, w.memory_bytes, w.last_seen_at, w.revoked_at, \
+        "SELECT w.id, w.name, w.device, w.memory_bytes, w.last_seen_at, w.revoked_at, w.models, \
          (SELECT run_id FROM jobs j WHERE j.lease_owner = w.id AND j.status = 'running' LIMIT 1) AS current_run, \
          coalesce(w.last_seen_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 0) AS fresh \
          FROM workers w ORDER BY w.id",
@@ -847,6 +878,7 @@ pub async fn workers(pool: &SqlitePool) -> Result<Vec<WorkerSummary>> {
             name: r.name,
             device: r.device,
             memory_bytes: r.memory_bytes,
+            models: serde_json::from_str(&r.models).unwrap_or_default(),
             current_run: r.current_run,
             last_seen_at: r.last_seen_at,
         })

@@ -113,6 +113,15 @@ pub async fn create(
     body: &NewModel,
 ) -> Result<ModelSummary> {
     let name = datasets::validate_name(&body.name)?;
+    match body.location.as_deref() {
+        None | Some("server") => {}
+        Some("workers") => return register_on_workers(pool, team, &name, body).await,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "location: '{other}' is not one of server, workers"
+            )));
+        }
+    }
     let (origin, path) = match (&body.path, &body.preset) {
         (Some(path), None) => ("folder", PathBuf::from(path)),
         (None, Some(_)) => (
@@ -194,6 +203,50 @@ pub async fn create(
     .bind(n_params as i64)
     .bind(vocab_size as i64)
     .bind(config.to_string())
+    .fetch_one(pool)
+    .await
+    .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
+    Ok(row.into())
+}
+
+/// Registers a model whose folder lives only on workers' disks (`--models-dir DIR/<name>`).
+/// Its `config.json`, when given, is checked and lets the server estimate memory.
+async fn register_on_workers(
+    pool: &SqlitePool,
+    team: i64,
+    name: &str,
+    body: &NewModel,
+) -> Result<ModelSummary> {
+    if name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(Error::BadRequest(format!(
+            "name: '{name}' must be usable as a folder name on the workers"
+        )));
+    }
+    let (n_params, vocab_size, config) = match &body.config {
+        Some(value) => {
+            let config: still_engine::config::Qwen2Config =
+                serde_json::from_value(value.clone())
+                    .map_err(|e| Error::BadRequest(format!("config: {e}")))?;
+            config
+                .validate()
+                .map_err(|e| Error::BadRequest(format!("config: {e}")))?;
+            (
+                still_engine::memory::n_params(&config) as i64,
+                config.vocab_size as i64,
+                config.to_hf_json().to_string(),
+            )
+        }
+        None => (0, 0, "{}".to_string()),
+    };
+    let row: ModelRow = sqlx::query_as(&format!(
+        "INSERT INTO models (team_id, name, origin, path, n_params, vocab_size, config) VALUES (?, ?, 'worker', ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
+    ))
+    .bind(team)
+    .bind(name)
+    .bind(format!("workers:{name}"))
+    .bind(n_params)
+    .bind(vocab_size)
+    .bind(config)
     .fetch_one(pool)
     .await
     .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
@@ -311,10 +364,19 @@ async fn estimate_memory(
             .bind(id)
             .fetch_one(pool)
     };
-    let student = model_config(model, &stored(model.id).await?)?;
-    let teacher_config = match teacher {
-        Some(t) => Some(model_config(t, &stored(t.id).await?)?),
+    let student_text = stored(model.id).await?;
+    let teacher_text = match teacher {
+        Some(t) => Some(stored(t.id).await?),
         None => None,
+    };
+    // A model on workers' disks registered without its config: the size is unknown.
+    if student_text == "{}" || teacher_text.as_deref() == Some("{}") {
+        return Ok(MemoryEstimate::default());
+    }
+    let student = model_config(model, &student_text)?;
+    let teacher_config = match (teacher, &teacher_text) {
+        (Some(t), Some(text)) => Some(model_config(t, text)?),
+        _ => None,
     };
     let longest: Option<(String, String, String)> = sqlx::query_as(
         "SELECT question, thinking, answer FROM examples WHERE dataset_id = ? AND deleted_at IS NULL \
@@ -324,6 +386,10 @@ async fn estimate_memory(
     .fetch_optional(pool)
     .await?;
     let seq = match longest {
+        // The tokenizer is on the workers' disks: count with the longest row's characters / 3.
+        Some((question, thinking, answer)) if model.origin == "worker" => {
+            (question.len() + thinking.len() + answer.len()) / 3 + 16
+        }
         Some((question, thinking, answer)) => {
             let (dir, template) = (PathBuf::from(&model.path), config.template.clone());
             let row = still_api::ExampleFields {
@@ -377,7 +443,11 @@ async fn estimate_route(
         .filter(|w| w.state != "revoked")
         .map(|w| WorkerFit {
             fits: device.is_none_or(|d| w.device.split(':').next() == Some(d))
-                && (w.memory_bytes == 0 || estimate.total_bytes <= w.memory_bytes),
+                && (w.memory_bytes == 0 || estimate.total_bytes <= w.memory_bytes)
+                && [Some(&model), teacher.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .all(|m| m.origin != "worker" || w.models.contains(&m.name)),
             id: w.id,
             name: w.name,
             device: w.device,
@@ -387,7 +457,11 @@ async fn estimate_route(
         .collect();
     let feasible = workers.iter().any(|w| w.fits);
     let mib = |b: i64| b / (1 << 20);
-    let message = if workers.is_empty() {
+    let message = if estimate.total_bytes == 0 {
+        "the model lives on workers' disks and was registered without its config: memory \
+         cannot be estimated"
+            .to_string()
+    } else if workers.is_empty() {
         "no worker is registered yet; the run waits in the queue until one is".to_string()
     } else if feasible {
         format!(

@@ -969,3 +969,119 @@ async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
     assert_eq!(counted, 5000);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let pool = server.pool().clone();
+    let tiny: ModelSummary = get_json(&client, &server, "/api/models/tiny").await;
+    // The worker's own copy, under --models-dir; the server registers it by name only.
+    let models = tempfile::tempdir().unwrap();
+    let local = models.path().join("big");
+    std::fs::create_dir(&local).unwrap();
+    for entry in std::fs::read_dir(&tiny.path).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), local.join(entry.file_name())).unwrap();
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("config.json")).unwrap()).unwrap();
+    let r = client
+        .post(server.api("/api/models"))
+        .json(&json!({"name": "big", "location": "workers", "config": config}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let big: ModelSummary = r.json().await.unwrap();
+    assert_eq!(
+        (big.origin.as_str(), big.n_params),
+        ("worker", tiny.n_params)
+    );
+
+    let run = client
+        .post(server.api("/api/runs"))
+        .json(&json!({"name": "on-disk", "method": "sft", "model": "big", "dataset": "add",
+                      "params": {"max_steps": 4, "lr": 3e-3, "batch_size": 8, "grad_accum": 1, "max_seq_len": 128}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 201);
+    let run: RunSummary = run.json().await.unwrap();
+    assert!(
+        run.min_memory_bytes > 0,
+        "estimated from the registered config"
+    );
+
+    // A worker without the folder never claims it, and cannot download it.
+    let (without, token) = still_backend::queue::create_worker(&pool, "without")
+        .await
+        .unwrap();
+    let r = client
+        .post(server.api("/api/worker/register"))
+        .header("Authorization", bearer(&token))
+        .json(&json!({"device": "cpu", "memory_bytes": 0, "models": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        still_backend::queue::claim(&pool, without, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = client
+        .get(server.api(&format!("/api/worker/models/{}/files", big.id)))
+        .header("Authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("--models-dir DIR where DIR/big")
+    );
+
+    // A worker started with --models-dir has it, claims the run and trains from its own copy.
+    let (_, token) = still_backend::queue::create_worker(&pool, "with")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = tokio::process::Command::new(still_bin())
+        .args([
+            "worker",
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--work-dir",
+        ])
+        .arg(work.path())
+        .arg("--models-dir")
+        .arg(models.path())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    let lines = log_lines(&client, &server, run.id).await;
+    assert!(
+        has_line(&lines, "attempt 1 started on worker 'with'")
+            && has_line(&lines, "model 'big': using this worker's folder"),
+        "{lines:#?}"
+    );
+    assert!(
+        !work.path().join("models").exists(),
+        "nothing was downloaded"
+    );
+    let workers: Vec<WorkerSummary> = get_json(&client, &server, "/api/workers").await;
+    assert_eq!(
+        workers.iter().find(|w| w.name == "with").unwrap().models,
+        vec!["big".to_string()]
+    );
+    worker.kill().await.unwrap();
+    server.stop().await;
+}

@@ -45,6 +45,9 @@ pub struct WorkerOptions {
     pub device: String,
     /// Downloaded models, datasets and run outputs.
     pub work_dir: PathBuf,
+    /// Model folders on this machine, used by name instead of downloading (`DIR/<model name>`);
+    /// the only way a worker gets a model registered with `location: workers`.
+    pub models_dir: Option<PathBuf>,
     /// Stop after this many jobs (for tests); run forever when `None`.
     pub max_jobs: Option<usize>,
 }
@@ -254,12 +257,42 @@ impl RunLog {
 }
 
 /// Downloads a model folder once into `work_dir/models/<id>`.
+/// The model folders in `--models-dir` (sub-folders holding a `config.json`).
+pub fn local_models(models_dir: Option<&Path>) -> Vec<String> {
+    let Some(dir) = models_dir else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("config.json").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The model's folder: this machine's copy in `--models-dir` when it has one, else a download
+/// from the server (kept in the work dir).
 fn fetch_model(
     client: &Client,
-    work_dir: &Path,
+    options: &WorkerOptions,
     model_id: i64,
+    model_name: &str,
     log: &RunLog,
 ) -> anyhow::Result<PathBuf> {
+    if let Some(local) = options.models_dir.as_ref().map(|d| d.join(model_name))
+        && !model_name.is_empty()
+        && local.join("config.json").is_file()
+    {
+        log.info(format!(
+            "model '{model_name}': using this worker's folder {}",
+            local.display()
+        ));
+        return Ok(local);
+    }
+    let work_dir = &options.work_dir;
     let dir = work_dir.join("models").join(model_id.to_string());
     if dir.join("model.safetensors").is_file() {
         log.info(format!(
@@ -433,9 +466,10 @@ fn train_job(
         serde_json::from_value(job.config.clone()).context("the job's training config")?;
     if let Method::Kd { teacher, .. } = &mut config.method {
         let teacher_id = job.teacher_id.context("a kd job without a teacher")?;
-        *teacher = fetch_model(client, &options.work_dir, teacher_id, log)?;
+        let name = job.teacher_name.clone().unwrap_or_default();
+        *teacher = fetch_model(client, options, teacher_id, &name, log)?;
     }
-    let model_dir = fetch_model(client, &options.work_dir, job.model_id, log)?;
+    let model_dir = fetch_model(client, options, job.model_id, &job.model_name, log)?;
     let rows = fetch_dataset(client, job)?;
     log.info(format!(
         "dataset version {}: {} rows; device {}",
@@ -585,6 +619,7 @@ pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 &RegisterWorker {
                     device: options.device.clone(),
                     memory_bytes: memory,
+                    models: local_models(options.models_dir.as_deref()),
                 },
             ) {
                 Ok(_) => registered = true,

@@ -289,7 +289,7 @@ fn NewRunForm(
             preset: Some("tiny".into()),
             tokenizer_dataset: Some(f.dataset.get_untracked()),
             vocab_size: Some(1024),
-            path: None,
+            ..Default::default()
         };
         busy.set(true);
         spawn_local(async move {
@@ -420,7 +420,7 @@ pub fn WorkersPage() -> impl IntoView {
                 Err(error) => view! { <ErrorBox error/> }.into_any(),
                 Ok(list) => view! {
                     <table class="grid" data-test="workers">
-                        <thead><tr><th>"Worker"</th><th>"Device"</th><th class="num">"Memory"</th><th>"State"</th><th>"Run"</th><th>"Last heartbeat"</th></tr></thead>
+                        <thead><tr><th>"Worker"</th><th>"Device"</th><th class="num">"Memory"</th><th>"State"</th><th>"Run"</th><th>"Own models"</th><th>"Last heartbeat"</th></tr></thead>
                         <tbody>
                             {list.into_iter().map(|w| view! {
                                 <tr>
@@ -429,6 +429,7 @@ pub fn WorkersPage() -> impl IntoView {
                                     <td class="num">{crate::format::bytes(w.memory_bytes)}</td>
                                     <td><span class=format!("status {}", w.state)>{w.state.clone()}</span></td>
                                     <td>{w.current_run.map(|r| view! { <A href=format!("/runs/{r}")>{format!("#{r}")}</A> })}</td>
+                                    <td>{w.models.join(", ")}</td>
                                     <td>{w.last_seen_at.as_deref().map(timestamp).unwrap_or_default()}</td>
                                 </tr>
                             }).collect_view()}
