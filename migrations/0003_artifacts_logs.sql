@@ -71,13 +71,19 @@ SELECT m.run_id, m.name, w.width, m.step / w.width, count(*),
        0, min(m.value), 0, max(m.value)
 FROM run_metrics m, (SELECT 64 AS width UNION ALL SELECT 512 UNION ALL SELECT 4096) w
 GROUP BY m.run_id, m.name, w.width, m.step / w.width;
+-- (Step ranges, not step / width, so each lookup is a range of the primary key.)
 UPDATE run_metric_buckets AS b SET
     min_step = (SELECT min(step) FROM run_metrics m WHERE m.run_id = b.run_id AND m.name = b.name
-                AND m.step / b.width = b.bucket AND m.value = b.min_value),
+                AND m.step >= b.bucket * b.width AND m.step < (b.bucket + 1) * b.width
+                AND m.value = b.min_value),
     max_step = (SELECT min(step) FROM run_metrics m WHERE m.run_id = b.run_id AND m.name = b.name
-                AND m.step / b.width = b.bucket AND m.value = b.max_value);
+                AND m.step >= b.bucket * b.width AND m.step < (b.bucket + 1) * b.width
+                AND m.value = b.max_value);
 
 -- Model folders a worker has on its own disk (`still worker --models-dir DIR`: the names of the
 -- folders in DIR), as a JSON array. A run of a model registered with origin 'worker' goes only
 -- to workers that have it.
 ALTER TABLE workers ADD COLUMN models TEXT NOT NULL DEFAULT '[]';
+
+-- The run form's memory estimate reads a dataset's longest row.
+CREATE INDEX examples_longest ON examples (dataset_id, n_bytes);

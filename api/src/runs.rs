@@ -155,9 +155,14 @@ pub struct ClaimedJob {
     /// The model's registered name (a worker with `--models-dir` looks for `DIR/<name>`).
     #[serde(default)]
     pub model_name: String,
+    /// The model's origin; `worker` means it lives only on workers' disks.
+    #[serde(default)]
+    pub model_origin: String,
     pub teacher_id: Option<i64>,
     #[serde(default)]
     pub teacher_name: Option<String>,
+    #[serde(default)]
+    pub teacher_origin: Option<String>,
     pub dataset_version_id: i64,
     /// The lease lasts this long without a heartbeat.
     pub lease_seconds: i64,
@@ -235,6 +240,18 @@ pub struct MemoryEstimate {
     pub total_bytes: i64,
 }
 
+/// The kind of a worker's device: `cpu` for `cpu`, `cuda` for `cuda` or `cuda:N`; `None` for
+/// anything else. The server accepts only these at registration and matches runs on the kind
+/// (its claim query maps `cuda…` to `cuda` the same way).
+pub fn device_kind(device: &str) -> Option<&'static str> {
+    match device.split_once(':') {
+        None if device == "cpu" => Some("cpu"),
+        None if device == "cuda" => Some("cuda"),
+        Some(("cuda", n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Some("cuda"),
+        _ => None,
+    }
+}
+
 /// A worker and whether a run's estimate fits its memory and device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerFit {
@@ -299,6 +316,9 @@ pub fn downsample(points: Vec<MetricPoint>, max_points: usize) -> Vec<MetricPoin
             out.push(b.clone());
         }
     }
+    if out.first().map(|p| p.step) != points.first().map(|p| p.step) {
+        out.insert(0, points[0].clone());
+    }
     if out.last().map(|p| p.step) != points.last().map(|p| p.step) {
         out.push(points.last().expect("non-empty").clone());
     }
@@ -319,6 +339,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_kinds() {
+        assert_eq!(device_kind("cpu"), Some("cpu"));
+        assert_eq!(device_kind("cuda"), Some("cuda"));
+        assert_eq!(device_kind("cuda:1"), Some("cuda"));
+        for bad in ["cuda:", "cuda:x", "cuda1", "metal", "tpu", ""] {
+            assert_eq!(device_kind(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn downsampling_keeps_extremes_and_ends() {
         let points: Vec<MetricPoint> = (0..1000)
             .map(|i| MetricPoint {
@@ -327,11 +357,22 @@ mod tests {
                 value: if i == 500 { 99.0 } else { 1.0 / (i + 1) as f64 },
             })
             .collect();
-        let small = downsample(points, 100);
+        let small = downsample(points.clone(), 100);
         assert!(small.len() <= 102, "{}", small.len());
         assert!(small.iter().any(|p| p.value == 99.0), "the spike survives");
         assert_eq!(small.first().unwrap().step, 0);
         assert_eq!(small.last().unwrap().step, 999);
         assert!(small.windows(2).all(|w| w[0].step < w[1].step));
+        // A first point that is no extreme of its bucket is kept too.
+        let rising: Vec<MetricPoint> = points
+            .iter()
+            .map(|p| MetricPoint {
+                value: (p.step as f64).sin() + p.step as f64 * 0.01,
+                ..p.clone()
+            })
+            .collect();
+        let small = downsample(rising, 100);
+        assert_eq!(small.first().unwrap().step, 0);
+        assert_eq!(small.last().unwrap().step, 999);
     }
 }

@@ -47,7 +47,10 @@ pub async fn store(
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| Error::Internal(format!("random name: {e}")))?;
     let tmp = tmp_dir.join(format!("artifact-{}.partial", hex::encode(nonce)));
-    let result = async {
+    // Removed however this ends: an error, or the client going away mid-upload (the future is
+    // dropped then, and code after an `.await` never runs).
+    let _guard = RemoveOnDrop(tmp.clone());
+    async {
         let mut out = tokio::fs::File::create(&tmp).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -75,15 +78,25 @@ pub async fn store(
         }
         Ok((sha, size))
     }
-    .await;
-    let _ = tokio::fs::remove_file(&tmp).await;
-    result
+    .await
+}
+
+/// Deletes a temporary file when dropped (a no-op once it was renamed away).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Records that `folder/name` of a run is the stored content `sha256`. The folder stays
 /// uncommitted (not a resume point, not offered for download) until [`commit`].
+/// `lease` is (job, worker): the file is recorded only while that worker still holds the job
+/// (an upload can take minutes; a worker that lost the lease meanwhile changes nothing).
 pub async fn put_run_file(
     pool: &SqlitePool,
+    lease: (i64, i64),
     run: i64,
     folder: &str,
     name: &str,
@@ -91,6 +104,19 @@ pub async fn put_run_file(
     size: u64,
 ) -> Result<()> {
     let mut db = crate::db::write_tx(pool).await?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(lease.0)
+    .bind(lease.1)
+    .fetch_optional(&mut *db)
+    .await?;
+    if held.is_none() {
+        return Err(Error::Conflict(format!(
+            "job {}: this worker lost its lease while uploading {folder}/{name}; nothing recorded",
+            lease.0
+        )));
+    }
     sqlx::query("INSERT OR IGNORE INTO artifacts (sha256, size) VALUES (?, ?)")
         .bind(sha256)
         .bind(size as i64)
@@ -248,8 +274,13 @@ async fn folder_route(
     match query.format.as_deref() {
         None | Some("json") => Ok(Json(found).into_response()),
         Some("tar") => {
-            let base = format!("{}-{}", safe_name(&run_name), found.folder);
-            let entries = found
+            // At most 100 + 1 + the folder's name: always fits a ustar prefix.
+            let base = format!(
+                "{}-{}",
+                safe_name(&run_name).chars().take(100).collect::<String>(),
+                found.folder
+            );
+            let entries: Vec<(String, PathBuf, u64)> = found
                 .files
                 .iter()
                 .map(|f| {
@@ -260,6 +291,10 @@ async fn folder_route(
                     )
                 })
                 .collect();
+            // Every header is checked before the response starts, not halfway through it.
+            for (name, _, size) in &entries {
+                tar_header(name, *size)?;
+            }
             Ok((
                 [
                     (header::CONTENT_TYPE, "application/x-tar".to_string()),
@@ -333,15 +368,20 @@ fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
 }
 
 /// A POSIX ustar header for a regular file (sizes of 8 GiB and more in GNU base-256 form).
+/// A path over 100 bytes goes in two parts: the folder in `prefix` (≤ 155), the file in `name`.
 fn tar_header(path: &str, size: u64) -> Result<[u8; 512]> {
     let mut h = [0u8; 512];
-    let bytes = path.as_bytes();
-    if bytes.len() > 100 {
-        return Err(Error::Internal(format!(
-            "tar entry name '{path}' is longer than 100 bytes"
-        )));
-    }
-    h[..bytes.len()].copy_from_slice(bytes);
+    let (prefix, name) = if path.len() <= 100 {
+        ("", path)
+    } else {
+        path.rsplit_once('/')
+            .filter(|(dir, file)| dir.len() <= 155 && file.len() <= 100)
+            .ok_or_else(|| {
+                Error::Internal(format!("tar entry '{path}' does not fit a ustar header"))
+            })?
+    };
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
     h[100..108].copy_from_slice(b"0000644\0");
     h[108..116].copy_from_slice(b"0000000\0");
     h[116..124].copy_from_slice(b"0000000\0");
@@ -457,5 +497,13 @@ mod tests {
             512 + 1536 + 512 + 512 + 1024
         );
         assert!(tar_header(&"x".repeat(101), 1).is_err());
+        // A long folder goes in the prefix field.
+        let long = format!("{}-final/model.safetensors", "r".repeat(100));
+        let h = tar_header(&long, 1).unwrap();
+        assert_eq!(&h[..17], b"model.safetensors");
+        assert_eq!(
+            &h[345..345 + 106],
+            format!("{}-final", "r".repeat(100)).as_bytes()
+        );
     }
 }

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::Stream;
-use still_api::{MetricPoint, RunSnapshot};
+use still_api::RunSnapshot;
 use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
@@ -76,20 +76,6 @@ pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> 
     Ok((snapshot, last_step.unwrap_or(-1)))
 }
 
-async fn metrics_after(state: &AppState, run: i64, step: i64) -> Result<Vec<MetricPoint>> {
-    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
-        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND step > ? ORDER BY name, step",
-    )
-    .bind(run)
-    .bind(step)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(step, name, value)| MetricPoint { step, name, value })
-        .collect())
-}
-
 /// What a stream has sent so far.
 struct Cursor {
     state: AppState,
@@ -113,7 +99,7 @@ fn event(name: &str, value: &impl serde::Serialize) -> Result<Event> {
 impl Cursor {
     /// Queues events for whatever changed since the last look.
     async fn poll(&mut self) -> Result<()> {
-        let points = metrics_after(&self.state, self.run, self.step).await?;
+        let points = crate::metrics::after(&self.state.db, self.run, self.step).await?;
         if let Some(max) = points.iter().map(|p| p.step).max() {
             self.step = max;
             self.pending.push_back(event("metrics", &points)?);
@@ -146,9 +132,14 @@ impl Cursor {
         Ok(())
     }
 
-    /// Waits for a change notice about this run, a second, or the server closing (false).
+    /// Waits for a change notice about this run, a second (a minute once the run has
+    /// finished: nothing changes it then but a notice), or the server closing (false).
     async fn wait(&mut self) -> bool {
-        let deadline = tokio::time::sleep(Duration::from_secs(1));
+        let finished = ["\"succeeded\"", "\"failed\"", "\"cancelled\""]
+            .iter()
+            .any(|s| self.run_json.contains(&format!("\"status\":{s}")));
+        let period = if finished { 60 } else { 1 };
+        let deadline = tokio::time::sleep(Duration::from_secs(period));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -197,8 +188,11 @@ async fn events_route(
             if *cursor.closing.borrow() || !cursor.wait().await {
                 return None;
             }
-            if let Err(e) = cursor.poll().await {
-                tracing::warn!(run = cursor.run, error = %e, "run events");
+            match cursor.poll().await {
+                Ok(()) => {}
+                // The run was deleted: nothing more will come.
+                Err(Error::NotFound(_)) => return None,
+                Err(e) => tracing::warn!(run = cursor.run, error = %e, "run events"),
             }
         }
     });

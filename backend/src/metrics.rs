@@ -104,14 +104,32 @@ pub async fn roll_up(db: &mut SqliteConnection, run: i64, points: &[MetricPoint]
 
 /// Every point of a run (or of one metric), ordered by name and step.
 pub async fn all(pool: &SqlitePool, run: i64, name: Option<&str>) -> Result<Vec<MetricPoint>> {
-    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
-        "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) \
-         ORDER BY name, step",
+    points(
+        sqlx::query_as(
+            "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) \
+             ORDER BY name, step",
+        )
+        .bind(run)
+        .bind(name)
+        .fetch_all(pool)
+        .await?,
     )
-    .bind(run)
-    .bind(name)
-    .fetch_all(pool)
-    .await?;
+}
+
+/// The points of a run after `step` (a live page's next delta), ordered by name and step.
+pub async fn after(pool: &SqlitePool, run: i64, step: i64) -> Result<Vec<MetricPoint>> {
+    points(
+        sqlx::query_as(
+            "SELECT step, name, value FROM run_metrics WHERE run_id = ? AND step > ? ORDER BY name, step",
+        )
+        .bind(run)
+        .bind(step)
+        .fetch_all(pool)
+        .await?,
+    )
+}
+
+fn points(rows: Vec<(i64, String, f64)>) -> Result<Vec<MetricPoint>> {
     Ok(rows
         .into_iter()
         .map(|(step, name, value)| MetricPoint { step, name, value })

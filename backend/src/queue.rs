@@ -133,6 +133,7 @@ pub const CONTENT_SHA256: &str = "x-content-sha256";
 /// Stores an uploaded file of a run folder in the artifact store.
 async fn store_upload(
     state: &AppState,
+    lease: (i64, i64),
     run: i64,
     folder: &str,
     name: &str,
@@ -148,7 +149,7 @@ async fn store_upload(
         &format!("{folder}/{name}"),
     )
     .await?;
-    crate::artifacts::put_run_file(&state.db, run, folder, name, &sha, size).await?;
+    crate::artifacts::put_run_file(&state.db, lease, run, folder, name, &sha, size).await?;
     Ok(Json(
         serde_json::json!({ "file": name, "bytes": size, "sha256": sha }),
     ))
@@ -164,7 +165,16 @@ async fn upload_checkpoint(
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
     let name = checkpoint_file_name(&file)?;
-    store_upload(&state, run, &format!("step-{step}"), name, &headers, body).await
+    store_upload(
+        &state,
+        (job, id),
+        run,
+        &format!("step-{step}"),
+        name,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// Files a checkpoint must have before it can be a resume point.
@@ -305,7 +315,7 @@ async fn upload_final(
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
     let name = model_file_name(&file)?;
-    store_upload(&state, run, "final", name, &headers, body).await
+    store_upload(&state, (job, id), run, "final", name, &headers, body).await
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -385,12 +395,27 @@ struct ClaimRow {
     resume_from: Option<String>,
 }
 
+/// What a claimed job's worker needs to know about its run.
+#[derive(FromRow)]
+struct ClaimedRun {
+    model_id: i64,
+    model_name: String,
+    model_origin: String,
+    teacher_id: Option<i64>,
+    teacher_name: Option<String>,
+    teacher_origin: Option<String>,
+    dataset_version_id: i64,
+    params: String,
+}
+
 /// Claims the next queued job `worker_id` can run (its device kind, enough memory), or `None`.
 pub async fn claim(
     pool: &SqlitePool,
     worker_id: i64,
     lease_seconds: i64,
 ) -> Result<Option<ClaimedJob>> {
+    // One transaction: the claim, its log line and what the worker needs, or none of them.
+    let mut db = crate::db::write_tx(pool).await?;
     let row: Option<ClaimRow> = sqlx::query_as(
         "UPDATE jobs SET status = 'running', lease_owner = ?1, last_worker = ?1, attempts = attempts + 1, \
          lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
@@ -408,13 +433,13 @@ pub async fn claim(
     )
     .bind(worker_id)
     .bind(format!("+{lease_seconds} seconds"))
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await?;
     let Some(row) = row else { return Ok(None) };
     let (worker, device): (String, String) =
         sqlx::query_as("SELECT name, device FROM workers WHERE id = ?")
             .bind(worker_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *db)
             .await?;
     let resume = row
         .resume_from
@@ -422,7 +447,7 @@ pub async fn claim(
         .map(|f| format!(", resuming from checkpoint {f}"))
         .unwrap_or_default();
     crate::logs::server_line(
-        pool,
+        &mut *db,
         row.run_id,
         "info",
         &format!(
@@ -431,33 +456,29 @@ pub async fn claim(
         ),
     )
     .await?;
-    #[allow(clippy::type_complexity)]
-    let (model_id, model_name, teacher_id, teacher_name, dataset_version_id, params): (
-        i64,
-        String,
-        Option<i64>,
-        Option<String>,
-        i64,
-        String,
-    ) = sqlx::query_as(
-        "SELECT r.model_id, m.name, r.teacher_id, t.name, r.dataset_version_id, r.params FROM runs r \
+    let run: ClaimedRun = sqlx::query_as(
+        "SELECT r.model_id, m.name AS model_name, m.origin AS model_origin, r.teacher_id, \
+         t.name AS teacher_name, t.origin AS teacher_origin, r.dataset_version_id, r.params FROM runs r \
          JOIN models m ON m.id = r.model_id LEFT JOIN models t ON t.id = r.teacher_id WHERE r.id = ?",
     )
     .bind(row.run_id)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
+    db.commit().await?;
     Ok(Some(ClaimedJob {
         job_id: row.id,
         kind: row.kind,
         run_id: row.run_id,
         attempt: row.attempts,
-        config: serde_json::from_str(&params)
+        config: serde_json::from_str(&run.params)
             .map_err(|e| Error::Internal(format!("run params: {e}")))?,
-        model_id,
-        model_name,
-        teacher_id,
-        teacher_name,
-        dataset_version_id,
+        model_id: run.model_id,
+        model_name: run.model_name,
+        model_origin: run.model_origin,
+        teacher_id: run.teacher_id,
+        teacher_name: run.teacher_name,
+        teacher_origin: run.teacher_origin,
+        dataset_version_id: run.dataset_version_id,
         lease_seconds,
         resume_step: row
             .resume_from
@@ -654,10 +675,9 @@ async fn register(
     WorkerAuth(id): WorkerAuth,
     ApiJson(body): ApiJson<RegisterWorker>,
 ) -> Result<Json<WorkerSummary>> {
-    let kind = body.device.split(':').next().unwrap_or_default();
-    if !matches!(kind, "cpu" | "cuda" | "metal") {
+    if still_api::device_kind(&body.device).is_none() {
         return Err(Error::BadRequest(format!(
-            "device: '{}' is not cpu, cuda[:N] or metal",
+            "device: '{}' is not cpu, cuda or cuda:N",
             body.device
         )));
     }

@@ -380,7 +380,7 @@ async fn estimate_memory(
     };
     let longest: Option<(String, String, String)> = sqlx::query_as(
         "SELECT question, thinking, answer FROM examples WHERE dataset_id = ? AND deleted_at IS NULL \
-         ORDER BY length(question) + length(thinking) + length(answer) DESC LIMIT 1",
+         ORDER BY n_bytes DESC LIMIT 1",
     )
     .bind(dataset_id)
     .fetch_optional(pool)
@@ -442,7 +442,7 @@ async fn estimate_route(
         .into_iter()
         .filter(|w| w.state != "revoked")
         .map(|w| WorkerFit {
-            fits: device.is_none_or(|d| w.device.split(':').next() == Some(d))
+            fits: device.is_none_or(|d| still_api::device_kind(&w.device) == Some(d))
                 && (w.memory_bytes == 0 || estimate.total_bytes <= w.memory_bytes)
                 && [Some(&model), teacher.as_ref()]
                     .into_iter()

@@ -81,9 +81,11 @@ fn transient(result: &Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> 
 
 impl Client {
     pub fn new(server: &str, token: &str) -> Self {
+        // No overall limit (a checkpoint of several GB takes what it takes); a connection must
+        // open within 5 s and the server must answer within 5 minutes of the request.
         let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(120)))
             .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(300)))
             .http_status_as_error(false)
             .build();
         Self {
@@ -91,6 +93,22 @@ impl Client {
             server: server.trim_end_matches('/').to_string(),
             auth: format!("Bearer {token}"),
             retry_for: RETRY_FOR,
+        }
+    }
+
+    /// For sends made between training steps: no retries and 10 s at most per request, so a
+    /// slow or absent server costs the training loop little (what was not sent stays buffered).
+    pub fn fast(&self) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_connect(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build();
+        Self {
+            agent: config.into(),
+            server: self.server.clone(),
+            auth: self.auth.clone(),
+            retry_for: Duration::ZERO,
         }
     }
 
@@ -246,7 +264,7 @@ impl RunLog {
         }
         let sent =
             client.post::<_, serde_json::Value>(&format!("/api/worker/jobs/{job_id}/logs"), &lines);
-        if sent.is_err() {
+        if sent.as_ref().is_err_and(|e| !refused(e)) {
             let mut guard = self.lines.lock().expect("log lock");
             let mut restored = lines;
             restored.append(&mut guard.1);
@@ -279,11 +297,13 @@ fn fetch_model(
     client: &Client,
     options: &WorkerOptions,
     model_id: i64,
-    model_name: &str,
+    (model_name, on_worker): (&str, bool),
     log: &RunLog,
 ) -> anyhow::Result<PathBuf> {
+    // Only models registered as living on workers' disks come from --models-dir: a server
+    // model is never silently swapped for a same-named local folder.
     if let Some(local) = options.models_dir.as_ref().map(|d| d.join(model_name))
-        && !model_name.is_empty()
+        && on_worker
         && local.join("config.json").is_file()
     {
         log.info(format!(
@@ -333,6 +353,14 @@ fn fetch_dataset(client: &Client, job: &ClaimedJob) -> anyhow::Result<Vec<Exampl
         .collect()
 }
 
+/// Whether the server answered 400/413/422: the content itself was refused.
+fn refused(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    ["HTTP 400", "HTTP 413", "HTTP 422"]
+        .iter()
+        .any(|code| text.contains(code))
+}
+
 /// Sends buffered metric points; keeps them when the server cannot be reached.
 fn flush(client: &Client, job_id: i64, buffer: &Mutex<Vec<MetricPoint>>) -> anyhow::Result<()> {
     let points: Vec<MetricPoint> = std::mem::take(&mut *buffer.lock().expect("metrics lock"));
@@ -343,6 +371,8 @@ fn flush(client: &Client, job_id: i64, buffer: &Mutex<Vec<MetricPoint>>) -> anyh
         .post::<_, serde_json::Value>(&format!("/api/worker/jobs/{job_id}/metrics"), &points)
     {
         Ok(_) => Ok(()),
+        // The server refused the batch itself: sending it again would be refused again.
+        Err(e) if refused(&e) => Err(e.context(format!("{} metric points dropped", points.len()))),
         Err(e) => {
             // Put them back in front: the server keeps each (step, name) once, so a retry is safe.
             let mut guard = buffer.lock().expect("metrics lock");
@@ -417,9 +447,14 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
         })
     };
     let result = train_job(client, options, &job, stop.clone(), &log);
-    done.store(true, Ordering::Relaxed);
-    let _ = heartbeat.join();
+    // The heartbeat goes on until the outcome is reported: a report that waits for a
+    // restarting server must not let the lease expire under a finished run.
+    let stop_heartbeat = || {
+        done.store(true, Ordering::Relaxed);
+    };
     if lease_lost.load(Ordering::Relaxed) {
+        stop_heartbeat();
+        let _ = heartbeat.join();
         return Ok(()); // another worker owns the job now; nothing to report
     }
     let path = format!("/api/worker/jobs/{job_id}/");
@@ -431,7 +466,7 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
     if let Err(e) = log.flush(client, job_id) {
         eprintln!("worker: log lines not sent: {e:#}");
     }
-    match result {
+    let reported = match result {
         Ok(()) => client
             .post::<_, serde_json::Value>(&format!("{path}complete"), &serde_json::json!({}))
             .map(|_| ()),
@@ -449,7 +484,10 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
                 )
                 .map(|_| ())
         }
-    }
+    };
+    stop_heartbeat();
+    let _ = heartbeat.join();
+    reported
 }
 
 fn train_job(
@@ -467,9 +505,17 @@ fn train_job(
     if let Method::Kd { teacher, .. } = &mut config.method {
         let teacher_id = job.teacher_id.context("a kd job without a teacher")?;
         let name = job.teacher_name.clone().unwrap_or_default();
-        *teacher = fetch_model(client, options, teacher_id, &name, log)?;
+        let on_worker = job.teacher_origin.as_deref() == Some("worker");
+        *teacher = fetch_model(client, options, teacher_id, (&name, on_worker), log)?;
     }
-    let model_dir = fetch_model(client, options, job.model_id, &job.model_name, log)?;
+    let on_worker = job.model_origin == "worker";
+    let model_dir = fetch_model(
+        client,
+        options,
+        job.model_id,
+        (&job.model_name, on_worker),
+        log,
+    )?;
     let rows = fetch_dataset(client, job)?;
     log.info(format!(
         "dataset version {}: {} rows; device {}",
@@ -506,7 +552,7 @@ fn train_job(
     let mut last_flush = Instant::now();
     // While training, a server that cannot be reached must not stall the steps: sends fail
     // fast and what was not sent stays buffered for the next try.
-    let quick = client.clone().retrying_for(Duration::ZERO);
+    let quick = client.fast();
     let mut observer = |event: &Event| {
         if let Event::Started {
             total_steps,
@@ -555,6 +601,14 @@ fn train_job(
             if let Some(kd) = m.kd {
                 points.push(("kd", kd));
             }
+            // A diverged step (NaN or ∞) is said in the log; the store holds numbers only.
+            points.retain(|(name, value)| {
+                let finite = value.is_finite();
+                if !finite {
+                    log.warn(format!("step {step}: {name} is {value}; not recorded"));
+                }
+                finite
+            });
             buffer
                 .lock()
                 .expect("metrics lock")
@@ -597,11 +651,9 @@ fn train_job(
     Ok(())
 }
 
-/// The worker's main loop.
-pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&options.work_dir)?;
-    let client = Client::new(&options.server, &options.token);
-    let memory = std::fs::read_to_string("/proc/meminfo")
+/// The machine's RAM in bytes (`MemTotal`), 0 when unknown (the server then does not check).
+fn host_memory() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
@@ -609,7 +661,40 @@ pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
         })
         .and_then(|kb| kb.parse::<i64>().ok())
-        .map_or(0, |kb| kb * 1024);
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A GPU's own memory, which is what bounds training on it (`nvidia-smi`, for `cuda:N`).
+/// `None` for CPU workers or when the GPU cannot be asked; a GPU that cannot be asked reports 0
+/// (unchecked) rather than the host's RAM, which would let it claim runs it cannot hold.
+fn device_memory(device: &str) -> Option<i64> {
+    let index = match device.split_once(':') {
+        Some(("cuda", n)) => n,
+        None if device == "cuda" => "0",
+        _ => return None,
+    };
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            "-i",
+            index,
+        ])
+        .output();
+    Some(
+        out.ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .map_or(0, |mib| mib << 20),
+    )
+}
+
+/// The worker's main loop.
+pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.work_dir)?;
+    let client = Client::new(&options.server, &options.token);
+    let memory = device_memory(&options.device).unwrap_or_else(host_memory);
     let mut registered = false;
     let mut jobs = 0usize;
     loop {
