@@ -316,20 +316,7 @@ impl Browser {
         css: &str,
         check: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut last = String::new();
-        while std::time::Instant::now() < deadline {
-            if let Ok(el) = self.client.find(fantoccini::Locator::Css(css)).await
-                && let Ok(text) = el.text().await
-            {
-                if check(&text) {
-                    return Ok(text);
-                }
-                last = text;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("`{css}` never had the expected text; last seen: {last:?}")
+        self.wait_until(css, false, check).await
     }
 
     /// Waits up to 20 s until the `value` of the first `css` input satisfies `check`.
@@ -338,20 +325,35 @@ impl Browser {
         css: &str,
         check: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
+        self.wait_until(css, true, check).await
+    }
+
+    async fn wait_until(
+        &self,
+        css: &str,
+        value: bool,
+        check: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut last = String::new();
         while std::time::Instant::now() < deadline {
-            if let Ok(el) = self.client.find(fantoccini::Locator::Css(css)).await
-                && let Ok(Some(value)) = el.prop("value").await
-            {
-                if check(&value) {
-                    return Ok(value);
+            if let Ok(el) = self.client.find(fantoccini::Locator::Css(css)).await {
+                let seen = if value {
+                    el.prop("value").await.ok().flatten()
+                } else {
+                    el.text().await.ok()
+                };
+                if let Some(seen) = seen {
+                    if check(&seen) {
+                        return Ok(seen);
+                    }
+                    last = seen;
                 }
-                last = value;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("`{css}` never had the expected value; last seen: {last:?}")
+        let what = if value { "value" } else { "text" };
+        bail!("`{css}` never had the expected {what}; last seen: {last:?}")
     }
 
     pub async fn close(self) -> anyhow::Result<()> {

@@ -421,11 +421,18 @@ async fn estimate_memory(
     })
 }
 
-/// `POST /api/runs/estimate`: what the run would need, and which workers could run it.
-async fn estimate_route(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<NewRun>,
-) -> Result<Json<RunEstimate>> {
+/// What a run request resolves to: its models, engine config, device kind, dataset and memory.
+struct Plan {
+    model: ModelSummary,
+    teacher: Option<ModelSummary>,
+    config: TrainConfig,
+    device: Option<&'static str>,
+    dataset: datasets::DatasetRow,
+    estimate: MemoryEstimate,
+}
+
+/// Resolves and checks a run request (the same for creating a run and estimating one).
+async fn plan(state: &AppState, body: &NewRun) -> Result<Plan> {
     let team = state.team_id();
     let model = resolve_model(&state.db, team, &body.model).await?;
     let teacher = match &body.teacher {
@@ -437,6 +444,28 @@ async fn estimate_route(
     let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
     let estimate =
         estimate_memory(&state.db, &model, teacher.as_ref(), dataset.id, &config).await?;
+    Ok(Plan {
+        model,
+        teacher,
+        config,
+        device,
+        dataset,
+        estimate,
+    })
+}
+
+/// `POST /api/runs/estimate`: what the run would need, and which workers could run it.
+async fn estimate_route(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewRun>,
+) -> Result<Json<RunEstimate>> {
+    let Plan {
+        model,
+        teacher,
+        device,
+        estimate,
+        ..
+    } = plan(&state, &body).await?;
     let workers: Vec<WorkerFit> = queue::workers(&state.db)
         .await?
         .into_iter()
@@ -512,16 +541,14 @@ async fn create_run(
 ) -> Result<(StatusCode, Json<RunSummary>)> {
     let team = state.team_id();
     let name = datasets::validate_name(&body.name)?;
-    let model = resolve_model(&state.db, team, &body.model).await?;
-    let teacher = match &body.teacher {
-        Some(t) if !t.is_empty() => Some(resolve_model(&state.db, team, t).await?),
-        _ => None,
-    };
-    let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
-    let device = run_device(&body.params)?;
-    let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
-    let estimate =
-        estimate_memory(&state.db, &model, teacher.as_ref(), dataset.id, &config).await?;
+    let Plan {
+        model,
+        teacher,
+        config,
+        device,
+        dataset,
+        estimate,
+    } = plan(&state, &body).await?;
     let taken: Option<i64> =
         sqlx::query_scalar("SELECT id FROM runs WHERE team_id = ? AND name = ?")
             .bind(team)

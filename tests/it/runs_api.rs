@@ -162,17 +162,29 @@ fn spawn_worker(
         .unwrap()
 }
 
+/// Reads a run's Server-Sent Events until the stream ends: the snapshot and the points after it.
+async fn read_all_events(response: reqwest::Response) -> (RunSnapshot, Vec<MetricPoint>) {
+    read_events(response, false).await
+}
+
 /// Reads a run's Server-Sent Events until a `run` event says it finished: the first snapshot
 /// and every metric point streamed after it.
 async fn read_events_until_finished(
     response: reqwest::Response,
 ) -> (RunSnapshot, Vec<MetricPoint>) {
+    read_events(response, true).await
+}
+
+async fn read_events(
+    response: reqwest::Response,
+    until_finished: bool,
+) -> (RunSnapshot, Vec<MetricPoint>) {
     use futures_util::StreamExt;
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let (mut snapshot, mut points) = (None, Vec::new());
-    while let Some(chunk) = stream.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    while let Some(Ok(chunk)) = stream.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let message: String = buffer.drain(..end + 2).collect();
             let mut name = "";
@@ -191,7 +203,7 @@ async fn read_events_until_finished(
                 }
                 "run" => {
                     let run: RunSummary = serde_json::from_str(&data).unwrap();
-                    if finished(&run) {
+                    if until_finished && finished(&run) {
                         return (snapshot.expect("the snapshot comes first"), points);
                     }
                 }
@@ -199,7 +211,28 @@ async fn read_events_until_finished(
             }
         }
     }
-    panic!("the event stream ended before the run finished");
+    assert!(
+        !until_finished,
+        "the event stream ended before the run finished"
+    );
+    (snapshot.expect("the snapshot comes first"), points)
+}
+
+/// A queued run whose job a fresh worker ("w") has claimed: the run, the worker's token, the job.
+async fn run_claimed(
+    client: &reqwest::Client,
+    server: &TestServer,
+    name: &str,
+) -> (RunSummary, String, ClaimedJob) {
+    let run = new_run(client, server, name, 5, 1).await;
+    let (worker, token) = still_backend::queue::create_worker(server.pool(), "w")
+        .await
+        .unwrap();
+    let job = still_backend::queue::claim(server.pool(), worker, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    (run, token, job)
 }
 
 fn finished(run: &RunSummary) -> bool {
@@ -724,8 +757,41 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
         "mid-way: {:?}",
         before.last_step
     );
+    // A page opened mid-run gets the history, then live points; the server's stop ends it.
+    let events = client
+        .get(server.api(&format!("/api/runs/{}/events", run.id)))
+        .send()
+        .await
+        .unwrap();
+    let live = tokio::spawn(read_all_events(events));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     // Down for 3 s while the worker keeps training and buffering.
     server.restart(Duration::from_secs(3)).await;
+    let (snapshot, streamed) = tokio::time::timeout(Duration::from_secs(10), live)
+        .await
+        .expect("the stream ended with the server")
+        .unwrap();
+    let history: Vec<i64> = snapshot
+        .metrics
+        .iter()
+        .filter(|p| p.name == "loss")
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(snapshot.run.status, "running");
+    assert!(
+        history.first() == Some(&1) && history.last() >= before.last_step.as_ref(),
+        "history 1..={:?}: {history:?}",
+        before.last_step
+    );
+    let after_snapshot: Vec<i64> = streamed
+        .iter()
+        .filter(|p| p.name == "loss")
+        .map(|p| p.step)
+        .collect();
+    assert!(
+        !after_snapshot.is_empty() && after_snapshot.iter().all(|s| s > history.last().unwrap()),
+        "live points continue after the history: {after_snapshot:?}"
+    );
     let done = wait_for_run(&client, &server, run.id, Duration::from_secs(120), finished).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
@@ -898,14 +964,7 @@ async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
     let client = reqwest::Client::new();
     let server = server_with_model(&client).await;
     let pool = server.pool().clone();
-    let run = new_run(&client, &server, "long-curve", 5, 1).await;
-    let (worker, token) = still_backend::queue::create_worker(&pool, "w")
-        .await
-        .unwrap();
-    let job = still_backend::queue::claim(&pool, worker, 30)
-        .await
-        .unwrap()
-        .unwrap();
+    let (run, token, job) = run_claimed(&client, &server, "long-curve").await;
     let value = |step: i64| {
         if step == 3333 {
             50.0
@@ -1090,14 +1149,7 @@ async fn uploads_are_checked_against_their_hash_and_log_lines_are_stored_once() 
     let client = reqwest::Client::new();
     let server = server_with_model(&client).await;
     let pool = server.pool().clone();
-    let run = new_run(&client, &server, "checked", 5, 1).await;
-    let (worker, token) = still_backend::queue::create_worker(&pool, "w")
-        .await
-        .unwrap();
-    let job = still_backend::queue::claim(&pool, worker, 30)
-        .await
-        .unwrap()
-        .unwrap();
+    let (run, token, job) = run_claimed(&client, &server, "checked").await;
     let put = |file: &str, body: &'static [u8], sha: String| {
         client
             .put(server.api(&format!("/api/worker/jobs/{}/final/{file}", job.job_id)))
