@@ -324,7 +324,7 @@ impl Qwen2 {
             let k = repeat_kv(&rope_train(&k, &cos, &sin)?, nh / nkv)?;
             let v = repeat_kv(&v, nh / nkv)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = crate::ops::softmax_last(&scores)?;
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?

@@ -4,7 +4,7 @@
 //! allocates several `[tokens, vocab]` temporaries forward and more backward. Fused, the forward
 //! makes one pass per row and the backward writes `softmax − one_hot` once.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
 fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
@@ -112,6 +112,7 @@ mod num_traits_like {
         fn neg_infinity() -> Self;
         fn max(self, other: Self) -> Self;
         fn exp(self) -> Self;
+        fn mul(self, other: Self) -> Self;
         fn ln(self) -> Self;
     }
     macro_rules! float {
@@ -131,6 +132,9 @@ mod num_traits_like {
                 }
                 fn exp(self) -> Self {
                     <$t>::exp(self)
+                }
+                fn mul(self, other: Self) -> Self {
+                    self * other
                 }
                 fn ln(self) -> Self {
                     <$t>::ln(self)
@@ -232,10 +236,163 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> candle_core::Res
     (lse - picked)?.squeeze(1)
 }
 
+/// Softmax over the last dimension (attention probabilities), with its own backward: the
+/// composed op graph allocates several `[B, H, L, L]` temporaries each way; fused, the forward
+/// is one pass per row and the backward is `p ⊙ (g − Σ g⊙p)`.
+struct SoftmaxLast;
+
+/// The backward of [`SoftmaxLast`]: `(probs, grad) → probs ⊙ (grad − rowsum(grad ⊙ probs))`.
+struct SoftmaxLastBackward;
+
+fn last_dim(layout: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize)> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{what} needs a contiguous input");
+    };
+    let width = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+    Ok((start, end, width))
+}
+
+fn softmax_rows<T: num_traits_like::Float>(x: &[T], width: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    par_rows(&mut out, width, |n, dst| {
+        let row = &x[n * width..(n + 1) * width];
+        let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+        let mut sum = T::zero();
+        for (d, &v) in dst.iter_mut().zip(row) {
+            *d = (v - max).exp();
+            sum = sum + *d;
+        }
+        for d in dst.iter_mut() {
+            *d = *d / sum;
+        }
+    });
+    out
+}
+
+fn softmax_grad_rows<T: num_traits_like::Float>(p: &[T], g: &[T], width: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); p.len()];
+    par_rows(&mut out, width, |n, dst| {
+        let (pr, gr) = (
+            &p[n * width..(n + 1) * width],
+            &g[n * width..(n + 1) * width],
+        );
+        let dot = pr
+            .iter()
+            .zip(gr)
+            .fold(T::zero(), |acc, (&a, &b)| acc + a.mul(b));
+        for ((d, &a), &b) in dst.iter_mut().zip(pr).zip(gr) {
+            *d = a.mul(b - dot);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for SoftmaxLast {
+    fn name(&self) -> &'static str {
+        "fused-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b, width) = last_dim(l, "fused softmax")?;
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(softmax_rows(&x[a..b], width)),
+            CpuStorage::F64(x) => CpuStorage::F64(softmax_rows(&x[a..b], width)),
+            _ => candle_core::bail!("fused softmax: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &SoftmaxLastBackward,
+        )?))
+    }
+}
+
+impl CustomOp2 for SoftmaxLastBackward {
+    fn name(&self) -> &'static str {
+        "fused-softmax-last-dim-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a1, b1, width) = last_dim(l1, "fused softmax backward")?;
+        let (a2, b2, _) = last_dim(l2, "fused softmax backward")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("fused softmax backward: shapes differ");
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                CpuStorage::F32(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width))
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
+                CpuStorage::F64(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width))
+            }
+            _ => candle_core::bail!("fused softmax backward: f32 or f64, both the same"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension, differentiable. Fused on the CPU; candle's composed
+/// softmax elsewhere (which also has a backward).
+pub fn softmax_last(xs: &Tensor) -> candle_core::Result<Tensor> {
+    if xs.device().is_cpu() {
+        return xs.contiguous()?.apply_op1(SoftmaxLast);
+    }
+    candle_nn::ops::softmax(xs, candle_core::D::Minus1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn fused_softmax_matches_the_composed_op_forward_and_backward() {
+        let dev = Device::Cpu;
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 5, 7), &dev).unwrap())
+                .unwrap();
+        let w = Tensor::randn(0f64, 1.0, (2, 3, 5, 7), &dev).unwrap();
+        let fused = (softmax_last(x.as_tensor()).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let composed = (candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap()
+            * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f64>().unwrap(),
+            composed.to_scalar::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        let grad = |t: &Tensor| {
+            t.backward()
+                .unwrap()
+                .get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        let (ga, gb) = (grad(&fused), grad(&composed));
+        assert!(ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-12));
+    }
 
     #[test]
     fn fused_matches_the_composed_op_forward_and_backward() {
