@@ -157,6 +157,32 @@ pub async fn upload(
         .expect("request sent")
 }
 
+/// Imports `rows` synthetic two-digit addition rows (canonical JSONL, seed 1) as dataset
+/// `name` through the upload route.
+pub async fn import_addition(
+    client: &reqwest::Client,
+    server: &TestServer,
+    name: &str,
+    rows: usize,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(format!("{name}.jsonl"));
+    let text: String = still_engine::synth::addition(2, rows, 1)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("row serialises") + "\n")
+        .collect();
+    std::fs::write(&path, text).expect("fixture written");
+    let response = upload(
+        client,
+        server,
+        "/api/datasets/import",
+        &path,
+        &[("name", name)],
+    )
+    .await;
+    assert_eq!(response.status(), 201, "importing {name}");
+}
+
 /// Writes s1K-shaped rows (`thinking_trajectories` as a Parquet LIST) to a Parquet file.
 pub fn write_s1k_parquet(path: &Path, rows: &[S1kRow]) -> anyhow::Result<()> {
     use parquet::data_type::{ByteArray, ByteArrayType};

@@ -6,8 +6,10 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::percentile;
 
 /// A small deterministic generator (xorshift64*), so every run imports the same text.
 struct Rng(u64);
@@ -90,19 +92,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn timed_gets(client: &reqwest::Client, url: &str, n: usize) -> (f64, f64) {
     let mut ms = Vec::with_capacity(n);
     for _ in 0..n {
@@ -139,41 +128,11 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = ServerProcess(
-        Command::new(env!("CARGO_BIN_EXE_still"))
-            .args([
-                "--data-dir",
-                dir.path().join("data").to_str().unwrap(),
-                "serve",
-                "--no-demo",
-            ])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("still serve starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (server, base) = common::serve(&dir.path().join("data"), &[], &client).await;
     let rss_idle = peak_rss_mib(server.0.id());
 
     // Import through the browser's route: a streamed multipart upload.

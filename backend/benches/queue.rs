@@ -6,19 +6,13 @@
 //! Prints per-request latency (p50 / p99 / max) next to the target from the runs issue: 1,000
 //! points/s per worker sustained with p99 write latency printed.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+mod common;
+use common::percentile;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -26,10 +20,6 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
 }
 
 fn still(data: &std::path::Path, args: &[&str]) -> String {
@@ -156,38 +146,11 @@ async fn main() {
     let points = arg(&args, "--points", 1000);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = ServerProcess(
-        Command::new(env!("CARGO_BIN_EXE_still"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["serve", "--no-demo", "--local-workers", "0"])
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("still serve starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (server, base) = common::serve(&data, &["--local-workers", "0"], &client).await;
 
     // A dataset, a tiny model, and one queued run per worker.
     let rows: String = (0..64)

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use still_tests::{Browser, TestServer, upload};
+use still_tests::{Browser, TestServer};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
@@ -32,27 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(100_000);
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("add.jsonl");
-    let rows = still_engine::synth::addition(2, 64, 1);
-    std::fs::write(
-        &path,
-        rows.iter()
-            .map(|r| serde_json::to_string(r).unwrap() + "\n")
-            .collect::<String>(),
-    )?;
-    assert_eq!(
-        upload(
-            &client,
-            &server,
-            "/api/datasets/import",
-            &path,
-            &[("name", "add")]
-        )
-        .await
-        .status(),
-        201
-    );
+    still_tests::import_addition(&client, &server, "add", 64).await;
     let r = client
         .post(server.api("/api/models"))
         .json(&json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))

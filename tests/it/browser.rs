@@ -197,27 +197,8 @@ async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()
 async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let rows = still_engine::synth::addition(2, 64, 1);
+    still_tests::import_addition(&client, &server, "add", 64).await;
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("add.jsonl");
-    std::fs::write(
-        &path,
-        rows.iter()
-            .map(|r| serde_json::to_string(r).unwrap() + "\n")
-            .collect::<String>(),
-    )?;
-    assert_eq!(
-        still_tests::upload(
-            &client,
-            &server,
-            "/api/datasets/import",
-            &path,
-            &[("name", "add")]
-        )
-        .await
-        .status(),
-        201
-    );
     let (_, token) = still_backend::queue::create_worker(server.pool(), "browser-test").await?;
 
     let browser = Browser::start().await?;

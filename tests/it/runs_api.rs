@@ -7,7 +7,7 @@ use still_api::{
     ArtifactFolder, ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
     RunLogEntry, RunSnapshot, RunSummary, WorkerSummary,
 };
-use still_tests::{TestServer, still_bin, upload};
+use still_tests::{TestServer, still_bin};
 
 /// A server with a small synthetic dataset and a tiny model made from it.
 async fn server_with_model(client: &reqwest::Client) -> TestServer {
@@ -19,25 +19,7 @@ async fn server_with_model_and(
     adjust: impl FnOnce(&mut still_backend::Config),
 ) -> TestServer {
     let server = TestServer::start_with(adjust).await;
-    let rows = still_engine::synth::addition(2, 64, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("add.jsonl");
-    std::fs::write(
-        &path,
-        rows.iter()
-            .map(|r| serde_json::to_string(r).unwrap() + "\n")
-            .collect::<String>(),
-    )
-    .unwrap();
-    let response = upload(
-        client,
-        &server,
-        "/api/datasets/import",
-        &path,
-        &[("name", "add")],
-    )
-    .await;
-    assert_eq!(response.status(), 201);
+    still_tests::import_addition(client, &server, "add", 64).await;
     let model = client
         .post(server.api("/api/models"))
         .json(&json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
