@@ -132,7 +132,8 @@ async fn main() {
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    let (server, base) = common::serve(&dir.path().join("data"), &[], &client).await;
+    let (server, base) =
+        common::serve(&dir.path().join("data"), &["--local-workers", "0"], &client).await;
     let rss_idle = peak_rss_mib(server.0.id());
 
     // Import through the browser's route: a streamed multipart upload.

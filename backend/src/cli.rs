@@ -98,6 +98,9 @@ struct WorkerArgs {
     /// only source of models registered with `"location": "workers"`.
     #[arg(long)]
     models_dir: Option<PathBuf>,
+    /// Exit when this process is gone (`still serve` sets it for its local workers).
+    #[arg(long, hide = true)]
+    parent_pid: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +205,7 @@ pub fn main() -> ExitCode {
             work_dir: args.work_dir,
             models_dir: args.models_dir,
             max_jobs: None,
+            parent_pid: args.parent_pid,
         })),
         command => {
             return run_async(Cli {

@@ -54,6 +54,9 @@ pub async fn spawn(
                         "--work-dir",
                     ])
                     .arg(&work_dir)
+                    // Gone with this process even when it is killed without a chance to stop it.
+                    .arg("--parent-pid")
+                    .arg(std::process::id().to_string())
                     .kill_on_drop(true)
                     .spawn();
                 match child {

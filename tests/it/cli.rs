@@ -112,3 +112,53 @@ fn import_failures_exit_non_zero_with_the_row_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.jsonl: no such file"));
 }
+
+/// The pids of processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn local_workers_exit_when_their_server_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(still_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--no-demo", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The local worker runs with its work dir under the data dir.
+    let needle = dir.path().join("worker-1").to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut workers = Vec::new();
+    while workers.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        workers = pids_with(&needle);
+    }
+    assert_eq!(workers.len(), 1, "one local worker started");
+    // SIGKILL: the server cannot stop its children; they must notice and go.
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pids_with(&needle).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let left = pids_with(&needle);
+    assert!(left.is_empty(), "worker processes left behind: {left:?}");
+}

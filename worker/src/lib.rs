@@ -50,6 +50,9 @@ pub struct WorkerOptions {
     pub models_dir: Option<PathBuf>,
     /// Stop after this many jobs (for tests); run forever when `None`.
     pub max_jobs: Option<usize>,
+    /// A local worker's `still serve` process: when it is gone (even killed with SIGKILL, which
+    /// gives it no chance to stop its children), this worker exits instead of retrying forever.
+    pub parent_pid: Option<u32>,
 }
 
 /// How long a request keeps being retried while the server cannot be reached (a restart, a
@@ -690,8 +693,38 @@ fn device_memory(device: &str) -> Option<i64> {
     )
 }
 
+/// Whether the process `pid` still runs (Linux `/proc`: present and not a zombie; elsewhere
+/// assumed alive).
+fn alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Exits the process once `parent` is gone (checked every second on a thread of its own, so a
+/// worker in the middle of a job or a retry stops too).
+fn watch_parent(parent: u32) {
+    std::thread::spawn(move || {
+        while alive(parent) {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        eprintln!("worker: its server process {parent} is gone; exiting");
+        std::process::exit(0);
+    });
+}
+
 /// The worker's main loop.
 pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
+    if let Some(parent) = options.parent_pid {
+        watch_parent(parent);
+    }
     std::fs::create_dir_all(&options.work_dir)?;
     let client = Client::new(&options.server, &options.token);
     let memory = device_memory(&options.device).unwrap_or_else(host_memory);
