@@ -157,6 +157,30 @@ pub async fn upload(
         .expect("request sent")
 }
 
+/// Starts `still worker` against `server_url` with `token`, working in `work_dir`, plus `extra`
+/// arguments; killed when dropped.
+pub fn spawn_worker(
+    server_url: &str,
+    token: &str,
+    work_dir: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> tokio::process::Child {
+    tokio::process::Command::new(still_bin())
+        .args([
+            "worker",
+            "--server",
+            server_url,
+            "--token",
+            token,
+            "--work-dir",
+        ])
+        .arg(work_dir)
+        .args(extra)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("still worker starts")
+}
+
 /// Imports `rows` synthetic two-digit addition rows (canonical JSONL, seed 1) as dataset
 /// `name` through the upload route.
 pub async fn import_addition(

@@ -2,9 +2,8 @@
 //! (`snapshot`) carries everything so far (downsampled metrics, the log tail, the artifacts);
 //! then `metrics`, `logs`, `run` and `artifacts` events carry what changed.
 //!
-//! Writers call [`Events::touch`] with the run they changed; a stream wakes on that (or once a
-//! second, for changes no handler announces, like the reaper's) and reads what is new since its
-//! cursors. The stream ends when the server shuts down, so a graceful stop never waits on it.
+//! Writers (handlers and the reaper) call [`Events::touch`] with the run they changed; a stream
+//! wakes on that (or after a safety-net period) and reads what is new since its cursors. The stream ends when the server shuts down, so a graceful stop never waits on it.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -83,10 +82,16 @@ struct Cursor {
     step: i64,
     log_id: i64,
     run_json: String,
+    /// The run reached succeeded, failed or cancelled.
+    finished: bool,
     artifacts_json: String,
     pending: VecDeque<Event>,
     changed: broadcast::Receiver<i64>,
     closing: watch::Receiver<bool>,
+}
+
+fn is_finished(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
 }
 
 fn event(name: &str, value: &impl serde::Serialize) -> Result<Event> {
@@ -121,6 +126,7 @@ impl Cursor {
         let json = serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?;
         if json != self.run_json {
             self.run_json = json;
+            self.finished = is_finished(&summary.status);
             self.pending.push_back(event("run", &summary)?);
         }
         let folders = crate::artifacts::folders(&self.state.db, self.run).await?;
@@ -132,13 +138,11 @@ impl Cursor {
         Ok(())
     }
 
-    /// Waits for a change notice about this run, a second (a minute once the run has
-    /// finished: nothing changes it then but a notice), or the server closing (false).
+    /// Waits for a change notice about this run, the safety-net period, or the server closing
+    /// (false). Every writer announces its changes, so the period only bounds how long a missed
+    /// notice could go unseen: 15 s while the run is active, a minute once it finished.
     async fn wait(&mut self) -> bool {
-        let finished = ["\"succeeded\"", "\"failed\"", "\"cancelled\""]
-            .iter()
-            .any(|s| self.run_json.contains(&format!("\"status\":{s}")));
-        let period = if finished { 60 } else { 1 };
+        let period = if self.finished { 60 } else { 15 };
         let deadline = tokio::time::sleep(Duration::from_secs(period));
         tokio::pin!(deadline);
         loop {
@@ -173,6 +177,7 @@ async fn events_route(
         step,
         log_id: first.logs.last().map_or(0, |l| l.id),
         run_json: serde_json::to_string(&first.run).map_err(|e| Error::Internal(e.to_string()))?,
+        finished: is_finished(&first.run.status),
         artifacts_json: serde_json::to_string(&first.artifacts)
             .map_err(|e| Error::Internal(e.to_string()))?,
         pending: VecDeque::from([event("snapshot", &first)?]),

@@ -262,18 +262,8 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
             .await?,
         "queued"
     );
-    let mut worker = tokio::process::Command::new(still_tests::still_bin())
-        .args([
-            "worker",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--work-dir",
-        ])
-        .arg(dir.path().join("worker"))
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut worker =
+        still_tests::spawn_worker(&server.url, &token, &dir.path().join("worker"), &[]);
     // Without a reload, the stream brings the status, every point, the log and the downloads.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {

@@ -7,7 +7,7 @@ use still_api::{
     ArtifactFolder, ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
     RunLogEntry, RunSnapshot, RunSummary, WorkerSummary,
 };
-use still_tests::{TestServer, still_bin};
+use still_tests::{TestServer, spawn_worker};
 
 /// A server with a small synthetic dataset and a tiny model made from it.
 async fn server_with_model(client: &reqwest::Client) -> TestServer {
@@ -122,26 +122,6 @@ async fn loss_steps(client: &reqwest::Client, server: &TestServer, id: i64) -> V
     let loss: Vec<MetricPoint> =
         get_json(client, server, &format!("/api/runs/{id}/metrics?name=loss")).await;
     loss.iter().map(|p| p.step).collect()
-}
-
-fn spawn_worker(
-    server_url: &str,
-    token: &str,
-    work_dir: &std::path::Path,
-) -> tokio::process::Child {
-    tokio::process::Command::new(still_bin())
-        .args([
-            "worker",
-            "--server",
-            server_url,
-            "--token",
-            token,
-            "--work-dir",
-        ])
-        .arg(work_dir)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 /// Reads a run's Server-Sent Events until the stream ends: the snapshot and the points after it.
@@ -452,7 +432,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
             .starts_with("text/event-stream")
     );
     let live = tokio::spawn(read_events_until_finished(events));
-    let mut worker = spawn_worker(&server.url, &token, work.path());
+    let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
     let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
@@ -626,21 +606,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let spawn_worker = |dir: &str| {
-        tokio::process::Command::new(still_bin())
-            .args([
-                "worker",
-                "--server",
-                &server.url,
-                "--token",
-                &token,
-                "--work-dir",
-            ])
-            .arg(work.path().join(dir))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let spawn_worker = |dir: &str| spawn_worker(&server.url, &token, &work.path().join(dir), &[]);
     let total = 150;
     let run = new_run_with(&client, &server, "resumable", total, 3, Some(20)).await;
     let mut first = spawn_worker("a");
@@ -729,7 +695,7 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
     let work = tempfile::tempdir().unwrap();
     let total = 150;
     let run = new_run_with(&client, &server, "through-restart", total, 3, Some(25)).await;
-    let mut worker = spawn_worker(&server.url, &token, work.path());
+    let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
     let before = wait_for_run(&client, &server, run.id, Duration::from_secs(120), |r| {
         r.last_step >= Some(30)
     })
@@ -1090,21 +1056,12 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut worker = tokio::process::Command::new(still_bin())
-        .args([
-            "worker",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--work-dir",
-        ])
-        .arg(work.path())
-        .arg("--models-dir")
-        .arg(models.path())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut worker = spawn_worker(
+        &server.url,
+        &token,
+        work.path(),
+        &["--models-dir".as_ref(), models.path().as_os_str()],
+    );
     let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     let lines = log_lines(&client, &server, run.id).await;
