@@ -56,6 +56,10 @@ pub struct RunParams {
     /// `forward_kl`, `reverse_kl` or `jsd`.
     pub divergence: Option<String>,
     pub jsd_beta: Option<f64>,
+    /// KD: distil against the teacher's top-k next tokens, computed once per (teacher, dataset)
+    /// on the worker before training; the teacher then leaves memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_top_k: Option<usize>,
     /// The device kind a worker needs: `cpu` or `cuda` (absent: any).
     pub device: Option<String>,
 }

@@ -48,6 +48,9 @@ enum Command {
     Model(crate::engine_cli::ModelCommand),
     /// Train a model (SFT on traces, or logit distillation).
     Train(crate::engine_cli::TrainArgs),
+    /// Compute a teacher's top-k next-token table for a dataset once, for KD runs without the
+    /// teacher in memory (`still train --method kd --teacher FILE`).
+    TeacherTopk(crate::engine_cli::TeacherTopKArgs),
     /// Generate a completion.
     Generate(crate::engine_cli::GenerateArgs),
     /// Greedy generation on each question; prints accuracy and writes per-row results.
@@ -196,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => Some(crate::engine_cli::synth_cmd(args)),
         Command::Model(command) => Some(crate::engine_cli::model_cmd(command)),
         Command::Train(args) => Some(crate::engine_cli::train_cmd(args)),
+        Command::TeacherTopk(args) => Some(crate::engine_cli::teacher_topk_cmd(args)),
         Command::Generate(args) => Some(crate::engine_cli::generate_cmd(args)),
         Command::Eval(args) => Some(crate::engine_cli::eval_cmd(args)),
         Command::Worker(args) => Some(still_worker::run(still_worker::WorkerOptions {
@@ -376,6 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(_)
         | Command::Model(_)
         | Command::Train(_)
+        | Command::TeacherTopk(_)
         | Command::Generate(_)
         | Command::Eval(_)
         | Command::Worker(_) => {

@@ -1,4 +1,5 @@
-//! The engine's command-line subcommands: `synth`, `model new`, `train`, `generate`, `eval`.
+//! The engine's command-line subcommands: `synth`, `model new`, `train`, `teacher-topk`,
+//! `generate`, `eval`.
 //! They call `still-engine` directly (no server, no database).
 
 use std::io::{IsTerminal, Write};
@@ -72,9 +73,17 @@ pub struct TrainArgs {
     /// The student (an HF model folder).
     #[arg(long)]
     model: PathBuf,
-    /// The teacher for `--method kd` (same tokenizer as the student).
+    /// The teacher for `--method kd` (same tokenizer as the student): an HF model folder, or a
+    /// table written by `still teacher-topk`.
     #[arg(long)]
     teacher: Option<PathBuf>,
+    /// KD: distil against the teacher's top K next tokens, computed once before training (the
+    /// teacher then leaves memory) and kept in --cache-dir.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Where tables computed once per dataset are kept (default: --out).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Canonical JSONL (question, thinking, answer, …).
     #[arg(long)]
     data: PathBuf,
@@ -125,6 +134,34 @@ pub struct TrainArgs {
     /// Print metrics as JSON lines instead of a progress bar.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct TeacherTopKArgs {
+    /// The teacher (an HF model folder).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Canonical JSONL: the dataset the students will train on.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    top_k: usize,
+    /// The distillation temperature the students will use.
+    #[arg(long, default_value_t = 2.0)]
+    temperature: f64,
+    /// As the students' --max-seq-len and --skip-long: the table is per tokenised sequence.
+    #[arg(long, default_value_t = 4096)]
+    max_seq_len: usize,
+    #[arg(long)]
+    skip_long: bool,
+    /// Sequences per teacher forward.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The table (safetensors); pass it to `still train --method kd --teacher FILE`.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -248,8 +285,12 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
                     beta: args.jsd_beta,
                 },
             },
+            top_k: args.top_k,
         },
     };
+    if args.top_k.is_some() && matches!(args.method, MethodArg::Sft) {
+        bail!("--top-k is for --method kd");
+    }
     let config = TrainConfig {
         method,
         lr: args.lr,
@@ -267,6 +308,7 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         weight_decay: args.weight_decay,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        cache_dir: args.cache_dir.clone(),
         ..Default::default()
     };
     let rows = still_engine::data::read_jsonl(&args.data)?;
@@ -320,6 +362,9 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
                     eprintln!("{line}");
                 }
             }
+            Event::TeacherTopK { .. } => {
+                eprintln!("{}", event.message().unwrap_or_default())
+            }
             Event::Checkpoint { step, path } => {
                 if bar {
                     eprintln!();
@@ -340,6 +385,47 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         &mut observer,
         None,
     )?;
+    Ok(())
+}
+
+pub fn teacher_topk_cmd(args: TeacherTopKArgs) -> anyhow::Result<()> {
+    let rows = still_engine::data::read_jsonl(&args.data)?;
+    let teacher = load_model(&args.teacher, &args.device)?;
+    let prepared = still_engine::data::prepare(
+        &rows,
+        &teacher.tokenizer,
+        &ChatTemplate::default(),
+        args.max_seq_len,
+        if args.skip_long {
+            LongExamples::Skip
+        } else {
+            LongExamples::Truncate
+        },
+    )?;
+    let started = Instant::now();
+    let table = still_engine::topk::TeacherTopK::compute(
+        &teacher,
+        &prepared.sequences,
+        args.top_k,
+        args.temperature,
+        args.batch_size,
+        &mut |done, total| {
+            if done == total || done % 50 < args.batch_size.max(1) {
+                eprintln!("{done}/{total} sequences");
+            }
+        },
+    )?;
+    table.save(&args.out)?;
+    println!(
+        "{}: teacher top-{} at temperature {} for {} sequences ({} positions, {:.1} MiB) in {:.1} s",
+        args.out.display(),
+        table.meta.k,
+        table.meta.temperature,
+        table.meta.sequences,
+        table.meta.positions,
+        table.bytes() as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

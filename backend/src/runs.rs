@@ -279,6 +279,15 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
                     )));
                 }
             },
+            top_k: match p.teacher_top_k {
+                Some(k) if k == 0 || k > still_engine::topk::MAX_K => {
+                    return Err(Error::BadRequest(format!(
+                        "params.teacher_top_k: {k} must be 1..={}",
+                        still_engine::topk::MAX_K
+                    )));
+                }
+                k => k,
+            },
         },
         other => {
             return Err(Error::BadRequest(format!(
@@ -286,6 +295,11 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
             )));
         }
     };
+    if matches!(method, Method::Sft) && p.teacher_top_k.is_some() {
+        return Err(Error::BadRequest(
+            "params.teacher_top_k: only for method 'kd'".into(),
+        ));
+    }
     let mut c = TrainConfig {
         method,
         ..Default::default()
@@ -408,8 +422,28 @@ async fn estimate_memory(
         None => config.max_seq_len,
     }
     .min(config.max_seq_len);
-    let e =
-        still_engine::memory::estimate(&student, teacher_config.as_ref(), config.batch_size, seq);
+    let top_k = match &config.method {
+        Method::Kd { top_k: Some(k), .. } => {
+            // Target positions ≈ the dataset's tokens (bytes / 3), at most max_seq_len per row.
+            let (rows, bytes): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COALESCE(SUM(n_bytes), 0) FROM examples \
+                 WHERE dataset_id = ? AND deleted_at IS NULL",
+            )
+            .bind(dataset_id)
+            .fetch_one(pool)
+            .await?;
+            let positions = (bytes as u64 / 3).min(rows as u64 * config.max_seq_len as u64);
+            Some((*k, positions))
+        }
+        _ => None,
+    };
+    let e = still_engine::memory::estimate(
+        &student,
+        teacher_config.as_ref(),
+        top_k,
+        config.batch_size,
+        seq,
+    );
     Ok(MemoryEstimate {
         n_params: e.n_params as i64,
         params_bytes: e.params_bytes as i64,

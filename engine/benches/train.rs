@@ -8,10 +8,9 @@
 
 use std::time::Instant;
 
-// The same allocator as the `still` binary: it reuses freed blocks instead of returning big
-// tensors to the kernel, which saves the page faults of fresh allocations.
+// The same allocator as the `still` binary, set up the same way (`still_engine::alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: still_engine::alloc::MiMalloc = still_engine::alloc::MiMalloc;
 
 use candle_core::{DType, Device, Tensor};
 use still_engine::config::Qwen2Config;
@@ -194,6 +193,8 @@ fn learn() -> String {
 }
 
 fn main() {
+    let kept = still_engine::alloc::keep_freed_memory();
+    eprintln!("allocator keeps freed memory: {kept}");
     let args: Vec<String> = std::env::args().collect();
     let steps = args
         .iter()

@@ -9,6 +9,7 @@
 /// candle, re-exported so users of the engine name the same types (`DType`, `Device`).
 pub use candle_core as candle;
 
+pub mod alloc;
 pub mod config;
 pub mod data;
 pub mod eval;
@@ -22,6 +23,7 @@ pub mod optim;
 pub mod rng;
 pub mod synth;
 pub mod tokenizer;
+pub mod topk;
 pub mod train;
 
 /// Engine errors name the file, tensor or setting at fault.

@@ -36,16 +36,18 @@ fn log_softmax(xs: &Tensor) -> candle_core::Result<Tensor> {
 /// Logits `[B, L, V]` and ids `[B, L]`: position `t` predicts token `t+1`. Returns the summed
 /// negative log-likelihood over targets where `weights[b, t+1] = 1`, as a scalar tensor.
 pub fn cross_entropy_sum(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let (_, l, _) = logits.dims3()?;
-    let pred = logits.narrow(1, 0, l - 1)?;
-    let targets = ids.narrow(1, 1, l - 1)?;
-    let pred = widen(&pred)?;
-    let (b, t, v) = pred.dims3()?;
-    let nll = crate::ops::cross_entropy_rows(&pred.reshape((b * t, v))?, &targets.flatten_all()?)?;
-    let w = weights
-        .narrow(1, 1, l - 1)?
-        .to_dtype(nll.dtype())?
-        .flatten_all()?;
+    let (b, l, v) = logits.dims3()?;
+    // Every position gets a target (the next token; the last position a dummy with weight 0), so
+    // the logits are used as they are: no `[B, L−1, V]` copy forward, no padding copy backward.
+    let shift = |t: &Tensor| -> candle_core::Result<Tensor> {
+        Tensor::cat(
+            &[&t.narrow(1, 1, l - 1)?, &t.narrow(1, 0, 1)?.zeros_like()?],
+            1,
+        )
+    };
+    let targets = shift(ids)?.flatten_all()?;
+    let nll = crate::ops::cross_entropy_rows(&widen(logits)?.reshape((b * l, v))?, &targets)?;
+    let w = shift(weights)?.to_dtype(nll.dtype())?.flatten_all()?;
     Ok((nll * w)?.sum_all()?)
 }
 
@@ -67,19 +69,64 @@ pub fn distill_sum(
     let w = weights.narrow(1, 1, l - 1)?.to_dtype(s.dtype())?;
     let log_s = log_softmax(&s)?;
     let log_t = log_softmax(&t)?;
-    let per_position = match divergence {
-        Divergence::ForwardKl => (log_t.exp()? * (&log_t - &log_s)?)?.sum(D::Minus1)?,
-        Divergence::ReverseKl => (log_s.exp()? * (&log_s - &log_t)?)?.sum(D::Minus1)?,
+    Ok((divergence_rows(&log_s, &log_t, divergence)? * w)?.sum_all()?)
+}
+
+/// The divergence between two distributions given as log-probabilities over the last dimension.
+fn divergence_rows(
+    log_s: &Tensor,
+    log_t: &Tensor,
+    divergence: Divergence,
+) -> candle_core::Result<Tensor> {
+    match divergence {
+        Divergence::ForwardKl => (log_t.exp()? * (log_t - log_s)?)?.sum(D::Minus1),
+        Divergence::ReverseKl => (log_s.exp()? * (log_s - log_t)?)?.sum(D::Minus1),
         Divergence::Jsd { beta } => {
             let (p_s, p_t) = (log_s.exp()?, log_t.exp()?);
             let m = ((&p_t * beta)? + (&p_s * (1.0 - beta))?)?;
             let log_m = m.clamp(1e-30, 1.0)?.log()?;
-            let kl_t = (&p_t * (&log_t - &log_m)?)?.sum(D::Minus1)?;
-            let kl_s = (&p_s * (&log_s - &log_m)?)?.sum(D::Minus1)?;
-            ((kl_t * beta)? + (kl_s * (1.0 - beta))?)?
+            let kl_t = (&p_t * (log_t - &log_m)?)?.sum(D::Minus1)?;
+            let kl_s = (&p_s * (log_s - &log_m)?)?.sum(D::Minus1)?;
+            (kl_t * beta)? + (kl_s * (1.0 - beta))?
         }
-    };
-    Ok((per_position * w)?.sum_all()?)
+    }
+}
+
+/// Distillation against a precomputed teacher top-k table ([`crate::topk`]): the divergence
+/// between teacher and student coarsened to `k+1` outcomes (the teacher's top-k tokens at each
+/// position, and everything else), summed over targets as in [`distill_sum`].
+/// `indices`: `[B, L−1, k]` u32; `teacher_logprobs`: `[B, L−1, k+1]` at `temperature`.
+pub fn distill_topk_sum(
+    student: &Tensor,
+    indices: &Tensor,
+    teacher_logprobs: &Tensor,
+    weights: &Tensor,
+    temperature: f64,
+    divergence: Divergence,
+) -> Result<Tensor> {
+    let (_, l, _) = student.dims3()?;
+    let s = (widen(&student.narrow(1, 0, l - 1)?)? / temperature)?;
+    let log_s = log_softmax(&s)?;
+    let top = log_s.gather(&indices.contiguous()?, D::Minus1)?;
+    // The student's tail is the log-sum-exp of the tokens outside the teacher's top-k: the
+    // top-k entries are pushed to −∞ by a constant mask (exact; no 1 − Σp cancellation).
+    let neg_inf =
+        Tensor::full(f64::NEG_INFINITY, indices.dims(), s.device())?.to_dtype(s.dtype())?;
+    let mask = log_s
+        .zeros_like()?
+        .scatter_add(&indices.contiguous()?, &neg_inf, D::Minus1)?;
+    let rest = log_s.broadcast_add(&mask)?;
+    let max = rest.max_keepdim(D::Minus1)?.detach();
+    let tail = (rest
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        + max)?;
+    let log_s_buckets = Tensor::cat(&[&top, &tail], D::Minus1)?;
+    let log_t = teacher_logprobs.to_dtype(s.dtype())?.detach();
+    let w = weights.narrow(1, 1, l - 1)?.to_dtype(s.dtype())?;
+    Ok((divergence_rows(&log_s_buckets, &log_t, divergence)? * w)?.sum_all()?)
 }
 
 #[cfg(test)]
@@ -124,5 +171,111 @@ mod tests {
             assert!(same.abs() < 1e-6, "{div:?}: {same}");
             assert!(apart > 0.01, "{div:?}: {apart}");
         }
+    }
+
+    /// The teacher side of a top-k table for `teacher` logits `[1, L, V]` (f64 tests).
+    fn topk_of(teacher: &Tensor, k: usize, temperature: f64) -> (Tensor, Tensor) {
+        let (_, l, _) = teacher.dims3().unwrap();
+        let logp = log_softmax(&(teacher.narrow(1, 0, l - 1).unwrap() / temperature).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap();
+        let (mut idx, mut lp) = (Vec::new(), Vec::new());
+        for row in &logp[0] {
+            let (top, values, tail) = crate::topk::top_k_row(row, k);
+            idx.extend(top);
+            lp.extend(values.iter().map(|&v| f64::from(v)));
+            lp.push(f64::from(tail));
+        }
+        let dev = teacher.device();
+        (
+            Tensor::from_vec(idx, (1, l - 1, k), dev).unwrap(),
+            Tensor::from_vec(lp, (1, l - 1, k + 1), dev).unwrap(),
+        )
+    }
+
+    #[test]
+    fn top_k_distillation_equals_full_distillation_when_k_covers_the_vocabulary() {
+        // k = V − 1: the k+1 buckets are the vocabulary itself, so loss and gradient equal
+        // full distillation (up to the table's f32 storage).
+        let dev = Device::Cpu;
+        let (l, v) = (5, 9);
+        let student =
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 2.0, (1, l, v), &dev).unwrap())
+                .unwrap();
+        let teacher = Tensor::randn(0f64, 2.0, (1, l, v), &dev).unwrap();
+        let w = Tensor::new(&[[0f64, 1.0, 1.0, 0.0, 1.0]], &dev).unwrap();
+        let t = 2.0;
+        let (idx, lp) = topk_of(&teacher, v - 1, t);
+        for div in [
+            Divergence::ForwardKl,
+            Divergence::ReverseKl,
+            Divergence::Jsd { beta: 0.3 },
+        ] {
+            let full = distill_sum(student.as_tensor(), &teacher, &w, t, div).unwrap();
+            let sparse = distill_topk_sum(student.as_tensor(), &idx, &lp, &w, t, div).unwrap();
+            let (a, b) = (
+                full.to_scalar::<f64>().unwrap(),
+                sparse.to_scalar::<f64>().unwrap(),
+            );
+            assert!(a > 0.01, "{div:?}: {a}");
+            assert!(
+                (a - b).abs() < 1e-5 * a.max(1.0),
+                "{div:?}: full {a}, top-k {b}"
+            );
+            let grad = |x: &Tensor| {
+                x.backward()
+                    .unwrap()
+                    .get(&student)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+            };
+            let (ga, gb) = (grad(&full), grad(&sparse));
+            assert!(ga.iter().any(|g| g.abs() > 1e-3));
+            for (x, y) in ga.iter().zip(&gb) {
+                assert!((x - y).abs() < 1e-5, "{div:?}: gradient {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_distillation_vanishes_for_the_teacher_itself_and_bounds_forward_kl() {
+        let dev = Device::Cpu;
+        let (l, v, k) = (6, 40, 4);
+        let a = Tensor::randn(0f64, 3.0, (1, l, v), &dev).unwrap();
+        let b = Tensor::randn(0f64, 3.0, (1, l, v), &dev).unwrap();
+        let w = Tensor::ones((1, l), DType::F64, &dev).unwrap();
+        let (idx, lp) = topk_of(&a, k, 1.0);
+        for div in [
+            Divergence::ForwardKl,
+            Divergence::ReverseKl,
+            Divergence::Jsd { beta: 0.5 },
+        ] {
+            let same = distill_topk_sum(&a, &idx, &lp, &w, 1.0, div)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let apart = distill_topk_sum(&b, &idx, &lp, &w, 1.0, div)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(same.abs() < 1e-5, "{div:?}: {same}");
+            assert!(apart > 0.01, "{div:?}: {apart}");
+        }
+        // Coarsening never increases KL (data processing inequality).
+        let sparse = distill_topk_sum(&b, &idx, &lp, &w, 1.0, Divergence::ForwardKl)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let full = distill_sum(&b, &a, &w, 1.0, Divergence::ForwardKl)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(sparse <= full + 1e-6, "top-k {sparse} > full {full}");
     }
 }

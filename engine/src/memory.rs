@@ -18,7 +18,8 @@ pub struct Estimate {
     /// AdamW's two f32 moments.
     pub optimizer_bytes: u64,
     pub activations_bytes: u64,
-    /// A KD teacher's weights and its forward (no gradients).
+    /// A KD teacher's weights and its forward (no gradients); with a top-k table, the table
+    /// (the teacher then runs alone before training: `total_bytes` is the larger phase).
     pub teacher_bytes: u64,
     pub total_bytes: u64,
 }
@@ -62,10 +63,12 @@ fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64) -> u64 {
 }
 
 /// The estimate for training `student` on batches of `batch` × `seq` tokens, with a KD teacher
-/// when given.
+/// when given, distilled from its top-k table of `positions` target positions when `top_k` is
+/// `(k, positions)`.
 pub fn estimate(
     student: &Qwen2Config,
     teacher: Option<&Qwen2Config>,
+    top_k: Option<(usize, u64)>,
     batch: usize,
     seq: usize,
 ) -> Estimate {
@@ -77,10 +80,12 @@ pub fn estimate(
     // distributions.
     let logit_floats = if teacher.is_some() { 5 } else { 3 } * logits;
     let activations = (layers * layer_floats(student, b, l) + logit_floats) * F32;
-    let teacher_bytes = teacher.map_or(0, |t| {
-        // Weights, plus one layer's forward at a time and its logits.
+    // Weights, plus one layer's forward at a time and its logits.
+    let teacher_forward = teacher.map_or(0, |t| {
         (n_params(t) + layer_floats(t, b, l) + b * l * t.vocab_size as u64) * F32
     });
+    let table = top_k.map(|(k, positions)| crate::topk::TeacherTopK::bytes_for(positions, k));
+    let teacher_bytes = table.unwrap_or(teacher_forward);
     let mut e = Estimate {
         n_params: n,
         params_bytes: n * F32,
@@ -92,6 +97,10 @@ pub fn estimate(
     };
     e.total_bytes =
         e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activations_bytes + e.teacher_bytes;
+    if let Some(table) = table {
+        // The table is built first, with the teacher and the growing table in memory.
+        e.total_bytes = e.total_bytes.max(teacher_forward + table);
+    }
     e
 }
 
@@ -132,17 +141,17 @@ mod tests {
     #[test]
     fn estimate_grows_with_batch_sequence_and_teacher() {
         let c = Qwen2Config::preset("mini", 8192).unwrap();
-        let base = estimate(&c, None, 8, 256);
+        let base = estimate(&c, None, None, 8, 256);
         assert_eq!(base.optimizer_bytes, 2 * base.params_bytes);
-        assert!(estimate(&c, None, 16, 256).total_bytes > base.total_bytes);
+        assert!(estimate(&c, None, None, 16, 256).total_bytes > base.total_bytes);
         // Attention is quadratic in the sequence length.
-        let long = estimate(&c, None, 8, 1024).activations_bytes;
+        let long = estimate(&c, None, None, 8, 1024).activations_bytes;
         assert!(
             long > 4 * base.activations_bytes,
             "{long} vs {}",
             base.activations_bytes
         );
-        let kd = estimate(&c, Some(&c), 8, 256);
+        let kd = estimate(&c, Some(&c), None, 8, 256);
         assert!(kd.teacher_bytes > base.params_bytes && kd.total_bytes > base.total_bytes);
         assert_eq!(
             kd.total_bytes,
@@ -152,5 +161,24 @@ mod tests {
                 + kd.activations_bytes
                 + kd.teacher_bytes
         );
+    }
+
+    #[test]
+    fn a_top_k_table_keeps_a_large_teacher_out_of_training_memory() {
+        let student = Qwen2Config::preset("tiny", 8192).unwrap();
+        let teacher = Qwen2Config::preset("small", 8192).unwrap();
+        let full = estimate(&student, Some(&teacher), None, 8, 256);
+        let table = crate::topk::TeacherTopK::bytes_for(100_000, 32);
+        let sparse = estimate(&student, Some(&teacher), Some((32, 100_000)), 8, 256);
+        assert_eq!(sparse.teacher_bytes, table);
+        assert!(sparse.total_bytes < full.total_bytes);
+        // Never below either phase: training with the table, or the teacher building it.
+        let training = sparse.params_bytes
+            + sparse.grads_bytes
+            + sparse.optimizer_bytes
+            + sparse.activations_bytes
+            + table;
+        assert!(sparse.total_bytes >= training);
+        assert!(sparse.total_bytes >= n_params(&teacher) * 4 + table);
     }
 }

@@ -3,13 +3,14 @@
 //! candle-transformers' `qwen2` is inference code: it returns only the last position's logits and
 //! its fused RMSNorm/RoPE/softmax ops have no backward, so gradients are cut silently
 //! (`../shared/ENGINE.md`). This model's training forward uses only differentiable ops over all
-//! positions with a causal + padding mask; `forward_cached` is the generation path (KV cache,
-//! fused inference ops) and must agree with it (a test checks).
+//! positions with a causal + padding mask (and fused ops of our own that have a backward, see
+//! [`crate::ops`]); `forward_cached` is the generation path (KV cache, candle's fused inference
+//! ops) and must agree with it (a test checks).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::config::Qwen2Config;
@@ -93,24 +94,6 @@ fn rope_tables(
         .reshape((max, 1))?;
     let freqs = t.broadcast_mul(&inv_freq)?;
     Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
-}
-
-fn rotate_half(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let last = xs.dim(D::Minus1)?;
-    let x1 = xs.narrow(D::Minus1, 0, last / 2)?;
-    let x2 = xs.narrow(D::Minus1, last / 2, last / 2)?;
-    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
-}
-
-/// Differentiable RoPE (the `rotate_half` form HF Qwen2 uses). `cos`/`sin`: `[L, D/2]`.
-fn rope_train(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let cos = Tensor::cat(&[cos, cos], D::Minus1)?
-        .unsqueeze(0)?
-        .unsqueeze(0)?;
-    let sin = Tensor::cat(&[sin, sin], D::Minus1)?
-        .unsqueeze(0)?
-        .unsqueeze(0)?;
-    xs.broadcast_mul(&cos)? + rotate_half(xs)?.broadcast_mul(&sin)?
 }
 
 /// `[B, KV, L, D]` → `[B, KV·n_rep, L, D]` by repetition (differentiable).
@@ -320,11 +303,10 @@ impl Qwen2 {
                 .reshape((b, l, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let q = rope_train(&q, &cos, &sin)?;
-            let k = repeat_kv(&rope_train(&k, &cos, &sin)?, nh / nkv)?;
+            let q = crate::ops::rope(&q, &cos, &sin)?;
+            let k = repeat_kv(&crate::ops::rope(&k, &cos, &sin)?, nh / nkv)?;
             let v = repeat_kv(&v, nh / nkv)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let probs = crate::ops::softmax_last(&scores)?;
+            let probs = crate::ops::attention_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -418,8 +400,8 @@ impl Qwen2 {
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+            let q = crate::ops::rope(&q, &cos, &sin)?;
+            let k = crate::ops::rope(&k, &cos, &sin)?;
             let (k, v) = layer_cache.append(&k, &v)?;
             let k = repeat_kv(&k, nh / nkv)?;
             let v = repeat_kv(&v, nh / nkv)?;

@@ -4,7 +4,7 @@
 //! allocates several `[tokens, vocab]` temporaries forward and more backward. Fused, the forward
 //! makes one pass per row and the backward writes `softmax − one_hot` once.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 
 fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
@@ -54,7 +54,8 @@ fn slices<'a, T: WithDType>(
 /// `nll[n] = logsumexp(logits[n]) − logits[n, target[n]]`.
 struct CrossEntropy;
 
-/// `grad[n] = softmax(logits[n]) − one_hot(target[n])`.
+/// `grad[n] = (softmax(logits[n]) − one_hot(target[n])) · row_grad[n]`: the backward of
+/// [`CrossEntropy`] with the incoming gradient folded in (one pass over `[rows, vocab]`).
 struct SoftmaxMinusOneHot;
 
 fn nll_rows<T: num_traits_like::Float>(
@@ -76,11 +77,17 @@ fn nll_rows<T: num_traits_like::Float>(
 fn grad_rows<T: num_traits_like::Float>(
     logits: &[T],
     targets: &[u32],
-    rows: usize,
+    row_grad: &[T],
     vocab: usize,
 ) -> Vec<T> {
+    let rows = targets.len();
     let mut out = vec![T::zero(); rows * vocab];
     par_rows(&mut out, vocab, |n, dst| {
+        let g = row_grad[n];
+        if g == T::zero() {
+            // A position without a target (padding, prompt): its gradient is exactly zero.
+            return;
+        }
         let row = &logits[n * vocab..(n + 1) * vocab];
         let max = row.iter().copied().fold(T::neg_infinity(), T::max);
         let mut sum = T::zero();
@@ -88,11 +95,12 @@ fn grad_rows<T: num_traits_like::Float>(
             *d = (x - max).exp();
             sum = sum + *d;
         }
+        let scale = g / sum;
         for d in dst.iter_mut() {
-            *d = *d / sum;
+            *d = d.mul(scale);
         }
         let t = (targets[n] as usize).min(vocab - 1);
-        dst[t] = dst[t] - T::one();
+        dst[t] = dst[t] - g;
     });
     out
 }
@@ -103,12 +111,13 @@ mod num_traits_like {
         Copy
         + Send
         + Sync
+        + PartialEq
+        + std::ops::Neg<Output = Self>
         + std::ops::Add<Output = Self>
         + std::ops::Sub<Output = Self>
         + std::ops::Div<Output = Self>
     {
         fn zero() -> Self;
-        fn one() -> Self;
         fn neg_infinity() -> Self;
         fn max(self, other: Self) -> Self;
         fn exp(self) -> Self;
@@ -120,9 +129,6 @@ mod num_traits_like {
             impl Float for $t {
                 fn zero() -> Self {
                     0.0
-                }
-                fn one() -> Self {
-                    1.0
                 }
                 fn neg_infinity() -> Self {
                     <$t>::NEG_INFINITY
@@ -168,12 +174,13 @@ impl CustomOp2 for CrossEntropy {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = logits.apply_op2_no_bwd(targets, &SoftmaxMinusOneHot)?;
-        Ok((Some(grad.broadcast_mul(&grad_res.unsqueeze(1)?)?), None))
+        let grad =
+            logits.apply_op3_no_bwd(targets, &grad_res.contiguous()?, &SoftmaxMinusOneHot)?;
+        Ok((Some(grad), None))
     }
 }
 
-impl CustomOp2 for SoftmaxMinusOneHot {
+impl CustomOp3 for SoftmaxMinusOneHot {
     fn name(&self) -> &'static str {
         "softmax-minus-one-hot"
     }
@@ -184,8 +191,24 @@ impl CustomOp2 for SoftmaxMinusOneHot {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        rows_kernel(self, s1, l1, s2, l2)
+        let Some((a3, b3)) = l3.contiguous_offsets() else {
+            candle_core::bail!("softmax-minus-one-hot: row gradient must be contiguous");
+        };
+        let out = match (s1, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(g)) => {
+                let (x, t, _, vocab) = slices::<f32>(s1, l1, s2, l2)?;
+                CpuStorage::F32(grad_rows(x, t, &g[a3..b3], vocab))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(g)) => {
+                let (x, t, _, vocab) = slices::<f64>(s1, l1, s2, l2)?;
+                CpuStorage::F64(grad_rows(x, t, &g[a3..b3], vocab))
+            }
+            _ => candle_core::bail!("softmax-minus-one-hot: f32 or f64, all the same"),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -211,19 +234,6 @@ impl RowsKernel for CrossEntropy {
         vocab: usize,
     ) -> (Vec<T>, Shape) {
         (nll_rows(x, t, rows, vocab), Shape::from(rows))
-    }
-}
-
-impl RowsKernel for SoftmaxMinusOneHot {
-    const NAME: &'static str = "softmax-minus-one-hot";
-    fn run<T: num_traits_like::Float>(
-        &self,
-        x: &[T],
-        t: &[u32],
-        rows: usize,
-        vocab: usize,
-    ) -> (Vec<T>, Shape) {
-        (grad_rows(x, t, rows, vocab), Shape::from((rows, vocab)))
     }
 }
 
@@ -265,13 +275,18 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> candle_core::Res
     (lse - picked)?.squeeze(1)
 }
 
-/// Softmax over the last dimension (attention probabilities), with its own backward: the
-/// composed op graph allocates several `[B, H, L, L]` temporaries each way; fused, the forward
-/// is one pass per row and the backward is `p ⊙ (g − Σ g⊙p)`.
-struct SoftmaxLast;
+/// Attention probabilities `softmax(scale · scores + mask)` over the last dimension, with its own
+/// backward. Composed, the scale, the mask and the softmax each allocate a `[B, H, L, K]` tensor
+/// each way; fused, the forward is one pass per row and the backward is
+/// `scale · p ⊙ (g − Σ g⊙p)`. The mask (`[B, 1, L, K]`, shared by the heads) is a constant.
+struct AttentionSoftmax {
+    scale: f64,
+}
 
-/// The backward of [`SoftmaxLast`]: `(probs, grad) → probs ⊙ (grad − rowsum(grad ⊙ probs))`.
-struct SoftmaxLastBackward;
+/// The backward of [`AttentionSoftmax`]: `(probs, grad) → scale · p ⊙ (g − rowsum(g ⊙ p))`.
+struct AttentionSoftmaxBackward {
+    scale: f64,
+}
 
 fn last_dim(layout: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize)> {
     let Some((start, end)) = layout.contiguous_offsets() else {
@@ -281,14 +296,27 @@ fn last_dim(layout: &Layout, what: &str) -> candle_core::Result<(usize, usize, u
     Ok((start, end, width))
 }
 
-fn softmax_rows<T: num_traits_like::Float>(x: &[T], width: usize) -> Vec<T> {
+/// Rows of `x` (`[B, H, L, K]`) with the scale and the row `(b, i)` of `mask` (`[B, 1, L, K]`).
+fn softmax_rows<T: num_traits_like::Float>(
+    x: &[T],
+    mask: &[T],
+    dims: (usize, usize, usize, usize),
+    scale: T,
+) -> Vec<T> {
+    let (_, h, l, k) = dims;
     let mut out = vec![T::zero(); x.len()];
-    par_rows(&mut out, width, |n, dst| {
-        let row = &x[n * width..(n + 1) * width];
-        let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+    par_rows(&mut out, k, |n, dst| {
+        let (b, i) = (n / (h * l), n % l);
+        let row = &x[n * k..(n + 1) * k];
+        let m = &mask[(b * l + i) * k..(b * l + i + 1) * k];
+        let mut max = T::neg_infinity();
+        for ((d, &v), &mv) in dst.iter_mut().zip(row).zip(m) {
+            *d = v.mul(scale) + mv;
+            max = max.max(*d);
+        }
         let mut sum = T::zero();
-        for (d, &v) in dst.iter_mut().zip(row) {
-            *d = (v - max).exp();
+        for d in dst.iter_mut() {
+            *d = (*d - max).exp();
             sum = sum + *d;
         }
         for d in dst.iter_mut() {
@@ -298,7 +326,12 @@ fn softmax_rows<T: num_traits_like::Float>(x: &[T], width: usize) -> Vec<T> {
     out
 }
 
-fn softmax_grad_rows<T: num_traits_like::Float>(p: &[T], g: &[T], width: usize) -> Vec<T> {
+fn softmax_grad_rows<T: num_traits_like::Float>(
+    p: &[T],
+    g: &[T],
+    width: usize,
+    scale: T,
+) -> Vec<T> {
     let mut out = vec![T::zero(); p.len()];
     par_rows(&mut out, width, |n, dst| {
         let (pr, gr) = (
@@ -310,43 +343,65 @@ fn softmax_grad_rows<T: num_traits_like::Float>(p: &[T], g: &[T], width: usize) 
             .zip(gr)
             .fold(T::zero(), |acc, (&a, &b)| acc + a.mul(b));
         for ((d, &a), &b) in dst.iter_mut().zip(pr).zip(gr) {
-            *d = a.mul(b - dot);
+            *d = a.mul(b - dot).mul(scale);
         }
     });
     out
 }
 
-impl CustomOp1 for SoftmaxLast {
+impl CustomOp2 for AttentionSoftmax {
     fn name(&self) -> &'static str {
-        "fused-softmax-last-dim"
+        "fused-attention-softmax"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, b, width) = last_dim(l, "fused softmax")?;
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(softmax_rows(&x[a..b], width)),
-            CpuStorage::F64(x) => CpuStorage::F64(softmax_rows(&x[a..b], width)),
-            _ => candle_core::bail!("fused softmax: f32 or f64 only"),
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b, _) = last_dim(l1, "fused attention softmax")?;
+        let (ma, mb, _) = last_dim(l2, "fused attention softmax (mask)")?;
+        let dims = l1.shape().dims4()?;
+        let (mb0, m1, ml, mk) = l2.shape().dims4()?;
+        if (mb0, m1, ml, mk) != (dims.0, 1, dims.2, dims.3) {
+            candle_core::bail!(
+                "fused attention softmax: mask {:?} does not fit scores {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(m)) => {
+                CpuStorage::F32(softmax_rows(&x[a..b], &m[ma..mb], dims, self.scale as f32))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(m)) => {
+                CpuStorage::F64(softmax_rows(&x[a..b], &m[ma..mb], dims, self.scale))
+            }
+            _ => candle_core::bail!("fused attention softmax: f32 or f64, both the same"),
         };
-        Ok((out, l.shape().clone()))
+        Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
         &self,
-        _arg: &Tensor,
+        _scores: &Tensor,
+        _mask: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = res.apply_op2_no_bwd(
             &grad_res.contiguous()?,
-            &SoftmaxLastBackward,
-        )?))
+            &AttentionSoftmaxBackward { scale: self.scale },
+        )?;
+        Ok((Some(grad), None))
     }
 }
 
-impl CustomOp2 for SoftmaxLastBackward {
+impl CustomOp2 for AttentionSoftmaxBackward {
     fn name(&self) -> &'static str {
-        "fused-softmax-last-dim-backward"
+        "fused-attention-softmax-backward"
     }
 
     fn cpu_fwd(
@@ -362,11 +417,14 @@ impl CustomOp2 for SoftmaxLastBackward {
             candle_core::bail!("fused softmax backward: shapes differ");
         }
         let out = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
-                CpuStorage::F32(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width))
-            }
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => CpuStorage::F32(softmax_grad_rows(
+                &p[a1..b1],
+                &g[a2..b2],
+                width,
+                self.scale as f32,
+            )),
             (CpuStorage::F64(p), CpuStorage::F64(g)) => {
-                CpuStorage::F64(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width))
+                CpuStorage::F64(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width, self.scale))
             }
             _ => candle_core::bail!("fused softmax backward: f32 or f64, both the same"),
         };
@@ -374,13 +432,134 @@ impl CustomOp2 for SoftmaxLastBackward {
     }
 }
 
-/// Softmax over the last dimension, differentiable. Fused on the CPU; candle's composed
-/// softmax elsewhere (which also has a backward).
-pub fn softmax_last(xs: &Tensor) -> candle_core::Result<Tensor> {
-    if xs.device().is_cpu() {
-        return xs.contiguous()?.apply_op1(SoftmaxLast);
+/// `softmax(scale · scores + mask)` over the last dimension, differentiable in `scores`
+/// (`[B, H, L, K]`; `mask` `[B, 1, L, K]`, additive, a constant). Fused on the CPU; composed from
+/// candle ops elsewhere (which also have a backward).
+pub fn attention_softmax(
+    scores: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    if scores.device().is_cpu() {
+        return scores
+            .contiguous()?
+            .apply_op2(&mask.contiguous()?, AttentionSoftmax { scale });
     }
-    candle_nn::ops::softmax(xs, candle_core::D::Minus1)
+    candle_nn::ops::softmax(
+        &(scores * scale)?.broadcast_add(mask)?,
+        candle_core::D::Minus1,
+    )
+}
+
+/// Rotary position embedding in the `rotate_half` form HF Qwen2 uses, with its own backward:
+/// for each pair `(x₁, x₂) = (x[i], x[i + D/2])`, `(x₁ cos − x₂ sin, x₂ cos + x₁ sin)`. The
+/// backward is the same rotation by the opposite angle. `cos`/`sin` are `[L, D/2]` constants.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    /// Rotate by −θ (the backward).
+    inverse: bool,
+}
+
+fn rope_rows<T: num_traits_like::Float>(
+    x: &[T],
+    cos: &[T],
+    sin: &[T],
+    l: usize,
+    d: usize,
+    inverse: bool,
+) -> Vec<T> {
+    let half = d / 2;
+    let mut out = vec![T::zero(); x.len()];
+    par_rows(&mut out, d, |n, dst| {
+        let t = n % l;
+        let (c, s) = (
+            &cos[t * half..(t + 1) * half],
+            &sin[t * half..(t + 1) * half],
+        );
+        let row = &x[n * d..(n + 1) * d];
+        for i in 0..half {
+            let (x1, x2) = (row[i], row[i + half]);
+            let si = if inverse { -s[i] } else { s[i] };
+            dst[i] = x1.mul(c[i]) - x2.mul(si);
+            dst[i + half] = x2.mul(c[i]) + x1.mul(si);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "fused-rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b, d) = last_dim(l, "fused rope")?;
+        let (_, _, seq, _) = l.shape().dims4()?;
+        if self.cos.dims2()? != (seq, d / 2) || d % 2 != 0 {
+            candle_core::bail!(
+                "fused rope: cos/sin {:?} do not fit {:?}",
+                self.cos.shape(),
+                l.shape()
+            );
+        }
+        let table = |t: &Tensor| t.flatten_all()?.contiguous();
+        let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(rope_rows(
+                &x[a..b],
+                &cos.to_vec1::<f32>()?,
+                &sin.to_vec1::<f32>()?,
+                seq,
+                d,
+                self.inverse,
+            )),
+            CpuStorage::F64(x) => CpuStorage::F64(rope_rows(
+                &x[a..b],
+                &cos.to_vec1::<f64>()?,
+                &sin.to_vec1::<f64>()?,
+                seq,
+                d,
+                self.inverse,
+            )),
+            _ => candle_core::bail!("fused rope: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            inverse: !self.inverse,
+        })?))
+    }
+}
+
+/// RoPE over `[B, H, L, D]` with `cos`/`sin` `[L, D/2]`, differentiable. Fused on the CPU (the
+/// training forward and the KV-cached path share this kernel, so they agree exactly); composed
+/// from candle ops elsewhere.
+pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    if xs.device().is_cpu() {
+        return xs.contiguous()?.apply_op1(Rope {
+            cos: cos.clone(),
+            sin: sin.clone(),
+            inverse: false,
+        });
+    }
+    let d = candle_core::D::Minus1;
+    let cos = Tensor::cat(&[cos, cos], d)?.unsqueeze(0)?.unsqueeze(0)?;
+    let sin = Tensor::cat(&[sin, sin], d)?.unsqueeze(0)?.unsqueeze(0)?;
+    let last = xs.dim(d)?;
+    let x1 = xs.narrow(d, 0, last / 2)?;
+    let x2 = xs.narrow(d, last / 2, last / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], d)?;
+    xs.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
 #[cfg(test)]
@@ -388,39 +567,64 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// `Σ w ⊙ f(x)` and its gradient in `x`, for comparing a fused op with the composed one.
+    fn value_and_grad(
+        x: &candle_core::Var,
+        w: &Tensor,
+        f: impl Fn(&Tensor) -> Tensor,
+    ) -> (f64, Vec<f64>) {
+        let y = (f(x.as_tensor()) * w).unwrap().sum_all().unwrap();
+        let g = y.backward().unwrap().get(x).unwrap().flatten_all().unwrap();
+        (y.to_scalar::<f64>().unwrap(), g.to_vec1::<f64>().unwrap())
+    }
+
+    fn assert_close(a: (f64, Vec<f64>), b: (f64, Vec<f64>)) {
+        assert!((a.0 - b.0).abs() < 1e-12, "{} vs {}", a.0, b.0);
+        assert!(a.1.iter().any(|g| g.abs() > 1e-6), "a gradient flows");
+        for (p, q) in a.1.iter().zip(&b.1) {
+            assert!((p - q).abs() < 1e-12, "gradient {p} vs {q}");
+        }
+    }
+
     #[test]
-    fn fused_softmax_matches_the_composed_op_forward_and_backward() {
+    fn fused_attention_softmax_matches_the_composed_op_forward_and_backward() {
         let dev = Device::Cpu;
+        let (b, h, l) = (2, 3, 5);
         let x =
-            candle_core::Var::from_tensor(&Tensor::randn(0f64, 3.0, (2, 3, 5, 7), &dev).unwrap())
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 3.0, (b, h, l, l), &dev).unwrap())
                 .unwrap();
-        let w = Tensor::randn(0f64, 1.0, (2, 3, 5, 7), &dev).unwrap();
-        let fused = (softmax_last(x.as_tensor()).unwrap() * &w)
+        let w = Tensor::randn(0f64, 1.0, (b, h, l, l), &dev).unwrap();
+        let mask = crate::model::attention_mask(&[5, 3], l, &dev)
             .unwrap()
-            .sum_all()
+            .to_dtype(candle_core::DType::F64)
             .unwrap();
-        let composed = (candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap()
-            * &w)
+        let fused = value_and_grad(&x, &w, |x| attention_softmax(x, &mask, 0.125).unwrap());
+        let composed = value_and_grad(&x, &w, |x| {
+            candle_nn::ops::softmax(
+                &(x * 0.125).unwrap().broadcast_add(&mask).unwrap(),
+                candle_core::D::Minus1,
+            )
             .unwrap()
-            .sum_all()
-            .unwrap();
-        let (a, b) = (
-            fused.to_scalar::<f64>().unwrap(),
-            composed.to_scalar::<f64>().unwrap(),
-        );
-        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
-        let grad = |t: &Tensor| {
-            t.backward()
-                .unwrap()
-                .get(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap()
-        };
-        let (ga, gb) = (grad(&fused), grad(&composed));
-        assert!(ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-12));
+        });
+        assert_close(fused, composed);
+    }
+
+    #[test]
+    fn fused_rope_matches_the_composed_op_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (b, h, l, d) = (2, 3, 5, 8);
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 1.0, (b, h, l, d), &dev).unwrap())
+                .unwrap();
+        let w = Tensor::randn(0f64, 1.0, (b, h, l, d), &dev).unwrap();
+        let angles = Tensor::randn(0f64, 2.0, (l, d / 2), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let fused = value_and_grad(&x, &w, |x| rope(x, &cos, &sin).unwrap());
+        // candle's composed rope (differentiable), in the same rotate_half form.
+        let composed = value_and_grad(&x, &w, |x| {
+            candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap()
+        });
+        assert_close(fused, composed);
     }
 
     #[test]

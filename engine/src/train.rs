@@ -14,6 +14,7 @@ use crate::data::{self, ChatTemplate, LongExamples, Sequence};
 use crate::hf::{self, ModelFolder};
 use crate::loss::{self, Divergence};
 use crate::optim::{AdamW, AdamWConfig, lr_at};
+use crate::topk::TeacherTopK;
 use crate::{EngineError, Result};
 
 /// SFT, or logit distillation from a teacher.
@@ -27,6 +28,11 @@ pub enum Method {
         alpha: f64,
         temperature: f64,
         divergence: Divergence,
+        /// Distil against the teacher's top-k next tokens, computed once before training (then
+        /// the teacher leaves memory; see [`crate::topk`]). `teacher` may also name such a table
+        /// file directly.
+        #[serde(default)]
+        top_k: Option<usize>,
     },
 }
 
@@ -53,6 +59,10 @@ pub struct TrainConfig {
     /// Save a checkpoint every N optimizer steps (and always at the end).
     pub checkpoint_every: Option<usize>,
     pub template: ChatTemplate,
+    /// Where tables computed once per dataset (teacher top-k) are kept and found again; the run's
+    /// output folder when unset.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -74,6 +84,7 @@ impl Default for TrainConfig {
             seed: 42,
             checkpoint_every: None,
             template: ChatTemplate::default(),
+            cache_dir: None,
         }
     }
 }
@@ -108,6 +119,15 @@ pub enum Event {
         n_params: usize,
     },
     Step(StepMetrics),
+    /// The teacher's top-k table is ready (computed now, or found from an earlier run).
+    TeacherTopK {
+        k: usize,
+        positions: usize,
+        bytes: u64,
+        path: PathBuf,
+        reused: bool,
+        seconds: f64,
+    },
     Checkpoint {
         step: usize,
         path: PathBuf,
@@ -116,6 +136,32 @@ pub enum Event {
         steps: usize,
         final_dir: PathBuf,
     },
+}
+
+impl Event {
+    /// One line for a person, for events that are not metrics (the CLI and the run log use it).
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Event::TeacherTopK {
+                k,
+                positions,
+                bytes,
+                path,
+                reused,
+                seconds,
+            } => Some(format!(
+                "teacher top-{k}: {positions} positions, {:.1} MiB, {} {}",
+                *bytes as f64 / (1u64 << 20) as f64,
+                if *reused {
+                    "found in".to_string()
+                } else {
+                    format!("computed in {seconds:.1} s (the teacher then left memory), saved to")
+                },
+                path.display()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Receives events; the worker forwards them to the server, the CLI prints them.
@@ -206,14 +252,6 @@ pub fn train(
         ));
     }
     let device = student.model.device.clone();
-    let teacher = match &config.method {
-        Method::Sft => None,
-        Method::Kd { teacher, .. } => {
-            let t = hf::load(teacher, student.model.dtype, &device)?;
-            check_same_vocabulary(&student, &t)?;
-            Some(t)
-        }
-    };
     let prepared = data::prepare(
         rows,
         &student.tokenizer,
@@ -227,6 +265,24 @@ pub fn train(
             prepared.n_skipped, config.max_seq_len
         )));
     }
+    let teacher = match &config.method {
+        Method::Sft => None,
+        Method::Kd {
+            teacher,
+            top_k,
+            temperature,
+            ..
+        } => Some(load_teacher(
+            &student,
+            teacher,
+            *top_k,
+            *temperature,
+            &prepared.sequences,
+            config,
+            out,
+            observer,
+        )?),
+    };
     let seqs = &prepared.sequences;
     let lengths: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
     let batches_per_epoch = seqs.len().div_ceil(config.batch_size);
@@ -315,17 +371,33 @@ pub fn train(
                     },
                     Some(t),
                 ) => {
-                    let teacher_logits = t.model.forward(&ids, &lens)?.detach();
                     let vocab = student.tokenizer.get_vocab_size(true);
                     let s_logits = logits.narrow(2, 0, vocab)?;
-                    let t_logits = teacher_logits.narrow(2, 0, vocab)?;
-                    let kd = (loss::distill_sum(
-                        &s_logits,
-                        &t_logits,
-                        &weights,
-                        *temperature,
-                        *divergence,
-                    )? / denom)?;
+                    let kd = match t {
+                        Teacher::Model(t) => {
+                            let t_logits = t.model.forward(&ids, &lens)?.detach();
+                            loss::distill_sum(
+                                &s_logits,
+                                &t_logits.narrow(2, 0, vocab)?,
+                                &weights,
+                                *temperature,
+                                *divergence,
+                            )?
+                        }
+                        Teacher::TopK(table) => {
+                            let (idx, lp) =
+                                table.batch(batch, &batch_seqs, ids.dim(1)?, &device)?;
+                            loss::distill_topk_sum(
+                                &s_logits,
+                                &idx,
+                                &lp,
+                                &weights,
+                                *temperature,
+                                *divergence,
+                            )?
+                        }
+                    };
+                    let kd = (kd / denom)?;
                     kd_total += kd.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
                     ((&ce * (1.0 - alpha))? + (kd * (alpha * temperature * temperature))?)?
                 }
@@ -394,6 +466,81 @@ pub fn train(
         final_dir: final_dir.clone(),
     });
     Ok(final_dir)
+}
+
+/// The teacher during training: a model beside the student, or its precomputed top-k table.
+enum Teacher {
+    Model(Box<ModelFolder>),
+    TopK(TeacherTopK),
+}
+
+/// Loads the teacher a KD run distils from. With `top_k`, the table is found in the cache (or
+/// computed with the teacher, which then leaves memory) before the student trains.
+#[allow(clippy::too_many_arguments)]
+fn load_teacher(
+    student: &ModelFolder,
+    teacher: &Path,
+    top_k: Option<usize>,
+    temperature: f64,
+    seqs: &[Sequence],
+    config: &TrainConfig,
+    out: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Teacher> {
+    let ready = |table: &TeacherTopK, path: &Path, reused: bool, seconds: f64| Event::TeacherTopK {
+        k: table.meta.k,
+        positions: table.meta.positions,
+        bytes: table.bytes(),
+        path: path.to_path_buf(),
+        reused,
+        seconds,
+    };
+    if teacher.is_file() {
+        let table = TeacherTopK::load(teacher)?;
+        if top_k.is_some_and(|k| k != table.meta.k) {
+            return Err(EngineError::Config(format!(
+                "{}: a top-{} table, the run asks for top-{}",
+                teacher.display(),
+                table.meta.k,
+                top_k.unwrap_or_default()
+            )));
+        }
+        table.check(seqs, &student.tokenizer, temperature)?;
+        observer.event(&ready(&table, teacher, true, 0.0));
+        return Ok(Teacher::TopK(table));
+    }
+    let Some(k) = top_k else {
+        let t = hf::load(teacher, student.model.dtype, &student.model.device)?;
+        check_same_vocabulary(student, &t)?;
+        return Ok(Teacher::Model(Box::new(t)));
+    };
+    let path = config
+        .cache_dir
+        .as_deref()
+        .unwrap_or(out)
+        .join(crate::topk::cache_file_name(teacher, seqs, k, temperature));
+    if path.is_file() {
+        // A damaged or mismatched table is computed again rather than trusted.
+        if let Ok(table) = TeacherTopK::load(&path)
+            && table.check(seqs, &student.tokenizer, temperature).is_ok()
+        {
+            observer.event(&ready(&table, &path, true, 0.0));
+            return Ok(Teacher::TopK(table));
+        }
+    }
+    let started = Instant::now();
+    let t = hf::load(teacher, student.model.dtype, &student.model.device)?;
+    check_same_vocabulary(student, &t)?;
+    let table = TeacherTopK::compute(&t, seqs, k, temperature, config.batch_size, &mut |_, _| {})?;
+    drop(t);
+    table.save(&path)?;
+    observer.event(&ready(
+        &table,
+        &path,
+        false,
+        started.elapsed().as_secs_f64(),
+    ));
+    Ok(Teacher::TopK(table))
 }
 
 fn save_checkpoint(

@@ -371,6 +371,7 @@ fn distilling_from_itself_costs_nothing_and_a_different_tokenizer_is_refused() {
             alpha: 1.0,
             temperature: 1.0,
             divergence: Divergence::ForwardKl,
+            top_k: None,
         },
         ..quick_config(1)
     };
@@ -413,6 +414,7 @@ fn distilling_from_itself_costs_nothing_and_a_different_tokenizer_is_refused() {
             alpha: 0.5,
             temperature: 2.0,
             divergence: Divergence::Jsd { beta: 0.5 },
+            top_k: None,
         },
         ..quick_config(1)
     };
@@ -432,6 +434,156 @@ fn distilling_from_itself_costs_nothing_and_a_different_tokenizer_is_refused() {
         err.contains("logit distillation needs the same tokenizer"),
         "{err}"
     );
+}
+
+/// Trains `steps` steps of KD from `teacher` and returns the events.
+fn kd_run(
+    student: &Path,
+    teacher: &Path,
+    top_k: Option<usize>,
+    cache: Option<&Path>,
+    rows: &[ExampleFields],
+    out: &Path,
+) -> Result<Vec<Event>, String> {
+    let config = TrainConfig {
+        method: Method::Kd {
+            teacher: teacher.to_path_buf(),
+            alpha: 0.5,
+            temperature: 2.0,
+            divergence: Divergence::ForwardKl,
+            top_k,
+        },
+        cache_dir: cache.map(Path::to_path_buf),
+        ..quick_config(3)
+    };
+    let student = hf::load(student, DType::F32, &Device::Cpu).unwrap();
+    let mut events = Vec::new();
+    train::train(
+        student,
+        rows,
+        &config,
+        out,
+        None,
+        &mut |e: &Event| events.push(e.clone()),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(events)
+}
+
+fn top_k_event(events: &[Event]) -> (usize, bool, std::path::PathBuf) {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::TeacherTopK {
+                positions,
+                reused,
+                path,
+                ..
+            } => Some((*positions, *reused, path.clone())),
+            _ => None,
+        })
+        .expect("a teacher top-k event")
+}
+
+#[test]
+fn distilling_from_a_precomputed_teacher_top_k_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let rows = synth::addition(2, 48, 3);
+    let vocab = tiny_folder(&p.join("student"), &rows, 9)
+        .tokenizer
+        .get_vocab_size(true);
+    tiny_folder(&p.join("teacher"), &rows, 4);
+    let (student, teacher) = (p.join("student"), p.join("teacher"));
+
+    // k = vocab − 1 keeps the whole distribution: the same curve as distilling from the model.
+    let full = losses(&kd_run(&student, &teacher, None, None, &rows, &p.join("full")).unwrap());
+    let events = kd_run(
+        &student,
+        &teacher,
+        Some(vocab - 1),
+        None,
+        &rows,
+        &p.join("all"),
+    )
+    .unwrap();
+    let (positions, reused, path) = top_k_event(&events);
+    assert!(positions > 100 && !reused, "{positions} {reused}");
+    assert!(
+        path.starts_with(p.join("all")),
+        "kept in the run folder without a cache dir"
+    );
+    let all = losses(&events);
+    assert_eq!(all.len(), 3);
+    for (a, b) in full.iter().zip(&all) {
+        assert!(a.kd.unwrap() > 1e-3, "teacher and student differ");
+        assert!(
+            (a.loss - b.loss).abs() < 1e-4 * a.loss.max(1.0),
+            "step {}: full {} vs top-k {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+
+    // A small k, cached: the second run finds the table without loading the teacher (it is gone).
+    let cache = p.join("cache");
+    let first = kd_run(
+        &student,
+        &teacher,
+        Some(8),
+        Some(&cache),
+        &rows,
+        &p.join("k8"),
+    )
+    .unwrap();
+    let (_, reused, table) = top_k_event(&first);
+    assert!(!reused && table.starts_with(&cache));
+    let k8 = losses(&first);
+    assert!(k8[0].kd.unwrap() > 1e-3 && k8[0].kd.unwrap() < full[0].kd.unwrap() + 1e-6);
+    std::fs::rename(&teacher, p.join("teacher-moved")).unwrap();
+    let again = kd_run(
+        &student,
+        &teacher,
+        Some(8),
+        Some(&cache),
+        &rows,
+        &p.join("k8b"),
+    )
+    .unwrap();
+    assert!(top_k_event(&again).1, "found in the cache");
+    let curve = |m: &[StepMetrics]| -> Vec<(f64, Option<f64>, f64)> {
+        m.iter().map(|m| (m.loss, m.kd, m.grad_norm)).collect()
+    };
+    assert_eq!(curve(&k8), curve(&losses(&again)));
+
+    // The table file itself can stand for the teacher; another temperature is refused.
+    let direct = kd_run(&student, &table, None, None, &rows, &p.join("direct")).unwrap();
+    assert_eq!(losses(&direct)[0].loss, k8[0].loss);
+    let config = TrainConfig {
+        method: Method::Kd {
+            teacher: table.clone(),
+            alpha: 0.5,
+            temperature: 1.0,
+            divergence: Divergence::ForwardKl,
+            top_k: None,
+        },
+        ..quick_config(1)
+    };
+    let err = train::train(
+        hf::load(&student, DType::F32, &Device::Cpu).unwrap(),
+        &rows,
+        &config,
+        &p.join("hot"),
+        None,
+        &mut |_: &Event| {},
+        None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("computed at temperature 2"), "{err}");
 }
 
 #[test]

@@ -1164,3 +1164,83 @@ async fn uploads_are_checked_against_their_hash_and_log_lines_are_stored_once() 
     assert_eq!(bad.status(), 400);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_top_k_table_is_computed_once_per_dataset_on_a_worker() {
+    let client = reqwest::Client::new();
+    let server = server_with_model(&client).await;
+    let teacher = client
+        .post(server.api("/api/models"))
+        .json(&json!({"name": "teacher", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(teacher.status(), 201, "{}", teacher.text().await.unwrap());
+    let body = |name: &str, top_k: serde_json::Value| {
+        json!({"name": name, "method": "kd", "model": "tiny", "teacher": "teacher", "dataset": "add",
+               "params": {"max_steps": 2, "epochs": 100, "lr": 3e-3, "batch_size": 8, "grad_accum": 1,
+                          "max_seq_len": 128, "alpha": 0.5, "temperature": 2.0, "teacher_top_k": top_k}})
+    };
+    // Out-of-range k is refused with the field named; nothing is queued.
+    let bad = client
+        .post(server.api("/api/runs"))
+        .json(&body("bad", json!(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let message = bad.json::<ErrorBody>().await.unwrap().message;
+    assert!(message.contains("params.teacher_top_k"), "{message}");
+    // The estimate counts the table instead of the teacher's forward.
+    let estimate = |top_k: serde_json::Value| {
+        let request = client
+            .post(server.api("/api/runs/estimate"))
+            .json(&body("e", top_k))
+            .send();
+        async move { request.await.unwrap().json::<RunEstimate>().await.unwrap() }
+    };
+    let (full, sparse) = (estimate(json!(null)).await, estimate(json!(8)).await);
+    assert!(sparse.estimate.teacher_bytes > 0);
+    assert_ne!(sparse.estimate.teacher_bytes, full.estimate.teacher_bytes);
+
+    let (_, token) = still_backend::queue::create_worker(server.pool(), "kd")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let response = client
+            .post(server.api("/api/runs"))
+            .json(&body(name, json!(8)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let run: RunSummary = response.json().await.unwrap();
+        let done = wait_for_run(&client, &server, run.id, Duration::from_secs(90), finished).await;
+        assert_eq!(done.status, "succeeded", "{:?}", done.error);
+        assert_eq!(loss_steps(&client, &server, run.id).await, vec![1, 2]);
+        ids.push(run.id);
+    }
+    let first = log_lines(&client, &server, ids[0]).await;
+    assert!(
+        has_line(&first, "worker info teacher top-8: ")
+            && first.iter().any(|l| l.contains("computed in")),
+        "{first:#?}"
+    );
+    let second = log_lines(&client, &server, ids[1]).await;
+    assert!(
+        second
+            .iter()
+            .any(|l| l.contains("teacher top-8: ") && l.contains("found in")),
+        "{second:#?}"
+    );
+    let cached: Vec<_> = std::fs::read_dir(work.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].starts_with("teacher-top8-"), "{cached:?}");
+    worker.kill().await.unwrap();
+}

@@ -529,6 +529,10 @@ fn train_job(
     let device = still_engine::device(&options.device)?;
     let student = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
     let out = options.work_dir.join("runs").join(job.run_id.to_string());
+    // A teacher's top-k table is kept across runs on this worker: once per (teacher, dataset).
+    if matches!(config.method, Method::Kd { top_k: Some(_), .. }) {
+        config.cache_dir = Some(options.work_dir.join("cache"));
+    }
     // An earlier attempt's last checkpoint, fetched from the server: training continues there.
     let resume = match job.resume_step {
         Some(step) => {
@@ -572,6 +576,9 @@ fn train_job(
                 config.max_seq_len,
                 start_step + 1
             ));
+        }
+        if let Event::TeacherTopK { .. } = event {
+            log.info(event.message().unwrap_or_default());
         }
         if let Event::Checkpoint { step, path } = event {
             // Metrics up to the checkpoint first, so a resumed attempt never leaves a gap.

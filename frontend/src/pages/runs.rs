@@ -117,6 +117,7 @@ struct Fields {
     alpha: RwSignal<String>,
     temperature: RwSignal<String>,
     divergence: RwSignal<String>,
+    teacher_top_k: RwSignal<String>,
 }
 
 impl Fields {
@@ -140,6 +141,7 @@ impl Fields {
             alpha: text("0.5"),
             temperature: text("2"),
             divergence: text("forward_kl"),
+            teacher_top_k: text(""),
         }
     }
 
@@ -164,6 +166,7 @@ impl Fields {
                 alpha: kd.then(|| parse_opt(&self.alpha.get())).flatten(),
                 temperature: kd.then(|| parse_opt(&self.temperature.get())).flatten(),
                 divergence: kd.then(|| self.divergence.get()),
+                teacher_top_k: kd.then(|| parse_opt(&self.teacher_top_k.get())).flatten(),
                 device: Some(self.device.get()).filter(|d| !d.is_empty()),
                 ..Default::default()
             },
@@ -202,6 +205,13 @@ impl Fields {
             if run.method == "kd" {
                 self.alpha.set(field("alpha"));
                 self.temperature.set(field("temperature"));
+                self.teacher_top_k.set(
+                    method
+                        .get("top_k")
+                        .and_then(|k| k.as_u64())
+                        .map(|k| k.to_string())
+                        .unwrap_or_default(),
+                );
                 self.divergence.set(
                     method
                         .get("divergence")
@@ -365,6 +375,9 @@ fn NewRunForm(
                     {field("alpha", f.alpha)}
                     {field("temperature", f.temperature)}
                     {choice("divergence", f.divergence, &[("forward_kl", "forward KL"), ("reverse_kl", "reverse KL"), ("jsd", "JSD")])}
+                    <span title="Distil against the teacher's top-k next tokens, computed once per dataset before training; the teacher then leaves memory. Empty: the full distribution, teacher in memory.">
+                        {field("teacher_top_k", f.teacher_top_k)}
+                    </span>
                 </div>
             </Show>
             <div class="form-row">
