@@ -36,7 +36,7 @@ fn log_softmax(xs: &Tensor) -> candle_core::Result<Tensor> {
 /// Logits `[B, L, V]` and ids `[B, L]`: position `t` predicts token `t+1`. Returns the summed
 /// negative log-likelihood over targets where `weights[b, t+1] = 1`, as a scalar tensor.
 pub fn cross_entropy_sum(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let (b, l, v) = logits.dims3()?;
+    let (_, l, _) = logits.dims3()?;
     // Every position gets a target (the next token; the last position a dummy with weight 0), so
     // the logits are used as they are: no `[B, L−1, V]` copy forward, no padding copy backward.
     let shift = |t: &Tensor| -> candle_core::Result<Tensor> {
@@ -46,9 +46,16 @@ pub fn cross_entropy_sum(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Res
         )
     };
     let targets = shift(ids)?.flatten_all()?;
-    let nll = crate::ops::cross_entropy_rows(&widen(logits)?.reshape((b * l, v))?, &targets)?;
+    let nll = crate::ops::cross_entropy_rows(&widen(logits)?, &targets)?;
     let w = shift(weights)?.to_dtype(nll.dtype())?.flatten_all()?;
     Ok((nll * w)?.sum_all()?)
+}
+
+/// The student's logits `[B, L, V]` at the positions that have a next token, divided by the
+/// temperature, with `L`.
+fn tempered_student(student: &Tensor, temperature: f64) -> candle_core::Result<(usize, Tensor)> {
+    let (_, l, _) = student.dims3()?;
+    Ok((l, (widen(&student.narrow(1, 0, l - 1)?)? / temperature)?))
 }
 
 /// The divergence per target position, summed over targets (weights as in [`cross_entropy_sum`]).
@@ -60,8 +67,7 @@ pub fn distill_sum(
     temperature: f64,
     divergence: Divergence,
 ) -> Result<Tensor> {
-    let (_, l, _) = student.dims3()?;
-    let s = (widen(&student.narrow(1, 0, l - 1)?)? / temperature)?;
+    let (l, s) = tempered_student(student, temperature)?;
     let t = (widen(&teacher.narrow(1, 0, l - 1)?)?
         .to_dtype(s.dtype())?
         .detach()
@@ -104,8 +110,7 @@ pub fn distill_topk_sum(
     temperature: f64,
     divergence: Divergence,
 ) -> Result<Tensor> {
-    let (_, l, _) = student.dims3()?;
-    let s = (widen(&student.narrow(1, 0, l - 1)?)? / temperature)?;
+    let (l, s) = tempered_student(student, temperature)?;
     let log_s = log_softmax(&s)?;
     let top = log_s.gather(&indices.contiguous()?, D::Minus1)?;
     // The student's tail is the log-sum-exp of the tokens outside the teacher's top-k: the

@@ -36,7 +36,9 @@ fn slices<'a, T: WithDType>(
     else {
         candle_core::bail!("fused cross-entropy needs contiguous inputs");
     };
-    let (rows, vocab) = l1.shape().dims2()?;
+    // Any rank: rows are every position before the last (vocabulary) dimension.
+    let vocab = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+    let rows = l1.shape().elem_count() / vocab;
     if l2.shape().dims1()? != rows {
         candle_core::bail!(
             "fused cross-entropy: {rows} rows of logits but {} targets",
@@ -65,11 +67,20 @@ fn nll_rows<T: num_traits_like::Float>(
     vocab: usize,
 ) -> Vec<T> {
     let mut out = vec![T::zero(); rows];
-    par_rows(&mut out, 1, |n, slot| {
-        let row = &logits[n * vocab..(n + 1) * vocab];
-        let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-        let sum = row.iter().fold(T::zero(), |acc, &x| acc + (x - max).exp());
-        slot[0] = max + sum.ln() - row[(targets[n] as usize).min(vocab - 1)];
+    let per = rows.div_ceil(threads()).max(1);
+    std::thread::scope(|scope| {
+        for (chunk_index, chunk) in out.chunks_mut(per).enumerate() {
+            scope.spawn(move || {
+                let mut scratch = vec![T::zero(); vocab];
+                for (i, slot) in chunk.iter_mut().enumerate() {
+                    let n = chunk_index * per + i;
+                    let row = &logits[n * vocab..(n + 1) * vocab];
+                    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+                    let sum = exp_shifted(&mut scratch, row, max);
+                    *slot = max + sum.ln() - row[(targets[n] as usize).min(vocab - 1)];
+                }
+            });
+        }
     });
     out
 }
@@ -90,12 +101,7 @@ fn grad_rows<T: num_traits_like::Float>(
         }
         let row = &logits[n * vocab..(n + 1) * vocab];
         let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-        let mut sum = T::zero();
-        for (d, &x) in dst.iter_mut().zip(row) {
-            *d = (x - max).exp();
-            sum = sum + *d;
-        }
-        let scale = g / sum;
+        let scale = g / exp_shifted(dst, row, max);
         for d in dst.iter_mut() {
             *d = d.mul(scale);
         }
@@ -123,9 +129,11 @@ mod num_traits_like {
         fn exp(self) -> Self;
         fn mul(self, other: Self) -> Self;
         fn ln(self) -> Self;
+        fn one_over(x: Self) -> Self;
+        fn from_f64(x: f64) -> Self;
     }
     macro_rules! float {
-        ($t:ty) => {
+        ($t:ty, $exp:expr) => {
             impl Float for $t {
                 fn zero() -> Self {
                     0.0
@@ -133,23 +141,83 @@ mod num_traits_like {
                 fn neg_infinity() -> Self {
                     <$t>::NEG_INFINITY
                 }
+                #[inline(always)]
                 fn max(self, other: Self) -> Self {
                     <$t>::max(self, other)
                 }
+                #[inline(always)]
                 fn exp(self) -> Self {
-                    <$t>::exp(self)
+                    $exp(self)
                 }
+                #[inline(always)]
                 fn mul(self, other: Self) -> Self {
                     self * other
                 }
                 fn ln(self) -> Self {
                     <$t>::ln(self)
                 }
+                fn one_over(x: Self) -> Self {
+                    1.0 / x
+                }
+                fn from_f64(x: f64) -> Self {
+                    x as $t
+                }
             }
         };
     }
-    float!(f32);
-    float!(f64);
+    float!(f32, super::exp_f32);
+    float!(f64, f64::exp);
+}
+
+/// `exp` for f32 without a libm call and without branches, so the row loops vectorise:
+/// Cephes' range reduction `x = n·ln 2 + r` (|r| ≤ ln 2 / 2) and its degree-6 polynomial for
+/// `e^r`, scaled by `2^n` through the exponent bits. Within 2 ulp of `f32::exp` on
+/// [−87.3, 88.3] (a test checks); exactly 0 below (so `−∞` entries of a mask stay exact zeros),
+/// NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOW: f32 = -87.336_54;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding and subtracting it rounds to the nearest integer with plain adds.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(LOW, 88.0);
+    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    let scaled = y * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if x < LOW { 0.0 } else { scaled }
+}
+
+/// `Σ row`, in eight interleaved partial sums (a float sum in one accumulator cannot vectorise).
+#[inline(always)]
+fn sum_lanes<T: num_traits_like::Float>(row: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = acc[i] + c[i];
+        }
+    }
+    let mut total = rest.iter().fold(T::zero(), |a, &b| a + b);
+    for a in acc {
+        total = total + a;
+    }
+    total
+}
+
+/// `dst[i] = exp(src[i] − max)`, returning `Σ dst`.
+#[inline(always)]
+fn exp_shifted<T: num_traits_like::Float>(dst: &mut [T], src: &[T], max: T) -> T {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = (x - max).exp();
+    }
+    sum_lanes(dst)
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -260,14 +328,18 @@ fn rows_kernel<K: RowsKernel>(
     }
 }
 
-/// Per-row negative log-likelihood of `targets` under `logits` (`[N, V]`, `[N]` u32) → `[N]`.
-/// Fused on the CPU; composed from candle ops elsewhere (e.g. CUDA).
+/// Per-row negative log-likelihood of `targets` under `logits` (`[…, V]`, `[N]` u32 with N the
+/// number of rows) → `[N]`. Fused on the CPU (a `[B, L, V]` tensor is taken as it is: no
+/// reshape node, whose backward would cost a zeroed buffer and an add of the whole gradient);
+/// composed from candle ops elsewhere (e.g. CUDA).
 pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     if logits.device().is_cpu() {
         return logits
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropy);
     }
+    let v = logits.dim(candle_core::D::Minus1)?;
+    let logits = logits.reshape(((), v))?;
     let max = logits.max_keepdim(1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(1)?.log()?;
@@ -309,18 +381,21 @@ fn softmax_rows<T: num_traits_like::Float>(
         let (b, i) = (n / (h * l), n % l);
         let row = &x[n * k..(n + 1) * k];
         let m = &mask[(b * l + i) * k..(b * l + i + 1) * k];
-        let mut max = T::neg_infinity();
         for ((d, &v), &mv) in dst.iter_mut().zip(row).zip(m) {
             *d = v.mul(scale) + mv;
-            max = max.max(*d);
         }
-        let mut sum = T::zero();
+        let max = dst.iter().copied().fold(T::neg_infinity(), T::max);
+        if max == T::neg_infinity() {
+            // A row with every key masked attends to nothing.
+            dst.fill(T::zero());
+            return;
+        }
         for d in dst.iter_mut() {
             *d = (*d - max).exp();
-            sum = sum + *d;
         }
+        let inv = T::one_over(sum_lanes(dst));
         for d in dst.iter_mut() {
-            *d = *d / sum;
+            *d = d.mul(inv);
         }
     });
     out
@@ -338,10 +413,10 @@ fn softmax_grad_rows<T: num_traits_like::Float>(
             &p[n * width..(n + 1) * width],
             &g[n * width..(n + 1) * width],
         );
-        let dot = pr
-            .iter()
-            .zip(gr)
-            .fold(T::zero(), |acc, (&a, &b)| acc + a.mul(b));
+        for ((d, &a), &b) in dst.iter_mut().zip(pr).zip(gr) {
+            *d = a.mul(b);
+        }
+        let dot = sum_lanes(dst);
         for ((d, &a), &b) in dst.iter_mut().zip(pr).zip(gr) {
             *d = a.mul(b - dot).mul(scale);
         }
@@ -361,8 +436,6 @@ impl CustomOp2 for AttentionSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, b, _) = last_dim(l1, "fused attention softmax")?;
-        let (ma, mb, _) = last_dim(l2, "fused attention softmax (mask)")?;
         let dims = l1.shape().dims4()?;
         let (mb0, m1, ml, mk) = l2.shape().dims4()?;
         if (mb0, m1, ml, mk) != (dims.0, 1, dims.2, dims.3) {
@@ -372,16 +445,7 @@ impl CustomOp2 for AttentionSoftmax {
                 l1.shape()
             );
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(m)) => {
-                CpuStorage::F32(softmax_rows(&x[a..b], &m[ma..mb], dims, self.scale as f32))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(m)) => {
-                CpuStorage::F64(softmax_rows(&x[a..b], &m[ma..mb], dims, self.scale))
-            }
-            _ => candle_core::bail!("fused attention softmax: f32 or f64, both the same"),
-        };
-        Ok((out, l1.shape().clone()))
+        pair_kernel(self, s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -411,25 +475,61 @@ impl CustomOp2 for AttentionSoftmaxBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a1, b1, width) = last_dim(l1, "fused softmax backward")?;
-        let (a2, b2, _) = last_dim(l2, "fused softmax backward")?;
         if l1.shape() != l2.shape() {
             candle_core::bail!("fused softmax backward: shapes differ");
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => CpuStorage::F32(softmax_grad_rows(
-                &p[a1..b1],
-                &g[a2..b2],
-                width,
-                self.scale as f32,
-            )),
-            (CpuStorage::F64(p), CpuStorage::F64(g)) => {
-                CpuStorage::F64(softmax_grad_rows(&p[a1..b1], &g[a2..b2], width, self.scale))
-            }
-            _ => candle_core::bail!("fused softmax backward: f32 or f64, both the same"),
-        };
-        Ok((out, l1.shape().clone()))
+        pair_kernel(self, s1, l1, s2, l2)
     }
+}
+
+impl PairKernel for AttentionSoftmax {
+    const NAME: &'static str = "fused attention softmax";
+    fn run<T: num_traits_like::Float>(
+        &self,
+        x: &[T],
+        mask: &[T],
+        l1: &Layout,
+        _: &Layout,
+    ) -> Vec<T> {
+        let dims = l1.shape().dims4().expect("checked by the caller");
+        softmax_rows(x, mask, dims, T::from_f64(self.scale))
+    }
+}
+
+impl PairKernel for AttentionSoftmaxBackward {
+    const NAME: &'static str = "fused softmax backward";
+    fn run<T: num_traits_like::Float>(&self, p: &[T], g: &[T], l1: &Layout, _: &Layout) -> Vec<T> {
+        let width = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        softmax_grad_rows(p, g, width, T::from_f64(self.scale))
+    }
+}
+
+/// A kernel over two same-dtype contiguous inputs, written once for f32 and f64; its output
+/// has the first input's shape.
+trait PairKernel {
+    const NAME: &'static str;
+    fn run<T: num_traits_like::Float>(&self, a: &[T], b: &[T], l1: &Layout, l2: &Layout) -> Vec<T>;
+}
+
+fn pair_kernel<K: PairKernel>(
+    kernel: &K,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (a1, b1, _) = last_dim(l1, K::NAME)?;
+    let (a2, b2, _) = last_dim(l2, K::NAME)?;
+    let out = match (s1, s2) {
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+            CpuStorage::F32(kernel.run(&x[a1..b1], &y[a2..b2], l1, l2))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => {
+            CpuStorage::F64(kernel.run(&x[a1..b1], &y[a2..b2], l1, l2))
+        }
+        _ => candle_core::bail!("{}: f32 or f64, both the same", K::NAME),
+    };
+    Ok((out, l1.shape().clone()))
 }
 
 /// `softmax(scale · scores + mask)` over the last dimension, differentiable in `scores`
@@ -584,6 +684,23 @@ mod tests {
         for (p, q) in a.1.iter().zip(&b.1) {
             assert!((p - q).abs() < 1e-12, "gradient {p} vs {q}");
         }
+    }
+
+    #[test]
+    fn fast_exp_is_within_two_ulp_of_libm_and_exact_at_the_ends() {
+        let mut worst = 0f64;
+        let mut x = -87.3f32;
+        while x < 88.0 {
+            let (fast, libm) = (exp_f32(x), x.exp());
+            let ulp = (libm.to_bits() as i64 - fast.to_bits() as i64).abs();
+            worst = worst.max(ulp as f64);
+            x += 0.001_37;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 
     #[test]
