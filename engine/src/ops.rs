@@ -172,8 +172,8 @@ mod num_traits_like {
 /// `exp` for f32 without a libm call and without branches, so the row loops vectorise:
 /// Cephes' range reduction `x = n·ln 2 + r` (|r| ≤ ln 2 / 2) and its degree-6 polynomial for
 /// `e^r`, scaled by `2^n` through the exponent bits. Within 2 ulp of `f32::exp` on
-/// [−87.3, 88.3] (a test checks); exactly 0 below (so `−∞` entries of a mask stay exact zeros),
-/// NaN stays NaN.
+/// [−87.3, 88] (a test checks; the kernels only take `x − max ≤ 0`); `e^88` above; exactly 0
+/// below (so `−∞` entries of a mask stay exact zeros); NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOW: f32 = -87.336_54;
