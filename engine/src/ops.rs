@@ -232,7 +232,19 @@ impl CustomOp2 for CrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        rows_kernel(self, s1, l1, s2, l2)
+        let out = match s1 {
+            CpuStorage::F32(_) => {
+                let (x, t, rows, vocab) = slices::<f32>(s1, l1, s2, l2)?;
+                CpuStorage::F32(nll_rows(x, t, rows, vocab))
+            }
+            CpuStorage::F64(_) => {
+                let (x, t, rows, vocab) = slices::<f64>(s1, l1, s2, l2)?;
+                CpuStorage::F64(nll_rows(x, t, rows, vocab))
+            }
+            _ => candle_core::bail!("fused cross-entropy: logits must be f32 or f64"),
+        };
+        // One value per row; `slices` checked that there is one target per row.
+        Ok((out, Shape::from(l2.shape().elem_count())))
     }
 
     fn bwd(
@@ -277,54 +289,6 @@ impl CustomOp3 for SoftmaxMinusOneHot {
             _ => candle_core::bail!("softmax-minus-one-hot: f32 or f64, all the same"),
         };
         Ok((out, l1.shape().clone()))
-    }
-}
-
-/// A kernel over (logits `[rows, vocab]`, targets `[rows]`) written once for f32 and f64.
-trait RowsKernel {
-    const NAME: &'static str;
-    fn run<T: num_traits_like::Float>(
-        &self,
-        logits: &[T],
-        targets: &[u32],
-        rows: usize,
-        vocab: usize,
-    ) -> (Vec<T>, Shape);
-}
-
-impl RowsKernel for CrossEntropy {
-    const NAME: &'static str = "fused cross-entropy";
-    fn run<T: num_traits_like::Float>(
-        &self,
-        x: &[T],
-        t: &[u32],
-        rows: usize,
-        vocab: usize,
-    ) -> (Vec<T>, Shape) {
-        (nll_rows(x, t, rows, vocab), Shape::from(rows))
-    }
-}
-
-/// Runs a [`RowsKernel`] on f32 or f64 logits.
-fn rows_kernel<K: RowsKernel>(
-    kernel: &K,
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    match s1 {
-        CpuStorage::F32(_) => {
-            let (x, t, rows, vocab) = slices::<f32>(s1, l1, s2, l2)?;
-            let (out, shape) = kernel.run(x, t, rows, vocab);
-            Ok((CpuStorage::F32(out), shape))
-        }
-        CpuStorage::F64(_) => {
-            let (x, t, rows, vocab) = slices::<f64>(s1, l1, s2, l2)?;
-            let (out, shape) = kernel.run(x, t, rows, vocab);
-            Ok((CpuStorage::F64(out), shape))
-        }
-        _ => candle_core::bail!("{}: logits must be f32 or f64", K::NAME),
     }
 }
 
