@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fused;
 pub mod generate;
 pub mod hf;
 pub mod loss;

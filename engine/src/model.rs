@@ -26,17 +26,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = xs.dims().to_vec();
-        let in_dim = *dims.last().expect("rank ≥ 1");
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let out = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let out = match &self.bias {
-            Some(b) => out.broadcast_add(b)?,
-            None => out,
-        };
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
-        out.reshape(out_dims)
+        crate::fused::linear(xs, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -261,7 +251,16 @@ impl Qwen2 {
     }
 
     fn rms_norm_train(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        candle_nn::ops::rms_norm_slow(xs, weight, eps as f32)
+        crate::fused::rms_norm(xs, weight, eps)
+    }
+
+    /// The generation path's RMSNorm: the training kernel on the CPU (so both paths agree
+    /// exactly), candle's fused inference op elsewhere.
+    fn rms_norm_cached(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        if xs.device().is_cpu() {
+            return crate::fused::rms_norm(xs, weight, eps);
+        }
+        candle_nn::ops::rms_norm(xs, weight, eps as f32)
     }
 
     /// Training forward over all positions. `ids`: `[B, L]` u32, right-padded; `lengths[b]` is
@@ -285,36 +284,18 @@ impl Qwen2 {
         for layer in &self.layers {
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.input_norm, cfg.rms_norm_eps)?;
-            let q = layer
-                .q
-                .forward(&h)?
-                .reshape((b, l, nh, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = layer
-                .k
-                .forward(&h)?
-                .reshape((b, l, nkv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = layer
-                .v
-                .forward(&h)?
-                .reshape((b, l, nkv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let q = crate::ops::rope(&q, &cos, &sin)?;
-            let k = repeat_kv(&crate::ops::rope(&k, &cos, &sin)?, nh / nkv)?;
-            let v = repeat_kv(&v, nh / nkv)?;
+            // Heads `[B, H, L, D]` straight from the projections: queries and keys rotated, KV
+            // heads repeated for GQA.
+            let rope = Some((&cos, &sin));
+            let q = crate::fused::split_heads(&layer.q.forward(&h)?, nh, 1, rope)?;
+            let k = crate::fused::split_heads(&layer.k.forward(&h)?, nkv, nh / nkv, rope)?;
+            let v = crate::fused::split_heads(&layer.v.forward(&h)?, nkv, nh / nkv, None)?;
             let probs = crate::ops::attention_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
-            let attn = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, l, nh * hd))?;
+            let attn = crate::fused::merge_heads(&probs.matmul(&v)?)?;
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.post_norm, cfg.rms_norm_eps)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
         let xs = Self::rms_norm_train(&xs, &self.norm, cfg.rms_norm_eps)?;
@@ -356,7 +337,7 @@ impl Qwen2 {
             cfg.head_dim(),
         );
         let scale = 1.0 / (hd as f64).sqrt();
-        let eps = cfg.rms_norm_eps as f32;
+        let eps = cfg.rms_norm_eps;
         let mask = if t > 1 {
             // New tokens see the whole cache and the new tokens before them.
             let total = offset + t;
@@ -381,7 +362,7 @@ impl Qwen2 {
                 .reshape((b, t, cfg.hidden_size))?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = xs.clone();
-            let h = candle_nn::ops::rms_norm(&xs, &layer.input_norm, eps)?;
+            let h = Self::rms_norm_cached(&xs, &layer.input_norm, eps)?;
             let q = layer
                 .q
                 .forward(&h)?
@@ -416,12 +397,12 @@ impl Qwen2 {
                 .reshape((b, t, nh * hd))?;
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
-            let h = candle_nn::ops::rms_norm(&xs, &layer.post_norm, eps)?;
-            let mlp = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let h = Self::rms_norm_cached(&xs, &layer.post_norm, eps)?;
+            let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
         let last = xs.narrow(1, t - 1, 1)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        let last = Self::rms_norm_cached(&last, &self.norm, eps)?;
         let logits = Linear {
             weight: self.lm_head.clone(),
             bias: None,

@@ -6,12 +6,12 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
 /// Runs `f(row_index, row_out)` over rows of `out` (each `width` long) on the candle thread count.
-fn par_rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+pub(crate) fn par_rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let rows = out.len() / width.max(1);
     let per = rows.div_ceil(threads()).max(1);
     std::thread::scope(|scope| {
@@ -112,7 +112,7 @@ fn grad_rows<T: num_traits_like::Float>(
 }
 
 /// The few float operations the kernels need, for f32 and f64.
-mod num_traits_like {
+pub(crate) mod num_traits_like {
     pub trait Float:
         Copy
         + Send
@@ -120,6 +120,7 @@ mod num_traits_like {
         + PartialEq
         + std::ops::Neg<Output = Self>
         + std::ops::Add<Output = Self>
+        + std::ops::AddAssign
         + std::ops::Sub<Output = Self>
         + std::ops::Div<Output = Self>
     {
@@ -130,6 +131,9 @@ mod num_traits_like {
         fn mul(self, other: Self) -> Self;
         fn ln(self) -> Self;
         fn one_over(x: Self) -> Self;
+        fn sqrt(self) -> Self;
+        /// `1 / (1 + e^−x)`.
+        fn sigmoid(self) -> Self;
         fn from_f64(x: f64) -> Self;
     }
     macro_rules! float {
@@ -158,6 +162,14 @@ mod num_traits_like {
                 }
                 fn one_over(x: Self) -> Self {
                     1.0 / x
+                }
+                #[inline(always)]
+                fn sqrt(self) -> Self {
+                    <$t>::sqrt(self)
+                }
+                #[inline(always)]
+                fn sigmoid(self) -> Self {
+                    1.0 / (1.0 + $exp(-self))
                 }
                 fn from_f64(x: f64) -> Self {
                     x as $t
@@ -195,18 +207,18 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 
 /// `Σ row`, in eight interleaved partial sums (a float sum in one accumulator cannot vectorise).
 #[inline(always)]
-fn sum_lanes<T: num_traits_like::Float>(row: &[T]) -> T {
+pub(crate) fn sum_lanes<T: num_traits_like::Float>(row: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let chunks = row.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..8 {
-            acc[i] = acc[i] + c[i];
+            acc[i] += c[i];
         }
     }
     let mut total = rest.iter().fold(T::zero(), |a, &b| a + b);
     for a in acc {
-        total = total + a;
+        total += a;
     }
     total
 }
@@ -470,12 +482,12 @@ impl PairKernel for AttentionSoftmaxBackward {
 
 /// A kernel over two same-dtype contiguous inputs, written once for f32 and f64; its output
 /// has the first input's shape.
-trait PairKernel {
+pub(crate) trait PairKernel {
     const NAME: &'static str;
     fn run<T: num_traits_like::Float>(&self, a: &[T], b: &[T], l1: &Layout, l2: &Layout) -> Vec<T>;
 }
 
-fn pair_kernel<K: PairKernel>(
+pub(crate) fn pair_kernel<K: PairKernel>(
     kernel: &K,
     s1: &CpuStorage,
     l1: &Layout,

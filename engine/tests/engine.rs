@@ -195,7 +195,9 @@ fn cached_generation_path_agrees_with_the_training_forward() {
             .unwrap();
         assert!(
             close(&last.to_vec1::<f32>().unwrap(), &expect(pos)),
-            "position {pos}"
+            "position {pos}: {:?} vs {:?}",
+            last.to_vec1::<f32>().unwrap(),
+            expect(pos)
         );
     }
 }

@@ -71,13 +71,17 @@ fn transformers_loads_our_folder_with_the_same_logits() {
             max_logit = max_logit.max(a.abs());
         }
     }
-    // f32 sums in another order differ in the last bits: compare relative to the logits' scale.
+    // f32 sums in another order differ in the last bits, and weights scaled by 8 amplify that
+    // through the layers: compare relative to the logits' scale. Measured: 5.9e-6 with candle's
+    // composed RMSNorm, 3.3e-5 with the fused one (whose own error against an f64 norm is no
+    // larger: 6.6e-6 vs 7.7e-6 on N(0, 8) inputs). A real mismatch (RoPE layout, a missing bias,
+    // the wrong norm) shows as a relative difference of order one.
     let relative = max_diff / max_logit;
     eprintln!(
         "max |logit difference| vs transformers: {max_diff:e} (logits up to {max_logit:.1}; relative {relative:e})"
     );
     assert!(
-        relative < 1e-5,
+        relative < 1e-4,
         "logits differ by {max_diff} (relative {relative})"
     );
 
