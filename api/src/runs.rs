@@ -62,6 +62,8 @@ pub struct RunParams {
     pub teacher_top_k: Option<usize>,
     /// The device kind a worker needs: `cpu` or `cuda` (absent: any).
     pub device: Option<String>,
+    /// `f32` (default), or `bf16`: compute in bf16 over f32 master weights and optimizer state.
+    pub precision: Option<String>,
 }
 
 /// `POST /api/runs`. `model`, `teacher` and `dataset` take an id or a name.

@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// `f32`, or `bf16`: compute in bf16 over f32 master weights and optimizer state (pays on
+    /// GPUs; slower than f32 on the CPU).
+    #[arg(long, default_value = "f32")]
+    precision: still_engine::train::Precision,
     /// Print metrics as JSON lines instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -309,6 +313,7 @@ pub fn train_cmd(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         cache_dir: args.cache_dir.clone(),
+        precision: args.precision,
         ..Default::default()
     };
     let rows = still_engine::data::read_jsonl(&args.data)?;

@@ -314,6 +314,13 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
     c.weight_decay = p.weight_decay.unwrap_or(c.weight_decay);
     c.seed = p.seed.unwrap_or(c.seed);
     c.checkpoint_every = p.checkpoint_every.or(c.checkpoint_every);
+    if let Some(precision) = p.precision.as_deref() {
+        c.precision = precision.parse().map_err(|_| {
+            Error::BadRequest(format!(
+                "params.precision: '{precision}' is not one of f32, bf16"
+            ))
+        })?;
+    }
     let check = |ok: bool, field: &str, rule: &str| {
         if ok {
             Ok(())
@@ -814,6 +821,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.lr, c.max_steps), (3e-3, Some(20)));
+        assert_eq!(c.precision, still_engine::train::Precision::F32);
+        let bf16 = |p: &str| {
+            train_config(
+                "sft",
+                None,
+                &RunParams {
+                    precision: Some(p.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(
+            bf16("bf16").unwrap().precision,
+            still_engine::train::Precision::Bf16
+        );
+        let err = bf16("fp8").unwrap_err().to_string();
+        assert!(err.contains("params.precision: 'fp8'"), "{err}");
         let err = train_config("kd", None, &RunParams::default())
             .unwrap_err()
             .to_string();

@@ -2,9 +2,11 @@
 //! vocab 8192, batch 8 × 256, f32), with where the time goes; and, with `-- --learn`, the
 //! wall time for the synthetic addition task to reach 90% held-out accuracy.
 //!
-//! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn]`. When Python with
-//! torch and transformers is importable, the same config runs through `Qwen2ForCausalLM`
-//! (`engine/benches/torch_reference.py`) for comparison; otherwise that row says it was skipped.
+//! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn] [-- --bf16]`. When
+//! Python with torch and transformers is importable, the same config runs through
+//! `Qwen2ForCausalLM` (`engine/benches/torch_reference.py`) for comparison; otherwise that row
+//! says it was skipped. `--bf16` measures mixed precision (bf16 compute over f32 master weights)
+//! instead of f32, in its own process so that the peak RSS is its own.
 
 use std::time::Instant;
 
@@ -34,11 +36,14 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn throughput(steps: usize) -> Vec<String> {
+fn throughput(steps: usize, bf16: bool) -> Vec<String> {
     let (batch, seq, vocab) = (8usize, 256usize, 8192usize);
     let config = Qwen2Config::preset("mini", vocab).unwrap();
-    let model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
+    let mut model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
     model.init_weights(1).unwrap();
+    if bf16 {
+        model.set_compute_dtype(DType::BF16);
+    }
     let vars = model.named_vars();
     let mut opt = AdamW::new(
         vars,
@@ -82,7 +87,12 @@ fn throughput(steps: usize) -> Vec<String> {
     let tokens = (batch * seq) as f64;
     vec![
         format!(
-            "| Still (candle 0.11, f32, {} threads) | {:.3} s | fwd {:.3} / bwd {:.3} / optimizer {:.3} | {:.0} | {:.0} MiB |",
+            "| Still (candle 0.11, {}, {} threads) | {:.3} s | fwd {:.3} / bwd {:.3} / optimizer {:.3} | {:.0} | {:.0} MiB |",
+            if bf16 {
+                "bf16 compute over f32 master weights"
+            } else {
+                "f32"
+            },
             candle_core::utils::get_num_threads(),
             step_s,
             fwd / n,
@@ -204,7 +214,7 @@ fn main() {
         .unwrap_or(5usize);
     println!("| engine | step (8 × 256 tokens) | where the time goes (s) | tokens/s | peak RSS |");
     println!("|---|---|---|---|---|");
-    for line in throughput(steps) {
+    for line in throughput(steps, args.iter().any(|a| a == "--bf16")) {
         println!("{line}");
     }
     if args.iter().any(|a| a == "--learn") {

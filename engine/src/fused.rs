@@ -10,17 +10,13 @@
 //! the thread count. Other devices and dtypes use the composed ops, which have a backward too.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use crate::ops::num_traits_like::Float;
-use crate::ops::{PairKernel, pair_kernel, par_rows, sum_lanes, threads};
+use crate::ops::{PairKernel, fused_kernels, pair_kernel, par_rows, sum_lanes, threads};
 
 /// Rows per partial sum of a parameter gradient (fixed, so results do not depend on threads).
 const BLOCK_ROWS: usize = 64;
-
-fn fused_dtype(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
-}
 
 fn contiguous_range(layout: &Layout, what: &str) -> candle_core::Result<(usize, usize)> {
     layout
@@ -166,7 +162,7 @@ fn linear_bwd(
 /// `x Wᵀ + b` over the last dimension (`x` `[…, in]`, `W` `[out, in]`, `b` `[out]`): one graph
 /// node on the CPU in f32/f64, composed elsewhere.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    if fused_dtype(x) {
+    if fused_kernels(x) {
         let x = x.contiguous()?;
         return match b {
             Some(b) => x.apply_op3(w, b, Linear),
@@ -388,7 +384,7 @@ impl TripleKernel for RmsNormBackward {
 /// the CPU in f32/f64 (the training forward and the KV-cached path share it, so they agree
 /// exactly), candle's composed `rms_norm_slow` elsewhere.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    if fused_dtype(x) {
+    if fused_kernels(x) {
         return x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps });
     }
     candle_nn::ops::rms_norm_slow(x, w, eps as f32)
@@ -520,7 +516,7 @@ impl TripleKernel for SwiGluBackward {
 /// `silu(gate) ⊙ up`, differentiable in both: one graph node on the CPU in f32/f64 (shared by
 /// the training and the KV-cached forward), composed elsewhere.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_dtype(gate) {
+    if fused_kernels(gate) {
         return gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu);
     }
     candle_nn::ops::silu(gate)? * up
@@ -736,7 +732,7 @@ pub fn split_heads(
     rep: usize,
     rope: Option<(&Tensor, &Tensor)>,
 ) -> candle_core::Result<Tensor> {
-    if fused_dtype(x) {
+    if fused_kernels(x) {
         return x.contiguous()?.apply_op1(SplitHeads(Heads {
             heads,
             rep,
@@ -764,7 +760,7 @@ pub fn split_heads(
 /// Heads `[B, H, L, D]` → `[B, L, H·D]`, differentiable: one node on the CPU in f32/f64.
 pub fn merge_heads(x: &Tensor) -> candle_core::Result<Tensor> {
     let (b, h, l, d) = x.dims4()?;
-    if fused_dtype(x) {
+    if fused_kernels(x) {
         return x.contiguous()?.apply_op1(MergeHeads(Heads {
             heads: h,
             rep: 1,

@@ -25,8 +25,14 @@ struct Linear {
 }
 
 impl Linear {
+    /// In the input's dtype: with bf16 compute the (f32) weights are cast on the way in, and
+    /// their gradients cast back to f32 on the way out.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::linear(xs, &self.weight, self.bias.as_ref())
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(xs.dtype())?),
+            None => None,
+        };
+        crate::fused::linear(xs, &self.weight.to_dtype(xs.dtype())?, bias.as_ref())
     }
 }
 
@@ -58,7 +64,11 @@ impl KvCache {
 pub struct Qwen2 {
     pub config: Qwen2Config,
     pub varmap: VarMap,
+    /// The parameters' dtype (the master copy with mixed precision).
     pub dtype: DType,
+    /// The dtype the forward computes in: `dtype`, or bf16 over f32 parameters (see
+    /// [`Qwen2::set_compute_dtype`]).
+    compute: DType,
     pub device: Device,
     embed: Tensor,
     layers: Vec<Layer>,
@@ -165,6 +175,7 @@ impl Qwen2 {
             config,
             varmap,
             dtype,
+            compute: dtype,
             device: device.clone(),
             embed,
             layers,
@@ -182,6 +193,17 @@ impl Qwen2 {
             data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
+    }
+
+    /// Mixed precision: the forward runs in `dtype` (bf16 on a GPU) with the parameters kept in
+    /// their own dtype (f32) as the master copy that gradients and the optimizer see: each weight
+    /// is cast where it is used, and the cast's backward brings its gradient back to f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     pub fn n_params(&self) -> usize {
@@ -251,16 +273,17 @@ impl Qwen2 {
     }
 
     fn rms_norm_train(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        crate::fused::rms_norm(xs, weight, eps)
+        crate::fused::rms_norm(xs, &weight.to_dtype(xs.dtype())?, eps)
     }
 
     /// The generation path's RMSNorm: the training kernel on the CPU (so both paths agree
     /// exactly), candle's fused inference op elsewhere.
     fn rms_norm_cached(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        if xs.device().is_cpu() {
-            return crate::fused::rms_norm(xs, weight, eps);
+        let weight = weight.to_dtype(xs.dtype())?;
+        if crate::ops::fused_kernels(xs) {
+            return crate::fused::rms_norm(xs, &weight, eps);
         }
-        candle_nn::ops::rms_norm(xs, weight, eps as f32)
+        candle_nn::ops::rms_norm(xs, &weight, eps as f32)
     }
 
     /// Training forward over all positions. `ids`: `[B, L]` u32, right-padded; `lengths[b]` is
@@ -268,19 +291,21 @@ impl Qwen2 {
     pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let cfg = &self.config;
-        let mask = attention_mask(lengths, l, &self.device)?.to_dtype(self.dtype)?;
-        let cos = self.cos.narrow(0, 0, l)?;
-        let sin = self.sin.narrow(0, 0, l)?;
+        let c = self.compute;
+        let mask = attention_mask(lengths, l, &self.device)?.to_dtype(c)?;
+        let cos = self.cos.narrow(0, 0, l)?.to_dtype(c)?;
+        let sin = self.sin.narrow(0, 0, l)?.to_dtype(c)?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut xs =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, l, cfg.hidden_size))?;
+        let mut xs = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, l, cfg.hidden_size))?
+            .to_dtype(c)?;
         for layer in &self.layers {
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.input_norm, cfg.rms_norm_eps)?;
@@ -329,8 +354,9 @@ impl Qwen2 {
                 self.cos.dim(0)?
             )));
         }
-        let cos = self.cos.narrow(0, offset, t)?.contiguous()?;
-        let sin = self.sin.narrow(0, offset, t)?.contiguous()?;
+        let c = self.compute;
+        let cos = self.cos.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
+        let sin = self.sin.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -352,14 +378,15 @@ impl Qwen2 {
                     })
                 })
                 .collect();
-            Some(Tensor::from_vec(values, (1, 1, t, total), &self.device)?.to_dtype(self.dtype)?)
+            Some(Tensor::from_vec(values, (1, 1, t, total), &self.device)?.to_dtype(c)?)
         } else {
             None
         };
-        let mut xs =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, cfg.hidden_size))?;
+        let mut xs = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, cfg.hidden_size))?
+            .to_dtype(c)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.input_norm, eps)?;

@@ -6,6 +6,12 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 
+/// Whether the fused CPU kernels take `t` (on the CPU, in f32 or f64); other devices and dtypes
+/// (bf16 compute) use composed candle ops, which have a backward too.
+pub(crate) fn fused_kernels(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
 pub(crate) fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
@@ -309,7 +315,7 @@ impl CustomOp3 for SoftmaxMinusOneHot {
 /// reshape node, whose backward would cost a zeroed buffer and an add of the whole gradient);
 /// composed from candle ops elsewhere (e.g. CUDA).
 pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    if logits.device().is_cpu() {
+    if fused_kernels(logits) {
         return logits
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropy);
@@ -516,7 +522,7 @@ pub fn attention_softmax(
     mask: &Tensor,
     scale: f64,
 ) -> candle_core::Result<Tensor> {
-    if scores.device().is_cpu() {
+    if fused_kernels(scores) {
         return scores
             .contiguous()?
             .apply_op2(&mask.contiguous()?, AttentionSoftmax { scale });
@@ -621,7 +627,7 @@ impl CustomOp1 for Rope {
 /// training forward and the KV-cached path share this kernel, so they agree exactly); composed
 /// from candle ops elsewhere.
 pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    if xs.device().is_cpu() {
+    if fused_kernels(xs) {
         return xs.contiguous()?.apply_op1(Rope {
             cos: cos.clone(),
             sin: sin.clone(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use still_api::ExampleFields;
 
 use crate::data::{self, ChatTemplate, LongExamples, Sequence};
@@ -63,6 +63,34 @@ pub struct TrainConfig {
     /// output folder when unset.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The dtype the forward and backward compute in (see [`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// `f32` throughout, or `bf16`: mixed precision, with the forward and backward in bf16 over f32
+/// master weights, f32 gradients and f32 optimizer state (a teacher, which has no gradients, is
+/// held in bf16). It pays on GPUs; on the CPU candle widens bf16 matrix products to f32, so it
+/// is slower there than f32 (the engine bench measures both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(EngineError::Config(format!(
+                "precision '{other}': expected f32 or bf16"
+            ))),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -85,6 +113,7 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             template: ChatTemplate::default(),
             cache_dir: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -250,6 +279,16 @@ pub fn train(
         return Err(EngineError::Config(
             "batch_size, grad_accum and epochs must be at least 1".into(),
         ));
+    }
+    let mut student = student;
+    if config.precision == Precision::Bf16 {
+        if student.model.dtype != DType::F32 {
+            return Err(EngineError::Config(format!(
+                "precision bf16 keeps an f32 master copy of the weights; the model was loaded in {:?}",
+                student.model.dtype
+            )));
+        }
+        student.model.set_compute_dtype(DType::BF16);
     }
     let device = student.model.device.clone();
     let prepared = data::prepare(
@@ -510,7 +549,11 @@ fn load_teacher(
         return Ok(Teacher::TopK(table));
     }
     let Some(k) = top_k else {
-        let t = hf::load(teacher, student.model.dtype, &student.model.device)?;
+        let t = hf::load(
+            teacher,
+            student.model.compute_dtype(),
+            &student.model.device,
+        )?;
         check_same_vocabulary(student, &t)?;
         return Ok(Teacher::Model(Box::new(t)));
     };
@@ -529,7 +572,11 @@ fn load_teacher(
         }
     }
     let started = Instant::now();
-    let t = hf::load(teacher, student.model.dtype, &student.model.device)?;
+    let t = hf::load(
+        teacher,
+        student.model.compute_dtype(),
+        &student.model.device,
+    )?;
     check_same_vocabulary(student, &t)?;
     let table = TeacherTopK::compute(&t, seqs, k, temperature, config.batch_size, &mut |_, _| {})?;
     drop(t);

@@ -11,7 +11,7 @@ use still_engine::hf;
 use still_engine::loss::{self, Divergence};
 use still_engine::model::Qwen2;
 use still_engine::synth;
-use still_engine::train::{self, Event, Method, StepMetrics, TrainConfig};
+use still_engine::train::{self, Event, Method, Precision, StepMetrics, TrainConfig};
 
 fn tiny_config(vocab: usize, tied: bool) -> Qwen2Config {
     let mut c = Qwen2Config::preset("tiny", vocab).unwrap();
@@ -654,6 +654,75 @@ fn resume_continues_the_same_loss_curve() {
         );
         assert_eq!(a.lr, b.lr);
     }
+}
+
+#[test]
+fn bf16_mixed_precision_trains_the_f32_master_weights() {
+    // Every parameter gets an f32 gradient through the bf16 forward.
+    let mut model = Qwen2::new(tiny_config(12, true), DType::F32, &Device::Cpu).unwrap();
+    model.init_weights(1).unwrap();
+    model.set_compute_dtype(DType::BF16);
+    let ids = sample_ids(12);
+    let logits = model.forward(&ids, &[6, 3]).unwrap();
+    assert_eq!(logits.dtype(), DType::BF16);
+    let weights = Tensor::ones((2, 6), DType::F32, &Device::Cpu).unwrap();
+    let grads = loss::cross_entropy_sum(&logits, &ids, &weights)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, var) in model.named_vars() {
+        let g = grads
+            .get(&var)
+            .unwrap_or_else(|| panic!("{name} got no gradient"));
+        assert_eq!((var.dtype(), g.dtype()), (DType::F32, DType::F32), "{name}");
+    }
+
+    // Training in bf16 follows the f32 curve closely, keeps f32 weights, and saves them in f32.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = synth::addition(2, 96, 5);
+    tiny_folder(&dir.path().join("base"), &rows, 6);
+    let run = |precision: Precision, out: &str| -> Vec<StepMetrics> {
+        let mut events = Vec::new();
+        let student = hf::load(&dir.path().join("base"), DType::F32, &Device::Cpu).unwrap();
+        train::train(
+            student,
+            &rows,
+            &TrainConfig {
+                precision,
+                ..quick_config(6)
+            },
+            &dir.path().join(out),
+            None,
+            &mut |e: &Event| events.push(e.clone()),
+            None,
+        )
+        .unwrap();
+        losses(&events)
+    };
+    let (full, mixed) = (run(Precision::F32, "f32"), run(Precision::Bf16, "bf16"));
+    assert_eq!(mixed.len(), 6);
+    for (a, b) in full.iter().zip(&mixed) {
+        // bf16 keeps 8 bits of mantissa: a relative difference of a few 1e-3 per step.
+        assert!(
+            (a.loss - b.loss).abs() / a.loss < 0.03,
+            "step {}: f32 {} vs bf16 {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+    assert_ne!(
+        full.last().unwrap().loss.to_bits(),
+        mixed.last().unwrap().loss.to_bits(),
+        "the bf16 run computed in bf16"
+    );
+    assert!(mixed.last().unwrap().loss < mixed[0].loss, "it learns");
+    let saved = candle_core::safetensors::load(
+        dir.path().join("bf16/final/model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(saved.values().all(|t| t.dtype() == DType::F32));
 }
 
 #[test]

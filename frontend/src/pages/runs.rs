@@ -118,6 +118,7 @@ struct Fields {
     temperature: RwSignal<String>,
     divergence: RwSignal<String>,
     teacher_top_k: RwSignal<String>,
+    precision: RwSignal<String>,
 }
 
 impl Fields {
@@ -142,6 +143,7 @@ impl Fields {
             temperature: text("2"),
             divergence: text("forward_kl"),
             teacher_top_k: text(""),
+            precision: text("f32"),
         }
     }
 
@@ -168,6 +170,7 @@ impl Fields {
                 divergence: kd.then(|| self.divergence.get()),
                 teacher_top_k: kd.then(|| parse_opt(&self.teacher_top_k.get())).flatten(),
                 device: Some(self.device.get()).filter(|d| !d.is_empty()),
+                precision: Some(self.precision.get()),
                 ..Default::default()
             },
             max_attempts: None,
@@ -200,6 +203,11 @@ impl Fields {
         ] {
             signal.set(text(key));
         }
+        self.precision.set(
+            Some(text("precision"))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "f32".into()),
+        );
         if let Some(method) = c.get("method") {
             let field = |k: &str| method.get(k).map(|v| v.to_string()).unwrap_or_default();
             if run.method == "kd" {
@@ -363,6 +371,9 @@ fn NewRunForm(
                     </select>
                 </label>
                 {choice("device", f.device, &[("", "any worker"), ("cpu", "CPU"), ("cuda", "CUDA GPU")])}
+                <span title="bf16: forward and backward in bf16 over f32 master weights and optimizer state. Pays on GPUs; slower than f32 on a CPU.">
+                    {choice("precision", f.precision, &[("f32", "f32"), ("bf16", "bf16 mixed")])}
+                </span>
             </div>
             <Show when=move || f.method.get() == "kd">
                 <div class="form-row">
