@@ -450,6 +450,7 @@ async fn estimate_memory(
         top_k,
         config.batch_size,
         seq,
+        config.precision,
     );
     Ok(MemoryEstimate {
         n_params: e.n_params as i64,

@@ -39,6 +39,12 @@ fn peak_rss_mib() -> f64 {
 fn throughput(steps: usize, bf16: bool) -> Vec<String> {
     let (batch, seq, vocab) = (8usize, 256usize, 8192usize);
     let config = Qwen2Config::preset("mini", vocab).unwrap();
+    let precision = if bf16 {
+        still_engine::train::Precision::Bf16
+    } else {
+        still_engine::train::Precision::F32
+    };
+    let estimate = still_engine::memory::estimate(&config, None, None, batch, seq, precision);
     let mut model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
     model.init_weights(1).unwrap();
     if bf16 {
@@ -102,6 +108,12 @@ fn throughput(steps: usize, bf16: bool) -> Vec<String> {
             peak_rss_mib()
         ),
         torch_reference(steps),
+        String::new(),
+        format!(
+            "Still's memory estimate for this run (`still_engine::memory::estimate`, what the queue \
+             checks against a worker's memory): {:.0} MiB",
+            estimate.total_bytes as f64 / (1024.0 * 1024.0)
+        ),
     ]
 }
 

@@ -174,7 +174,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let out = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
     let out = match b {
-        Some(b) => out.broadcast_add(b)?,
+        // As `1 · bᵀ`, a product, so that the bias gradient `1ᵀ g` accumulates in f32 even in
+        // bf16 (a broadcast's backward would sum the rows in bf16 on the CPU).
+        Some(b) => {
+            (out + Tensor::ones((rows, 1), b.dtype(), b.device())?.matmul(&b.reshape((1, ()))?)?)?
+        }
         None => out,
     };
     let mut out_dims = dims;

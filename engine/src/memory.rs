@@ -8,11 +8,14 @@
 //! benchmark prints it next to the measured peak.
 
 use crate::config::Qwen2Config;
+use crate::train::Precision;
 
-/// Bytes by part; all f32.
+/// Bytes by part: f32, or with mixed precision (`Precision::Bf16`) bf16 activations and a bf16
+/// teacher beside the f32 weights, gradients and optimizer state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Estimate {
     pub n_params: u64,
+    /// The weights (f32), plus with mixed precision the bf16 copy the forward computes with.
     pub params_bytes: u64,
     pub grads_bytes: u64,
     /// AdamW's two f32 moments.
@@ -71,24 +74,31 @@ pub fn estimate(
     top_k: Option<(usize, u64)>,
     batch: usize,
     seq: usize,
+    precision: Precision,
 ) -> Estimate {
     let (b, l) = (batch as u64, seq as u64);
     let n = n_params(student);
     let logits = b * l * student.vocab_size as u64;
     let layers = student.num_hidden_layers as u64 + 1;
-    // Logits, their softmax and its gradient; KD adds the tempered student and teacher
+    // Bytes per activation, and per logit of the compute dtype before the losses widen to f32.
+    let (act, compute_logits) = match precision {
+        Precision::F32 => (F32, 0),
+        Precision::Bf16 => (2, 2 * logits),
+    };
+    // Logits, their softmax and its gradient (in f32); KD adds the tempered student and teacher
     // distributions.
     let logit_floats = if teacher.is_some() { 5 } else { 3 } * logits;
-    let activations = (layers * layer_floats(student, b, l) + logit_floats) * F32;
+    let activations =
+        layers * layer_floats(student, b, l) * act + logit_floats * F32 + compute_logits;
     // Weights, plus one layer's forward at a time and its logits.
     let teacher_forward = teacher.map_or(0, |t| {
-        (n_params(t) + layer_floats(t, b, l) + b * l * t.vocab_size as u64) * F32
+        (n_params(t) + layer_floats(t, b, l)) * act + b * l * t.vocab_size as u64 * F32
     });
     let table = top_k.map(|(k, positions)| crate::topk::TeacherTopK::bytes_for(positions, k));
     let teacher_bytes = table.unwrap_or(teacher_forward);
     let mut e = Estimate {
         n_params: n,
-        params_bytes: n * F32,
+        params_bytes: n * F32 + if act == F32 { 0 } else { n * act },
         grads_bytes: n * F32,
         optimizer_bytes: 2 * n * F32,
         activations_bytes: activations,
@@ -141,17 +151,17 @@ mod tests {
     #[test]
     fn estimate_grows_with_batch_sequence_and_teacher() {
         let c = Qwen2Config::preset("mini", 8192).unwrap();
-        let base = estimate(&c, None, None, 8, 256);
+        let base = estimate(&c, None, None, 8, 256, Precision::F32);
         assert_eq!(base.optimizer_bytes, 2 * base.params_bytes);
-        assert!(estimate(&c, None, None, 16, 256).total_bytes > base.total_bytes);
+        assert!(estimate(&c, None, None, 16, 256, Precision::F32).total_bytes > base.total_bytes);
         // Attention is quadratic in the sequence length.
-        let long = estimate(&c, None, None, 8, 1024).activations_bytes;
+        let long = estimate(&c, None, None, 8, 1024, Precision::F32).activations_bytes;
         assert!(
             long > 4 * base.activations_bytes,
             "{long} vs {}",
             base.activations_bytes
         );
-        let kd = estimate(&c, Some(&c), None, 8, 256);
+        let kd = estimate(&c, Some(&c), None, 8, 256, Precision::F32);
         assert!(kd.teacher_bytes > base.params_bytes && kd.total_bytes > base.total_bytes);
         assert_eq!(
             kd.total_bytes,
@@ -164,12 +174,34 @@ mod tests {
     }
 
     #[test]
+    fn mixed_precision_halves_activations_and_adds_a_bf16_weight_copy() {
+        let c = Qwen2Config::preset("mini", 8192).unwrap();
+        let full = estimate(&c, Some(&c), None, 8, 256, Precision::F32);
+        let mixed = estimate(&c, Some(&c), None, 8, 256, Precision::Bf16);
+        assert_eq!(mixed.params_bytes, full.params_bytes * 3 / 2);
+        assert_eq!(
+            (mixed.grads_bytes, mixed.optimizer_bytes),
+            (full.grads_bytes, full.optimizer_bytes)
+        );
+        assert!(mixed.activations_bytes < full.activations_bytes);
+        assert!(mixed.activations_bytes > full.activations_bytes / 2);
+        assert!(mixed.teacher_bytes < full.teacher_bytes);
+    }
+
+    #[test]
     fn a_top_k_table_keeps_a_large_teacher_out_of_training_memory() {
         let student = Qwen2Config::preset("tiny", 8192).unwrap();
         let teacher = Qwen2Config::preset("small", 8192).unwrap();
-        let full = estimate(&student, Some(&teacher), None, 8, 256);
+        let full = estimate(&student, Some(&teacher), None, 8, 256, Precision::F32);
         let table = crate::topk::TeacherTopK::bytes_for(100_000, 32);
-        let sparse = estimate(&student, Some(&teacher), Some((32, 100_000)), 8, 256);
+        let sparse = estimate(
+            &student,
+            Some(&teacher),
+            Some((32, 100_000)),
+            8,
+            256,
+            Precision::F32,
+        );
         assert_eq!(sparse.teacher_bytes, table);
         assert!(sparse.total_bytes < full.total_bytes);
         // Never below either phase: training with the table, or the teacher building it.

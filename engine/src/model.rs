@@ -4,8 +4,9 @@
 //! its fused RMSNorm/RoPE/softmax ops have no backward, so gradients are cut silently
 //! (`../shared/ENGINE.md`). This model's training forward uses only differentiable ops over all
 //! positions with a causal + padding mask (and fused ops of our own that have a backward, see
-//! [`crate::ops`]); `forward_cached` is the generation path (KV cache, candle's fused inference
-//! ops) and must agree with it (a test checks).
+//! [`crate::ops`] and [`crate::fused`]); `forward_cached` is the generation path (KV cache; on
+//! the CPU the same norm, SwiGLU and RoPE kernels, elsewhere candle's fused inference ops) and must
+//! agree with it (a test checks).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -272,18 +273,27 @@ impl Qwen2 {
         Ok(())
     }
 
+    /// RMSNorm in the weight's dtype: with mixed precision the bf16 activations are widened to
+    /// f32 for it (as transformers does), so the mean of squares and the weight's gradient, a
+    /// sum over every row, are not accumulated in bf16.
     fn rms_norm_train(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        crate::fused::rms_norm(xs, &weight.to_dtype(xs.dtype())?, eps)
+        if xs.dtype() != weight.dtype() {
+            return crate::fused::rms_norm(&xs.to_dtype(weight.dtype())?, weight, eps)?
+                .to_dtype(xs.dtype());
+        }
+        crate::fused::rms_norm(xs, weight, eps)
     }
 
     /// The generation path's RMSNorm: the training kernel on the CPU (so both paths agree
-    /// exactly), candle's fused inference op elsewhere.
+    /// exactly), candle's fused inference op elsewhere; in the weight's dtype as above.
     fn rms_norm_cached(xs: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        let weight = weight.to_dtype(xs.dtype())?;
-        if crate::ops::fused_kernels(xs) {
-            return crate::fused::rms_norm(xs, &weight, eps);
-        }
-        candle_nn::ops::rms_norm(xs, &weight, eps as f32)
+        let wide = xs.to_dtype(weight.dtype())?;
+        let out = if crate::ops::fused_kernels(&wide) {
+            crate::fused::rms_norm(&wide, weight, eps)?
+        } else {
+            candle_nn::ops::rms_norm(&wide, weight, eps as f32)?
+        };
+        out.to_dtype(xs.dtype())
     }
 
     /// Training forward over all positions. `ids`: `[B, L]` u32, right-padded; `lengths[b]` is
@@ -342,7 +352,8 @@ impl Qwen2 {
     }
 
     /// Generation forward: appends `ids` (`[1, T]`) to the cache and returns the logits of the
-    /// last position (`[V]`). Uses candle's fused inference ops (no gradients needed here).
+    /// last position (`[V]`). No gradients are needed here: off the CPU, candle's fused inference
+    /// norm is used.
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.config;

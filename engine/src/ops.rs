@@ -4,12 +4,14 @@
 //! allocates several `[tokens, vocab]` temporaries forward and more backward. Fused, the forward
 //! makes one pass per row and the backward writes `softmax − one_hot` once.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
+};
 
 /// Whether the fused CPU kernels take `t` (on the CPU, in f32 or f64); other devices and dtypes
 /// (bf16 compute) use composed candle ops, which have a backward too.
 pub(crate) fn fused_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 pub(crate) fn threads() -> usize {
@@ -190,7 +192,8 @@ pub(crate) mod num_traits_like {
 /// `exp` for f32 without a libm call and without branches, so the row loops vectorise:
 /// Cephes' range reduction `x = n·ln 2 + r` (|r| ≤ ln 2 / 2) and its degree-6 polynomial for
 /// `e^r`, scaled by `2^n` through the exponent bits. Within 2 ulp of `f32::exp` on
-/// [−87.3, 88] (a test checks; the kernels only take `x − max ≤ 0`); `e^88` above; exactly 0
+/// [−87.3, 88] (a test checks; the softmax kernels take `x − max ≤ 0`, the sigmoid any sign);
+/// `e^88` above; exactly 0
 /// below (so `−∞` entries of a mask stay exact zeros); NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
@@ -527,6 +530,15 @@ pub fn attention_softmax(
             .contiguous()?
             .apply_op2(&mask.contiguous()?, AttentionSoftmax { scale });
     }
+    if !matches!(scores.dtype(), DType::F32 | DType::F64) {
+        // Mixed precision: the softmax's sums in f32 (as transformers does), then back.
+        let wide = attention_softmax(
+            &scores.to_dtype(DType::F32)?,
+            &mask.to_dtype(DType::F32)?,
+            scale,
+        )?;
+        return wide.to_dtype(scores.dtype());
+    }
     candle_nn::ops::softmax(
         &(scores * scale)?.broadcast_add(mask)?,
         candle_core::D::Minus1,
@@ -624,8 +636,8 @@ impl CustomOp1 for Rope {
 }
 
 /// RoPE over `[B, H, L, D]` with `cos`/`sin` `[L, D/2]`, differentiable. Fused on the CPU (the
-/// training forward and the KV-cached path share this kernel, so they agree exactly); composed
-/// from candle ops elsewhere.
+/// KV-cached path uses it; the training forward rotates inside [`crate::fused::split_heads`]
+/// with the same arithmetic, so they agree exactly); composed from candle ops elsewhere.
 pub fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     if fused_kernels(xs) {
         return xs.contiguous()?.apply_op1(Rope {

@@ -199,7 +199,7 @@ mod fused {
     pub fn applies(theta: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> bool {
         [theta, g, m, v].iter().all(|t| {
             t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
-        }) && theta.shape() == g.shape()
+        }) && [g, m, v].iter().all(|t| t.shape() == theta.shape())
     }
 
     /// `m ← m·β + (g·clip)·(1 − β)`, or with `(g·clip)²` for the second moment.
@@ -303,24 +303,14 @@ mod fused {
         s: Step,
     ) -> candle_core::Result<()> {
         // candle's `x * c` and `x / c` multiply by `c as f32` and `1/c as f32`: the same here.
-        m.inplace_op2(
-            g,
-            &Moment {
-                beta: s.beta1 as f32,
-                one_minus_beta: (1.0 - s.beta1) as f32,
-                clip: s.clip as f32,
-                square: false,
-            },
-        )?;
-        v.inplace_op2(
-            g,
-            &Moment {
-                beta: s.beta2 as f32,
-                one_minus_beta: (1.0 - s.beta2) as f32,
-                clip: s.clip as f32,
-                square: true,
-            },
-        )?;
+        let moment = |beta: f64, square: bool| Moment {
+            beta: beta as f32,
+            one_minus_beta: (1.0 - beta) as f32,
+            clip: s.clip as f32,
+            square,
+        };
+        m.inplace_op2(g, &moment(s.beta1, false))?;
+        v.inplace_op2(g, &moment(s.beta2, true))?;
         theta.inplace_op3(
             m,
             v,

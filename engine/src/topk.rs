@@ -89,8 +89,19 @@ pub fn vocab_hash(tokenizer: &Tokenizer) -> String {
 }
 
 /// A name for the cached table of `(teacher, sequences, k, temperature)`.
-pub fn cache_file_name(teacher: &Path, seqs: &[Sequence], k: usize, temperature: f64) -> String {
+/// The teacher's dtype counts too (a bf16 teacher gives slightly other log-probabilities); f32
+/// keeps the names tables had before dtypes were part of them.
+pub fn cache_file_name(
+    teacher: &Path,
+    dtype: candle_core::DType,
+    seqs: &[Sequence],
+    k: usize,
+    temperature: f64,
+) -> String {
     let mut h = fnv(FNV_START, teacher.to_string_lossy().as_bytes());
+    if dtype != candle_core::DType::F32 {
+        h = fnv(h, dtype.as_str().as_bytes());
+    }
     for s in seqs {
         h = fnv(h, &sequence_hash(s).to_le_bytes());
     }

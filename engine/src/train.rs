@@ -349,6 +349,14 @@ pub fn train(
         let state: TrainerState =
             serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json"))?)
                 .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.display())))?;
+        if state.config.precision != config.precision {
+            return Err(EngineError::Checkpoint(format!(
+                "{}: it was written by a {:?} run, this run is {:?}",
+                dir.display(),
+                state.config.precision,
+                config.precision
+            )));
+        }
         if state.total_steps != total_steps {
             return Err(EngineError::Checkpoint(format!(
                 "{}: it was written for {} total steps, this run has {total_steps} (different data or config)",
@@ -561,7 +569,13 @@ fn load_teacher(
         .cache_dir
         .as_deref()
         .unwrap_or(out)
-        .join(crate::topk::cache_file_name(teacher, seqs, k, temperature));
+        .join(crate::topk::cache_file_name(
+            teacher,
+            student.model.compute_dtype(),
+            seqs,
+            k,
+            temperature,
+        ));
     if path.is_file() {
         // A damaged or mismatched table is computed again rather than trusted.
         if let Ok(table) = TeacherTopK::load(&path)
