@@ -2,10 +2,13 @@
 //! estimate and the queue's memory requirement).
 //!
 //! The activation term follows what this engine's training forward keeps for backward, per
-//! layer (norm inputs and outputs, q/k/v before and after RoPE, K/V repeated for GQA, three
-//! B×H×L×L attention tensors, the MLP's four intermediate tensors, residuals) plus the logits and
-//! their softmax; one more layer's worth covers the transient gradients of backward. The engine
-//! benchmark prints it next to the measured peak.
+//! layer (the residual stream and norm outputs, the q/k/v projections and their heads with K/V
+//! repeated for GQA, the attention scores and probabilities, the attention output before and
+//! after merging its heads, the MLP's gate, up and product), plus the logits; two more layers'
+//! worth cover backward's transient gradients and the zero-filled buffers candle accumulates
+//! them in, and the logits count four times at the start of backward (the logits, their
+//! gradient, its zero-filled accumulator and the sum). The engine benchmark prints the estimate
+//! next to the measured peak RSS (which also holds the process itself).
 
 use crate::config::Qwen2Config;
 use crate::train::Precision;
@@ -61,8 +64,8 @@ fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64) -> u64 {
         c.num_key_value_heads as u64,
         c.head_dim() as u64,
     );
-    let per_token = 10 * h + 4 * i + 4 * nkv * d + 2 * nh * d;
-    t * per_token + 3 * batch * nh * seq * seq
+    let per_token = 7 * h + 6 * nh * d + 2 * nkv * d + 3 * i;
+    t * per_token + 2 * batch * nh * seq * seq
 }
 
 /// The estimate for training `student` on batches of `batch` × `seq` tokens, with a KD teacher
@@ -79,15 +82,15 @@ pub fn estimate(
     let (b, l) = (batch as u64, seq as u64);
     let n = n_params(student);
     let logits = b * l * student.vocab_size as u64;
-    let layers = student.num_hidden_layers as u64 + 1;
+    let layers = student.num_hidden_layers as u64 + 2;
     // Bytes per activation, and per logit of the compute dtype before the losses widen to f32.
     let (act, compute_logits) = match precision {
         Precision::F32 => (F32, 0),
         Precision::Bf16 => (2, 2 * logits),
     };
-    // Logits, their softmax and its gradient (in f32); KD adds the tempered student and teacher
-    // distributions.
-    let logit_floats = if teacher.is_some() { 5 } else { 3 } * logits;
+    // Logits, their gradient, its zero-filled accumulator and the sum (in f32); KD adds the
+    // tempered student and teacher distributions.
+    let logit_floats = if teacher.is_some() { 6 } else { 4 } * logits;
     let activations =
         layers * layer_floats(student, b, l) * act + logit_floats * F32 + compute_logits;
     // Weights, plus one layer's forward at a time and its logits.
