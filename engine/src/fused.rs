@@ -541,19 +541,12 @@ struct Heads {
     rope: Option<(Tensor, Tensor)>,
 }
 
-/// `dst = R(±θ_l) src` for one head row (the `rotate_half` form of HF Qwen2), or a copy.
+/// `dst = R(±θ_l) src` for one head row ([`crate::ops::rotate_half_row`]), or a copy.
 #[inline(always)]
 fn rotate<T: Float>(dst: &mut [T], src: &[T], rope: Option<(&[T], &[T])>, inverse: bool) {
-    let Some((c, s)) = rope else {
-        dst.copy_from_slice(src);
-        return;
-    };
-    let half = src.len() / 2;
-    for i in 0..half {
-        let (x1, x2) = (src[i], src[i + half]);
-        let si = if inverse { -s[i] } else { s[i] };
-        dst[i] = x1.mul(c[i]) - x2.mul(si);
-        dst[i + half] = x2.mul(c[i]) + x1.mul(si);
+    match rope {
+        Some((c, s)) => crate::ops::rotate_half_row(dst, src, c, s, inverse),
+        None => dst.copy_from_slice(src),
     }
 }
 
@@ -751,14 +744,7 @@ pub fn split_heads(
     if let Some((cos, sin)) = rope {
         out = crate::ops::rope(&out, cos, sin)?;
     }
-    if rep > 1 {
-        let (b, h, l, d) = out.dims4()?;
-        out = out
-            .unsqueeze(2)?
-            .broadcast_as((b, h, rep, l, d))?
-            .reshape((b, h * rep, l, d))?;
-    }
-    Ok(out)
+    crate::model::repeat_kv(&out, rep)
 }
 
 /// Heads `[B, H, L, D]` → `[B, L, H·D]`, differentiable: one node on the CPU in f32/f64.

@@ -98,7 +98,7 @@ fn rope_tables(
 }
 
 /// `[B, KV, L, D]` → `[B, KV·n_rep, L, D]` by repetition (differentiable).
-fn repeat_kv(xs: &Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
+pub(crate) fn repeat_kv(xs: &Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
     if n_rep == 1 {
         return Ok(xs.clone());
     }

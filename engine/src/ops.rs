@@ -555,6 +555,27 @@ struct Rope {
     inverse: bool,
 }
 
+/// `dst = R(±θ) src` for one row in the `rotate_half` form of HF Qwen2: for each pair
+/// `(x₁, x₂) = (src[i], src[i + D/2])`, `(x₁ cos − x₂ sin, x₂ cos + x₁ sin)`. The one rotation
+/// of the engine (this op and [`crate::fused::split_heads`]), so the KV-cached and training
+/// paths agree exactly.
+#[inline(always)]
+pub(crate) fn rotate_half_row<T: num_traits_like::Float>(
+    dst: &mut [T],
+    src: &[T],
+    cos: &[T],
+    sin: &[T],
+    inverse: bool,
+) {
+    let half = src.len() / 2;
+    for i in 0..half {
+        let (x1, x2) = (src[i], src[i + half]);
+        let si = if inverse { -sin[i] } else { sin[i] };
+        dst[i] = x1.mul(cos[i]) - x2.mul(si);
+        dst[i + half] = x2.mul(cos[i]) + x1.mul(si);
+    }
+}
+
 fn rope_rows<T: num_traits_like::Float>(
     x: &[T],
     cos: &[T],
@@ -571,13 +592,7 @@ fn rope_rows<T: num_traits_like::Float>(
             &cos[t * half..(t + 1) * half],
             &sin[t * half..(t + 1) * half],
         );
-        let row = &x[n * d..(n + 1) * d];
-        for i in 0..half {
-            let (x1, x2) = (row[i], row[i + half]);
-            let si = if inverse { -s[i] } else { s[i] };
-            dst[i] = x1.mul(c[i]) - x2.mul(si);
-            dst[i + half] = x2.mul(c[i]) + x1.mul(si);
-        }
+        rotate_half_row(dst, &x[n * d..(n + 1) * d], c, s, inverse);
     });
     out
 }
