@@ -10,10 +10,12 @@
 pub use candle_core as candle;
 
 pub mod alloc;
+pub mod attention;
 pub mod config;
 pub mod data;
 pub mod eval;
 pub mod fused;
+mod gemm;
 pub mod generate;
 pub mod hf;
 pub mod loss;

@@ -302,7 +302,12 @@ impl Qwen2 {
         let (b, l) = ids.dims2()?;
         let cfg = &self.config;
         let c = self.compute;
-        let mask = attention_mask(lengths, l, &self.device)?.to_dtype(c)?;
+        // The additive mask only for the composed attention (bf16, other devices); the CPU's
+        // fused attention reads the lengths.
+        let mask = match crate::ops::fused_kernels_for(&self.device, c) {
+            true => None,
+            false => Some(attention_mask(lengths, l, &self.device)?.to_dtype(c)?),
+        };
         let cos = self.cos.narrow(0, 0, l)?.to_dtype(c)?;
         let sin = self.sin.narrow(0, 0, l)?.to_dtype(c)?;
         let (nh, nkv, hd) = (
@@ -319,14 +324,15 @@ impl Qwen2 {
         for layer in &self.layers {
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.input_norm, cfg.rms_norm_eps)?;
-            // Heads `[B, H, L, D]` straight from the projections: queries and keys rotated, KV
-            // heads repeated for GQA.
+            // Heads `[B, H, L, D]` straight from the projections, queries and keys rotated; the
+            // attention reads each KV head for its group of query heads (GQA).
             let rope = Some((&cos, &sin));
             let q = crate::fused::split_heads(&layer.q.forward(&h)?, nh, 1, rope)?;
-            let k = crate::fused::split_heads(&layer.k.forward(&h)?, nkv, nh / nkv, rope)?;
-            let v = crate::fused::split_heads(&layer.v.forward(&h)?, nkv, nh / nkv, None)?;
-            let probs = crate::ops::attention_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
-            let attn = crate::fused::merge_heads(&probs.matmul(&v)?)?;
+            let k = crate::fused::split_heads(&layer.k.forward(&h)?, nkv, 1, rope)?;
+            let v = crate::fused::split_heads(&layer.v.forward(&h)?, nkv, 1, None)?;
+            let attn =
+                crate::attention::causal_attention(&q, &k, &v, lengths, scale, mask.as_ref())?;
+            let attn = crate::fused::merge_heads(&attn)?;
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.post_norm, cfg.rms_norm_eps)?;

@@ -11,7 +11,12 @@ use candle_core::{
 /// Whether the fused CPU kernels take `t` (on the CPU, in f32 or f64); other devices and dtypes
 /// (bf16 compute) use composed candle ops, which have a backward too.
 pub(crate) fn fused_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    fused_kernels_for(t.device(), t.dtype())
+}
+
+/// [`fused_kernels`] for tensors of `dtype` on `device`.
+pub(crate) fn fused_kernels_for(device: &candle_core::Device, dtype: DType) -> bool {
+    device.is_cpu() && matches!(dtype, DType::F32 | DType::F64)
 }
 
 pub(crate) fn threads() -> usize {

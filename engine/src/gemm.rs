@@ -1,0 +1,143 @@
+//! Small matrix products on slices, for kernels that work block by block inside one graph node
+//! (causal attention): the `gemm` crate candle itself multiplies with, behind a checked view.
+//!
+//! candle's own product allocates its output and cannot accumulate into an existing buffer; a
+//! kernel that walks a sequence in blocks needs `C (+)= A·B` on sub-matrices of buffers it owns.
+
+use crate::ops::num_traits_like::Float;
+
+/// A read-only `rows × cols` matrix inside `data`: element `(i, j)` at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// One past the last element a `rows × cols` view with strides `rs`, `cs` reads.
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+impl<'a, T> View<'a, T> {
+    /// Panics when the view reaches past `data` (a bug in the caller's index arithmetic).
+    pub(crate) fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        assert!(
+            extent(rows, cols, rs, cs) <= data.len(),
+            "a {rows}×{cols} view (strides {rs}, {cs}) reaches past {} elements",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// Row-major and contiguous: `rows × cols` at the start of `data`.
+    pub(crate) fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose, without moving anything.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// `dst = a·b`, or `dst += a·b` with `accumulate`; `dst` is row-major with rows `ld` apart.
+/// Single-threaded: callers run independent blocks on their own threads. f32 or f64.
+#[allow(unsafe_code)]
+pub(crate) fn matmul<T: Float + 'static>(
+    dst: &mut [T],
+    ld: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions: {m}×{k} times {}×{n}", b.rows);
+    assert!(n <= ld, "{n} columns do not fit rows {ld} apart");
+    assert!(
+        extent(m, n, ld, 1) <= dst.len(),
+        "a {m}×{n} product does not fit {} elements",
+        dst.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let as_isize = |x: usize| isize::try_from(x).expect("strides fit isize");
+    // SAFETY: every index the product reads (`a`, `b`) or writes (`dst`) is inside its slice:
+    // the views checked their extents when made, and `dst`'s extent is checked above; `dst` is
+    // borrowed mutably, so it aliases neither input. `gemm` supports f32 and f64, the only
+    // implementors of `Float`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            as_isize(ld),
+            accumulate,
+            a.data.as_ptr(),
+            as_isize(a.cs),
+            as_isize(a.rs),
+            b.data.as_ptr(),
+            as_isize(b.cs),
+            as_isize(b.rs),
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_of_strided_views_match_a_naive_loop() {
+        // a: 3×4 inside a 5-wide buffer; b: the transpose of a 2×4 row-major block.
+        let a_buf: Vec<f64> = (0..15).map(|x| x as f64 * 0.5 - 2.0).collect();
+        let b_buf: Vec<f64> = (0..8).map(|x| 1.0 - x as f64 * 0.25).collect();
+        let a = View::new(&a_buf, 3, 4, 5, 1);
+        let b = View::rows(&b_buf, 2, 4).t();
+        let mut dst = vec![1.0; 3 * 3];
+        matmul(&mut dst, 3, a, b, true);
+        for i in 0..3 {
+            for j in 0..2 {
+                let want: f64 = (0..4).map(|p| a_buf[i * 5 + p] * b_buf[j * 4 + p]).sum();
+                assert!((dst[i * 3 + j] - (1.0 + want)).abs() < 1e-12);
+            }
+            assert_eq!(dst[i * 3 + 2], 1.0, "the padding column is not touched");
+        }
+        matmul(&mut dst, 3, a, b, false);
+        assert!((dst[0] - (0..4).map(|p| a_buf[p] * b_buf[p]).sum::<f64>()).abs() < 1e-12);
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches past")]
+    fn a_view_past_its_buffer_is_refused() {
+        let data = [0f32; 6];
+        let _ = View::new(&data, 3, 3, 2, 1);
+    }
+}
