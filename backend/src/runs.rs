@@ -372,14 +372,17 @@ fn model_config(model: &ModelSummary, config: &str) -> Result<still_engine::conf
 }
 
 /// The memory a run needs: parameters, gradients, AdamW moments, a teacher, and activations at
-/// its micro-batch × the tokens of the dataset's longest row (capped by `max_seq_len`).
+/// its micro-batch × the tokens of the dataset's longest row (capped by `max_seq_len`). A run
+/// that may land on a GPU (`device` any or cuda) is estimated with the GPU's larger attention.
 async fn estimate_memory(
     pool: &SqlitePool,
     model: &ModelSummary,
     teacher: Option<&ModelSummary>,
     dataset_id: i64,
     config: &TrainConfig,
+    device: Option<&str>,
 ) -> Result<MemoryEstimate> {
+    let on_cpu = device == Some("cpu");
     let stored = |id: i64| {
         sqlx::query_scalar::<_, String>("SELECT config FROM models WHERE id = ?")
             .bind(id)
@@ -451,6 +454,7 @@ async fn estimate_memory(
         config.batch_size,
         seq,
         config.precision,
+        on_cpu,
     );
     Ok(MemoryEstimate {
         n_params: e.n_params as i64,
@@ -484,8 +488,15 @@ async fn plan(state: &AppState, body: &NewRun) -> Result<Plan> {
     let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
     let device = run_device(&body.params)?;
     let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
-    let estimate =
-        estimate_memory(&state.db, &model, teacher.as_ref(), dataset.id, &config).await?;
+    let estimate = estimate_memory(
+        &state.db,
+        &model,
+        teacher.as_ref(),
+        dataset.id,
+        &config,
+        device,
+    )
+    .await?;
     Ok(Plan {
         model,
         teacher,

@@ -61,13 +61,41 @@ impl<'a, T> View<'a, T> {
 
 /// `dst = a·b`, or `dst += a·b` with `accumulate`; `dst` is row-major with rows `ld` apart.
 /// Single-threaded: callers run independent blocks on their own threads. f32 or f64.
-#[allow(unsafe_code)]
 pub(crate) fn matmul<T: Float + 'static>(
     dst: &mut [T],
     ld: usize,
     a: View<'_, T>,
     b: View<'_, T>,
     accumulate: bool,
+) {
+    product(dst, ld, a, b, accumulate, gemm::Parallelism::None);
+}
+
+/// [`matmul`] on candle's thread count, for one large product. gemm splits the output into
+/// tiles and sums each tile's inner dimension in one fixed order, so the result does not depend
+/// on the thread count.
+pub(crate) fn matmul_threads<T: Float + 'static>(
+    dst: &mut [T],
+    ld: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) {
+    let parallelism = match crate::ops::threads() {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    product(dst, ld, a, b, accumulate, parallelism);
+}
+
+#[allow(unsafe_code)]
+fn product<T: Float + 'static>(
+    dst: &mut [T],
+    ld: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions: {m}×{k} times {}×{n}", b.rows);
@@ -105,7 +133,7 @@ pub(crate) fn matmul<T: Float + 'static>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

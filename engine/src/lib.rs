@@ -17,6 +17,7 @@ pub mod eval;
 pub mod fused;
 mod gemm;
 pub mod generate;
+pub mod head_loss;
 pub mod hf;
 pub mod loss;
 pub mod memory;

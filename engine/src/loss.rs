@@ -51,6 +51,32 @@ pub fn cross_entropy_sum(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Res
     Ok((nll * w)?.sum_all()?)
 }
 
+/// [`cross_entropy_sum`] from the final hidden states `[B, L, H]` and the output layer's weight
+/// `[V, H]` instead of the logits: the SFT loss. On the CPU in f32/f64 the output layer and the
+/// loss are one node that never holds more than a chunk of the logits
+/// ([`crate::head_loss::head_cross_entropy_sum`]).
+pub fn next_token_cross_entropy_sum(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let ids = ids.to_vec2::<u32>()?;
+    let weights = weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let (mut next, mut next_weights) = (Vec::new(), Vec::new());
+    for (row, w) in ids.iter().zip(&weights) {
+        // The last position predicts nothing: a dummy target with weight 0.
+        next.extend(row.iter().skip(1).chain([&0]));
+        next_weights.extend(w.iter().skip(1).chain([&0.0]));
+    }
+    Ok(crate::head_loss::head_cross_entropy_sum(
+        hidden,
+        lm_head,
+        &next,
+        &next_weights,
+    )?)
+}
+
 /// The student's logits `[B, L, V]` at the positions that have a next token, divided by the
 /// temperature, with `L`.
 fn tempered_student(student: &Tensor, temperature: f64) -> candle_core::Result<(usize, Tensor)> {

@@ -2,13 +2,17 @@
 //! estimate and the queue's memory requirement).
 //!
 //! The activation term follows what this engine's training forward keeps for backward, per
-//! layer (the residual stream and norm outputs, the q/k/v projections and their heads with K/V
-//! repeated for GQA, the attention scores and probabilities, the attention output before and
-//! after merging its heads, the MLP's gate, up and product), plus the logits; two more layers'
-//! worth cover backward's transient gradients and the zero-filled buffers candle accumulates
-//! them in, and the logits count four times at the start of backward (the logits, their
-//! gradient, its zero-filled accumulator and the sum). The engine benchmark prints the estimate
-//! next to the measured peak RSS (which also holds the process itself).
+//! layer: the residual stream and norm outputs, the q/k/v projections and their heads, the
+//! attention output before and after merging its heads, the MLP's gate, up and product. Which
+//! attention and loss run depends on where: on the CPU in f32 attention is one node that keeps
+//! no `L × L` scores (K/V heads not repeated), and the SFT loss never holds more than a chunk of
+//! the logits, but keeps the output layer's gradients from the forward to the backward. Elsewhere
+//! (GPU, bf16) the composed attention keeps repeated K/V heads, scores and probabilities, and
+//! the logits count four times at the start of backward (the logits, their gradient, its
+//! zero-filled accumulator and the sum; KD adds the tempered distributions). Two more layers'
+//! worth cover backward's transient gradients and the zero-filled buffers candle accumulates them
+//! in. The engine benchmark prints the estimate next to the measured peak RSS (which also holds
+//! the process itself).
 
 use crate::config::Qwen2Config;
 use crate::train::Precision;
@@ -55,8 +59,9 @@ pub fn n_params(c: &Qwen2Config) -> u64 {
     embed + layers + h + head
 }
 
-/// Floats one layer keeps for backward over `tokens` = batch × seq positions.
-fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64) -> u64 {
+/// Floats one layer keeps for backward over `tokens` = batch × seq positions, with the CPU's
+/// fused attention (`fused`) or the composed one.
+fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64, fused: bool) -> u64 {
     let t = batch * seq;
     let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
     let (nh, nkv, d) = (
@@ -64,13 +69,17 @@ fn layer_floats(c: &Qwen2Config, batch: u64, seq: u64) -> u64 {
         c.num_key_value_heads as u64,
         c.head_dim() as u64,
     );
-    let per_token = 7 * h + 6 * nh * d + 2 * nkv * d + 3 * i;
-    t * per_token + 2 * batch * nh * seq * seq
+    if fused {
+        t * (7 * h + 4 * nh * d + 4 * nkv * d + 3 * i)
+    } else {
+        t * (7 * h + 6 * nh * d + 2 * nkv * d + 3 * i) + 2 * batch * nh * seq * seq
+    }
 }
 
 /// The estimate for training `student` on batches of `batch` × `seq` tokens, with a KD teacher
 /// when given, distilled from its top-k table of `positions` target positions when `top_k` is
-/// `(k, positions)`.
+/// `(k, positions)`; `on_cpu` when the run is known to train on a CPU (otherwise the larger,
+/// composed attention and loss are assumed).
 pub fn estimate(
     student: &Qwen2Config,
     teacher: Option<&Qwen2Config>,
@@ -78,24 +87,35 @@ pub fn estimate(
     batch: usize,
     seq: usize,
     precision: Precision,
+    on_cpu: bool,
 ) -> Estimate {
     let (b, l) = (batch as u64, seq as u64);
     let n = n_params(student);
-    let logits = b * l * student.vocab_size as u64;
+    let (v, h) = (student.vocab_size as u64, student.hidden_size as u64);
+    let logits = b * l * v;
     let layers = student.num_hidden_layers as u64 + 2;
+    let fused = on_cpu && precision == Precision::F32;
     // Bytes per activation, and per logit of the compute dtype before the losses widen to f32.
     let (act, compute_logits) = match precision {
         Precision::F32 => (F32, 0),
         Precision::Bf16 => (2, 2 * logits),
     };
-    // Logits, their gradient, its zero-filled accumulator and the sum (in f32); KD adds the
-    // tempered student and teacher distributions.
-    let logit_floats = if teacher.is_some() { 6 } else { 4 } * logits;
+    let logit_floats = match (teacher, fused) {
+        // The fused SFT loss: one chunk of logits, the output layer's gradients `dX`, `dW`
+        // held from forward to backward, and `dW` once more in candle's accumulator.
+        (None, true) => {
+            crate::head_loss::chunk_rows(v as usize, 4) as u64 * v + b * l * h + 3 * v * h
+        }
+        // Logits, their gradient, its zero-filled accumulator and the sum (in f32).
+        (None, false) => 4 * logits,
+        // KD adds the tempered student and teacher distributions.
+        (Some(_), _) => 6 * logits,
+    };
     let activations =
-        layers * layer_floats(student, b, l) * act + logit_floats * F32 + compute_logits;
+        layers * layer_floats(student, b, l, fused) * act + logit_floats * F32 + compute_logits;
     // Weights, plus one layer's forward at a time and its logits.
     let teacher_forward = teacher.map_or(0, |t| {
-        (n_params(t) + layer_floats(t, b, l)) * act + b * l * t.vocab_size as u64 * F32
+        (n_params(t) + layer_floats(t, b, l, fused)) * act + b * l * t.vocab_size as u64 * F32
     });
     let table = top_k.map(|(k, positions)| crate::topk::TeacherTopK::bytes_for(positions, k));
     let teacher_bytes = table.unwrap_or(teacher_forward);
@@ -154,17 +174,28 @@ mod tests {
     #[test]
     fn estimate_grows_with_batch_sequence_and_teacher() {
         let c = Qwen2Config::preset("mini", 8192).unwrap();
-        let base = estimate(&c, None, None, 8, 256, Precision::F32);
+        let base = estimate(&c, None, None, 8, 256, Precision::F32, false);
         assert_eq!(base.optimizer_bytes, 2 * base.params_bytes);
-        assert!(estimate(&c, None, None, 16, 256, Precision::F32).total_bytes > base.total_bytes);
+        assert!(
+            estimate(&c, None, None, 16, 256, Precision::F32, false).total_bytes > base.total_bytes
+        );
         // Attention is quadratic in the sequence length.
-        let long = estimate(&c, None, None, 8, 1024, Precision::F32).activations_bytes;
+        let long = estimate(&c, None, None, 8, 1024, Precision::F32, false).activations_bytes;
         assert!(
             long > 4 * base.activations_bytes,
             "{long} vs {}",
             base.activations_bytes
         );
-        let kd = estimate(&c, Some(&c), None, 8, 256, Precision::F32);
+        // On the CPU in f32 attention keeps no `L × L` scores and SFT no whole logits: less,
+        // and linear in the sequence length.
+        let cpu = estimate(&c, None, None, 8, 256, Precision::F32, true).activations_bytes;
+        assert!(cpu < base.activations_bytes / 2, "{cpu}");
+        let cpu_long = estimate(&c, None, None, 8, 1024, Precision::F32, true).activations_bytes;
+        assert!(
+            cpu_long > 3 * cpu && cpu_long <= 4 * cpu,
+            "{cpu_long} vs {cpu}"
+        );
+        let kd = estimate(&c, Some(&c), None, 8, 256, Precision::F32, false);
         assert!(kd.teacher_bytes > base.params_bytes && kd.total_bytes > base.total_bytes);
         assert_eq!(
             kd.total_bytes,
@@ -179,8 +210,8 @@ mod tests {
     #[test]
     fn mixed_precision_halves_activations_and_adds_a_bf16_weight_copy() {
         let c = Qwen2Config::preset("mini", 8192).unwrap();
-        let full = estimate(&c, Some(&c), None, 8, 256, Precision::F32);
-        let mixed = estimate(&c, Some(&c), None, 8, 256, Precision::Bf16);
+        let full = estimate(&c, Some(&c), None, 8, 256, Precision::F32, false);
+        let mixed = estimate(&c, Some(&c), None, 8, 256, Precision::Bf16, false);
         assert_eq!(mixed.params_bytes, full.params_bytes * 3 / 2);
         assert_eq!(
             (mixed.grads_bytes, mixed.optimizer_bytes),
@@ -195,7 +226,15 @@ mod tests {
     fn a_top_k_table_keeps_a_large_teacher_out_of_training_memory() {
         let student = Qwen2Config::preset("tiny", 8192).unwrap();
         let teacher = Qwen2Config::preset("small", 8192).unwrap();
-        let full = estimate(&student, Some(&teacher), None, 8, 256, Precision::F32);
+        let full = estimate(
+            &student,
+            Some(&teacher),
+            None,
+            8,
+            256,
+            Precision::F32,
+            false,
+        );
         let table = crate::topk::TeacherTopK::bytes_for(100_000, 32);
         let sparse = estimate(
             &student,
@@ -204,6 +243,7 @@ mod tests {
             8,
             256,
             Precision::F32,
+            false,
         );
         assert_eq!(sparse.teacher_bytes, table);
         assert!(sparse.total_bytes < full.total_bytes);

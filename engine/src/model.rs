@@ -299,6 +299,27 @@ impl Qwen2 {
     /// Training forward over all positions. `ids`: `[B, L]` u32, right-padded; `lengths[b]` is
     /// the number of real tokens in row `b`. Returns logits `[B, L, V]`.
     pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.logits(&self.forward_hidden(ids, lengths)?)
+    }
+
+    /// The output layer's weight `[V, hidden]` (the embedding when tied), in f32.
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Logits `[…, V]` of final hidden states `[…, hidden]` (from [`Self::forward_hidden`]).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(Linear {
+            weight: self.lm_head.clone(),
+            bias: None,
+        }
+        .forward(hidden)?)
+    }
+
+    /// [`Self::forward`] up to the final norm: hidden states `[B, L, hidden]` in the compute
+    /// dtype, for a loss that applies the output layer itself
+    /// ([`crate::head_loss::head_cross_entropy_sum`]).
+    pub fn forward_hidden(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let cfg = &self.config;
         let c = self.compute;
@@ -339,13 +360,7 @@ impl Qwen2 {
             let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
-        let xs = Self::rms_norm_train(&xs, &self.norm, cfg.rms_norm_eps)?;
-        let logits = Linear {
-            weight: self.lm_head.clone(),
-            bias: None,
-        }
-        .forward(&xs)?;
-        Ok(logits)
+        Ok(Self::rms_norm_train(&xs, &self.norm, cfg.rms_norm_eps)?)
     }
 
     /// An empty cache for up to `max_len` positions.

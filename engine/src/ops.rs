@@ -148,6 +148,7 @@ pub(crate) mod num_traits_like {
         /// `1 / (1 + e^−x)`.
         fn sigmoid(self) -> Self;
         fn from_f64(x: f64) -> Self;
+        fn to_f64(self) -> f64;
     }
     macro_rules! float {
         ($t:ty, $exp:expr) => {
@@ -186,6 +187,9 @@ pub(crate) mod num_traits_like {
                 }
                 fn from_f64(x: f64) -> Self {
                     x as $t
+                }
+                fn to_f64(self) -> f64 {
+                    self as f64
                 }
             }
         };

@@ -406,9 +406,24 @@ pub fn train(
             let batch_seqs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
             tokens += batch_seqs.iter().map(|s| s.ids.len()).sum::<usize>();
             let (ids, weights, lens) = batch_tensors(&batch_seqs, &device)?;
-            let logits = student.model.forward(&ids, &lens)?;
-            let ce = (loss::cross_entropy_sum(&logits, &ids, &weights)? / denom)?;
-            let total = match (&config.method, &teacher) {
+            let hidden = student.model.forward_hidden(&ids, &lens)?;
+            // SFT never needs the logits as a whole: the output layer and its loss are one node
+            // that goes through them a chunk of rows at a time. Distillation compares them.
+            let logits = match teacher {
+                Some(_) => Some(student.model.logits(&hidden)?),
+                None => None,
+            };
+            let ce = match &logits {
+                Some(logits) => loss::cross_entropy_sum(logits, &ids, &weights)?,
+                None => loss::next_token_cross_entropy_sum(
+                    &hidden,
+                    student.model.lm_head(),
+                    &ids,
+                    &weights,
+                )?,
+            };
+            let ce = (ce / denom)?;
+            let total = match (&config.method, &teacher, &logits) {
                 (
                     Method::Kd {
                         alpha,
@@ -417,6 +432,7 @@ pub fn train(
                         ..
                     },
                     Some(t),
+                    Some(logits),
                 ) => {
                     let vocab = student.tokenizer.get_vocab_size(true);
                     let s_logits = logits.narrow(2, 0, vocab)?;

@@ -60,9 +60,10 @@ fn gradients_match_finite_differences() {
     .unwrap()
     .to_dtype(DType::F64)
     .unwrap();
+    // The SFT loss as training computes it: the output layer and the loss as one node.
     let loss_of = |m: &Qwen2| -> Tensor {
-        let logits = m.forward(&ids, &lengths).unwrap();
-        loss::cross_entropy_sum(&logits, &ids, &weights).unwrap()
+        let hidden = m.forward_hidden(&ids, &lengths).unwrap();
+        loss::next_token_cross_entropy_sum(&hidden, m.lm_head(), &ids, &weights).unwrap()
     };
     let grads = loss_of(&model).backward().unwrap();
     let checks = [
@@ -121,9 +122,9 @@ fn every_parameter_receives_a_gradient() {
         let model = Qwen2::new(tiny_config(12, tied), DType::F32, &Device::Cpu).unwrap();
         model.init_weights(1).unwrap();
         let ids = sample_ids(12);
-        let logits = model.forward(&ids, &[6, 3]).unwrap();
+        let hidden = model.forward_hidden(&ids, &[6, 3]).unwrap();
         let weights = Tensor::ones((2, 6), DType::F32, &Device::Cpu).unwrap();
-        let grads = loss::cross_entropy_sum(&logits, &ids, &weights)
+        let grads = loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), &ids, &weights)
             .unwrap()
             .backward()
             .unwrap();
@@ -301,10 +302,12 @@ fn the_loss_covers_thinking_and_answer_only() {
         still_engine::tokenizer::decode(&folder.tokenizer, &seq.ids[prompt_len..], false).unwrap();
     assert_eq!(response, template.response(&rows[0]));
 
-    // With fixed logits: relabelling a prompt position changes nothing, an answer position does.
+    // With fixed hidden states and output layer: relabelling a prompt position changes nothing,
+    // an answer position does.
     let l = seq.ids.len();
     let vocab = folder.tokenizer.get_vocab_size(true);
-    let logits = Tensor::randn(0f32, 1.0, (1, l, vocab), &Device::Cpu).unwrap();
+    let hidden = Tensor::randn(0f32, 1.0, (1, l, 16), &Device::Cpu).unwrap();
+    let head = Tensor::randn(0f32, 1.0, (vocab, 16), &Device::Cpu).unwrap();
     let weights = Tensor::from_vec(
         seq.train
             .iter()
@@ -319,7 +322,7 @@ fn the_loss_covers_thinking_and_answer_only() {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        loss::cross_entropy_sum(&logits, &ids, &weights)
+        loss::next_token_cross_entropy_sum(&hidden, &head, &ids, &weights)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
