@@ -441,7 +441,7 @@ fn distilling_from_itself_costs_nothing_and_a_different_tokenizer_is_refused() {
     );
 }
 
-/// Trains `steps` steps of KD from `teacher` and returns the events.
+/// Trains 3 steps of KD from `teacher` in f32 and returns the events.
 fn kd_run(
     student: &Path,
     teacher: &Path,
@@ -450,7 +450,21 @@ fn kd_run(
     rows: &[ExampleFields],
     out: &Path,
 ) -> Result<Vec<Event>, String> {
+    kd_run_in(Precision::F32, student, teacher, top_k, cache, rows, out)
+}
+
+/// [`kd_run`] in `precision`.
+fn kd_run_in(
+    precision: Precision,
+    student: &Path,
+    teacher: &Path,
+    top_k: Option<usize>,
+    cache: Option<&Path>,
+    rows: &[ExampleFields],
+    out: &Path,
+) -> Result<Vec<Event>, String> {
     let config = TrainConfig {
+        precision,
         method: Method::Kd {
             teacher: teacher.to_path_buf(),
             alpha: 0.5,
@@ -474,6 +488,11 @@ fn kd_run(
     )
     .map_err(|e| e.to_string())?;
     Ok(events)
+}
+
+/// The last loss of a curve, as bits.
+fn a_bits(curve: &[StepMetrics]) -> u64 {
+    curve.last().expect("a step").loss.to_bits()
 }
 
 fn top_k_event(events: &[Event]) -> (usize, bool, std::path::PathBuf) {
@@ -530,6 +549,37 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
             a.loss,
             b.loss
         );
+    }
+
+    // In mixed precision (bf16 student compute, a bf16 teacher, a top-k table made by the bf16
+    // teacher) both follow the f32 curves up to bf16 rounding.
+    for (top_k, f32_curve, out) in [
+        (None, &full, "full-bf16"),
+        (Some(vocab - 1), &all, "all-bf16"),
+    ] {
+        let events = kd_run_in(
+            Precision::Bf16,
+            &student,
+            &teacher,
+            top_k,
+            None,
+            &rows,
+            &p.join(out),
+        )
+        .unwrap();
+        let mixed = losses(&events);
+        assert_eq!(mixed.len(), 3);
+        for (a, b) in f32_curve.iter().zip(&mixed) {
+            assert!(b.kd.unwrap() > 1e-3, "{out}: teacher and student differ");
+            assert!(
+                (a.loss - b.loss).abs() / a.loss < 0.03,
+                "{out} step {}: f32 {} vs bf16 {}",
+                a.step,
+                a.loss,
+                b.loss
+            );
+        }
+        assert_ne!(a_bits(f32_curve), a_bits(&mixed), "{out}: computed in bf16");
     }
 
     // A small k, cached: the second run finds the table without loading the teacher (it is gone).
