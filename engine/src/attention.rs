@@ -232,10 +232,7 @@ impl CausalAttention {
 }
 
 fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg("causal attention needs contiguous inputs".into())
-    })?;
-    Ok(&s.as_slice::<T>()?[a..b])
+    crate::ops::contiguous_slice(s, l, "causal attention")
 }
 
 impl CustomOp3 for CausalAttention {

@@ -134,10 +134,7 @@ fn slice<'a, T: candle_core::WithDType>(
     s: &'a CpuStorage,
     l: &Layout,
 ) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg("output-layer cross-entropy needs contiguous inputs".into())
-    })?;
-    Ok(&s.as_slice::<T>()?[a..b])
+    crate::ops::contiguous_slice(s, l, "output-layer cross-entropy")
 }
 
 impl CustomOp2 for HeadCrossEntropy {
@@ -299,21 +296,12 @@ mod tests {
         );
         assert!(a > 1.0 && (a - b).abs() < 1e-9 * a, "{a} vs {b}");
         let (gf, gc) = (fused.backward().unwrap(), composed.backward().unwrap());
+        let values = |grads: &candle_core::backprop::GradStore, var: &Var| {
+            let g = grads.get(var).unwrap().flatten_all().unwrap();
+            g.to_vec1::<f64>().unwrap()
+        };
         for var in [&x, &w] {
-            let f = gf
-                .get(var)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            let c = gc
-                .get(var)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
+            let (f, c) = (values(&gf, var), values(&gc, var));
             assert!(f.iter().any(|g| g.abs() > 1e-3));
             for (p, q) in f.iter().zip(&c) {
                 assert!((p - q).abs() < 1e-12, "gradient {p} vs {q}");

@@ -23,6 +23,18 @@ pub(crate) fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
+/// The elements of a contiguous CPU tensor as a `T` slice; `what` names the op in the error.
+pub(crate) fn contiguous_slice<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} needs contiguous inputs")))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
 /// Runs `f(row_index, row_out)` over rows of `out` (each `width` long) on the candle thread count.
 pub(crate) fn par_rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let rows = out.len() / width.max(1);
