@@ -76,7 +76,6 @@ impl CausalAttention {
 
     /// `P` for query rows `[i0, i0 + m)` of one head against its first `nk` keys, into `p`
     /// (`m × nk`): the softmax of `scale · q kᵀ` over each row's visible keys, zero elsewhere.
-    #[allow(clippy::too_many_arguments)]
     fn probs<T: Float + 'static>(
         &self,
         p: &mut [T],
@@ -250,19 +249,10 @@ impl CustomOp3 for CausalAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = self.dims(l1.shape(), l2.shape(), l3.shape())?;
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
         let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(self.forward::<f32>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                cpu_slice(s3, l3)?,
-                dims,
-            )),
-            DType::F64 => CpuStorage::F64(self.forward::<f64>(
-                cpu_slice(s1, l1)?,
-                cpu_slice(s2, l2)?,
-                cpu_slice(s3, l3)?,
-                dims,
-            )),
+            DType::F32 => CpuStorage::F32(self.forward_storage::<f32>(inputs, dims)?),
+            DType::F64 => CpuStorage::F64(self.forward_storage::<f64>(inputs, dims)?),
             other => candle_core::bail!("causal attention: f32 or f64, not {other:?}"),
         };
         Ok((out, l1.shape().clone()))
@@ -286,6 +276,20 @@ impl CustomOp3 for CausalAttention {
 }
 
 impl CausalAttention {
+    /// [`Self::forward`] on the op's `(storage, layout)` inputs `q`, `k`, `v`.
+    fn forward_storage<T: Float + WithDType>(
+        &self,
+        [q, k, v]: [(&CpuStorage, &Layout); 3],
+        dims: Dims,
+    ) -> candle_core::Result<Vec<T>> {
+        Ok(self.forward::<T>(
+            cpu_slice(q.0, q.1)?,
+            cpu_slice(k.0, k.1)?,
+            cpu_slice(v.0, v.1)?,
+            dims,
+        ))
+    }
+
     fn backward_tensors<T: Float + WithDType>(
         &self,
         q: &Tensor,

@@ -63,11 +63,11 @@ impl HeadCrossEntropy {
             vec![T::zero(); vocab * hidden],
         );
         let chunk_size = chunk_rows(vocab, std::mem::size_of::<T>());
-        let chunk_rows = chunk_size.min(selected.len().max(1));
-        let mut xs = vec![T::zero(); chunk_rows * hidden];
-        let mut dxs = vec![T::zero(); chunk_rows * hidden];
-        let mut z = vec![T::zero(); chunk_rows * vocab];
-        let mut nll = vec![0f64; chunk_rows];
+        let scratch_rows = chunk_size.min(selected.len().max(1));
+        let mut xs = vec![T::zero(); scratch_rows * hidden];
+        let mut dxs = vec![T::zero(); scratch_rows * hidden];
+        let mut z = vec![T::zero(); scratch_rows * vocab];
+        let mut nll = vec![0f64; scratch_rows];
         let mut loss = 0f64;
         let w_view = View::rows(w, vocab, hidden);
         for chunk in selected.chunks(chunk_size) {
@@ -185,22 +185,8 @@ impl CustomOp2 for HeadCrossEntropy {
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let taken = self.grads.lock().expect("not poisoned").take();
         let (dx, dw) = match taken {
-            Some(Grads::F32(mut dx, mut dw)) => {
-                scale(&mut dx, g as f32);
-                scale(&mut dw, g as f32);
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
-            Some(Grads::F64(mut dx, mut dw)) => {
-                scale(&mut dx, g);
-                scale(&mut dw, g);
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }
+            Some(Grads::F32(dx, dw)) => scaled(dx, dw, g as f32, x, w)?,
+            Some(Grads::F64(dx, dw)) => scaled(dx, dw, g, x, w)?,
             None => candle_core::bail!(
                 "output-layer cross-entropy: its gradient was already taken (one backward per \
                  forward)"
@@ -210,10 +196,22 @@ impl CustomOp2 for HeadCrossEntropy {
     }
 }
 
-fn scale<T: Float>(xs: &mut [T], g: T) {
-    for x in xs {
-        *x = x.mul(g);
+/// The gradients made by the forward (for an incoming gradient of 1), times the real incoming
+/// gradient `g`, as tensors shaped like `x` and `w`.
+fn scaled<T: Float + candle_core::WithDType>(
+    mut dx: Vec<T>,
+    mut dw: Vec<T>,
+    g: T,
+    x: &Tensor,
+    w: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    for v in dx.iter_mut().chain(dw.iter_mut()) {
+        *v = Float::mul(*v, g);
     }
+    Ok((
+        Tensor::from_vec(dx, x.shape(), x.device())?,
+        Tensor::from_vec(dw, w.shape(), w.device())?,
+    ))
 }
 
 /// `Σ_n weights[n] · nll_n` of the targets under the logits `hidden Wᵀ` (`hidden` `[…, H]`, `W`

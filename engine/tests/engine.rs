@@ -441,20 +441,8 @@ fn distilling_from_itself_costs_nothing_and_a_different_tokenizer_is_refused() {
     );
 }
 
-/// Trains 3 steps of KD from `teacher` in f32 and returns the events.
+/// Trains 3 steps of KD from `teacher` in `precision` and returns the events.
 fn kd_run(
-    student: &Path,
-    teacher: &Path,
-    top_k: Option<usize>,
-    cache: Option<&Path>,
-    rows: &[ExampleFields],
-    out: &Path,
-) -> Result<Vec<Event>, String> {
-    kd_run_in(Precision::F32, student, teacher, top_k, cache, rows, out)
-}
-
-/// [`kd_run`] in `precision`.
-fn kd_run_in(
     precision: Precision,
     student: &Path,
     teacher: &Path,
@@ -522,8 +510,20 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
     let (student, teacher) = (p.join("student"), p.join("teacher"));
 
     // k = vocab − 1 keeps the whole distribution: the same curve as distilling from the model.
-    let full = losses(&kd_run(&student, &teacher, None, None, &rows, &p.join("full")).unwrap());
+    let full = losses(
+        &kd_run(
+            Precision::F32,
+            &student,
+            &teacher,
+            None,
+            None,
+            &rows,
+            &p.join("full"),
+        )
+        .unwrap(),
+    );
     let events = kd_run(
+        Precision::F32,
         &student,
         &teacher,
         Some(vocab - 1),
@@ -557,7 +557,7 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
         (None, &full, "full-bf16"),
         (Some(vocab - 1), &all, "all-bf16"),
     ] {
-        let events = kd_run_in(
+        let events = kd_run(
             Precision::Bf16,
             &student,
             &teacher,
@@ -585,6 +585,7 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
     // A small k, cached: the second run finds the table without loading the teacher (it is gone).
     let cache = p.join("cache");
     let first = kd_run(
+        Precision::F32,
         &student,
         &teacher,
         Some(8),
@@ -599,6 +600,7 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
     assert!(k8[0].kd.unwrap() > 1e-3 && k8[0].kd.unwrap() < full[0].kd.unwrap() + 1e-6);
     std::fs::rename(&teacher, p.join("teacher-moved")).unwrap();
     let again = kd_run(
+        Precision::F32,
         &student,
         &teacher,
         Some(8),
@@ -614,7 +616,16 @@ fn distilling_from_a_precomputed_teacher_top_k_table() {
     assert_eq!(curve(&k8), curve(&losses(&again)));
 
     // The table file itself can stand for the teacher; another temperature is refused.
-    let direct = kd_run(&student, &table, None, None, &rows, &p.join("direct")).unwrap();
+    let direct = kd_run(
+        Precision::F32,
+        &student,
+        &table,
+        None,
+        None,
+        &rows,
+        &p.join("direct"),
+    )
+    .unwrap();
     assert_eq!(losses(&direct)[0].loss, k8[0].loss);
     let config = TrainConfig {
         method: Method::Kd {
