@@ -7,9 +7,13 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-batch, seq, vocab = 8, 256, 8192
-config = Qwen2Config(vocab_size=vocab, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+# The preset's shapes, as in engine/src/config.rs: hidden, layers, heads, KV heads, MLP.
+PRESETS = {"tiny": (128, 4, 4, 2, 384), "mini": (256, 4, 4, 2, 768)}
+preset = sys.argv[2] if len(sys.argv) > 2 else "mini"
+batch, seq, vocab = (int(x) for x in sys.argv[3:6]) if len(sys.argv) > 5 else (8, 256, 8192)
+hidden, layers, heads, kv_heads, mlp = PRESETS[preset]
+config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                     num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=True,
                      max_position_embeddings=4096)
 model = Qwen2ForCausalLM(config)
 model.train()

@@ -2,7 +2,9 @@
 //! vocab 8192, batch 8 × 256, f32), with where the time goes; and, with `-- --learn`, the
 //! wall time for the synthetic addition task to reach 90% held-out accuracy.
 //!
-//! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn] [-- --bf16]`. When
+//! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn] [-- --bf16]`
+//! (`--small` measures the `--learn` run's shapes instead; `--steps 0` skips the throughput table; `--learn` takes `--batch`, `--lr`, `--max-steps` and
+//! `--eval-every` to try other recipes). When
 //! Python with torch and transformers is importable, the same config runs through
 //! `Qwen2ForCausalLM` (`engine/benches/torch_reference.py`) for comparison; otherwise that row
 //! says it was skipped. `--bf16` measures mixed precision (bf16 compute over f32 master weights)
@@ -36,9 +38,38 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn throughput(steps: usize, bf16: bool) -> Vec<String> {
-    let (batch, seq, vocab) = (8usize, 256usize, 8192usize);
-    let config = Qwen2Config::preset("mini", vocab).unwrap();
+/// The benchmark's model and batch: the engine's fixed config, or with `--small` the shapes of
+/// the `--learn` run (tiny preset, hidden 128, short rows), where per-kernel overheads show.
+struct Shapes {
+    preset: &'static str,
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+}
+
+impl Shapes {
+    fn from_args(args: &[String]) -> Self {
+        if args.iter().any(|a| a == "--small") {
+            Shapes {
+                preset: "tiny",
+                batch: 32,
+                seq: 64,
+                vocab: 400,
+            }
+        } else {
+            Shapes {
+                preset: "mini",
+                batch: 8,
+                seq: 256,
+                vocab: 8192,
+            }
+        }
+    }
+}
+
+fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
+    let (batch, seq, vocab) = (shapes.batch, shapes.seq, shapes.vocab);
+    let config = Qwen2Config::preset(shapes.preset, vocab).unwrap();
     let precision = if bf16 {
         still_engine::train::Precision::Bf16
     } else {
@@ -110,7 +141,7 @@ fn throughput(steps: usize, bf16: bool) -> Vec<String> {
             tokens / step_s,
             peak_rss_mib()
         ),
-        torch_reference(steps),
+        torch_reference(steps, shapes),
         String::new(),
         format!(
             "Still's memory estimate for this run (`still_engine::memory::estimate`, what the queue \
@@ -120,12 +151,18 @@ fn throughput(steps: usize, bf16: bool) -> Vec<String> {
     ]
 }
 
-fn torch_reference(steps: usize) -> String {
+fn torch_reference(steps: usize, shapes: &Shapes) -> String {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_reference.py");
     let output = std::process::Command::new("python3")
         .arg(&script)
         .arg(steps.to_string())
+        .args([
+            shapes.preset,
+            &shapes.batch.to_string(),
+            &shapes.seq.to_string(),
+            &shapes.vocab.to_string(),
+        ])
         .output();
     match output {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -141,9 +178,38 @@ fn torch_reference(steps: usize) -> String {
     }
 }
 
+/// The recipe of the `--learn` run; each field can be overridden on the command line
+/// (`--batch N --lr X --max-steps N --eval-every N`) to compare recipes.
+struct Recipe {
+    batch: usize,
+    lr: f64,
+    max_steps: usize,
+    eval_every: usize,
+}
+
+impl Recipe {
+    fn from_args(args: &[String]) -> Self {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| {
+                    v.parse::<f64>()
+                        .unwrap_or_else(|_| panic!("{flag} wants a number, got '{v}'"))
+                })
+        };
+        Recipe {
+            batch: value("--batch").map_or(32, |v| v as usize),
+            lr: value("--lr").unwrap_or(3e-3),
+            max_steps: value("--max-steps").map_or(2000, |v| v as usize),
+            eval_every: value("--eval-every").map_or(125, |v| v as usize),
+        }
+    }
+}
+
 /// Trains the tiny preset from scratch on 2-digit addition (the CLI quick start's config) and
 /// evaluates every checkpoint on 100 held-out questions until one reaches 90%.
-fn learn() -> String {
+fn learn(recipe: &Recipe) -> String {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use still_engine::{data::ChatTemplate, eval, generate::GenerateOptions, hf, synth, train};
@@ -160,21 +226,22 @@ fn learn() -> String {
         .collect();
     let base = hf::create(&dir.path().join("base"), "tiny", &texts, 400, 0).unwrap();
     let config = train::TrainConfig {
-        lr: 3e-3,
-        epochs: 100,
-        max_steps: Some(2000),
-        batch_size: 32,
+        lr: recipe.lr,
+        epochs: 1000,
+        max_steps: Some(recipe.max_steps),
+        batch_size: recipe.batch,
         grad_accum: 1,
         max_seq_len: 160,
         warmup_ratio: 0.02,
         weight_decay: 0.0,
-        checkpoint_every: Some(125),
+        checkpoint_every: Some(recipe.eval_every),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut reached: Option<(usize, f64, f64)> = None;
     let mut training_s = 0f64;
+    let mut evaluating_s = 0f64;
     let mut observer = |event: &train::Event| {
         if let train::Event::Checkpoint { step, path } = event {
             let paused = Instant::now();
@@ -186,9 +253,10 @@ fn learn() -> String {
             let (summary, _) =
                 eval::evaluate(&model, &held_out, &ChatTemplate::default(), options, |_| {})
                     .unwrap();
-            training_s = started.elapsed().as_secs_f64() - paused.elapsed().as_secs_f64();
+            evaluating_s += paused.elapsed().as_secs_f64();
+            training_s = started.elapsed().as_secs_f64() - evaluating_s;
             eprintln!(
-                "step {step}: held-out accuracy {:.2} after {:.0} s",
+                "step {step}: held-out accuracy {:.2} after {:.0} s ({training_s:.0} s training, {evaluating_s:.0} s evaluating)",
                 summary.accuracy,
                 started.elapsed().as_secs_f64()
             );
@@ -209,10 +277,12 @@ fn learn() -> String {
     );
     match reached {
         Some((step, acc, wall)) => format!(
-            "| 2-digit addition, tiny preset (0.8 M parameters), from scratch, batch 32 | 90% held-out exact match at step {step} ({acc:.2}): {wall:.0} s wall including evaluations | < 600 s |"
+            "| 2-digit addition, tiny preset (0.8 M parameters), from scratch, batch {}, lr {}, cosine over {} steps | 90% held-out exact match at step {step} ({acc:.2}): {wall:.0} s wall ({training_s:.0} s training, {evaluating_s:.0} s evaluating) | < 600 s |",
+            recipe.batch, recipe.lr, recipe.max_steps
         ),
         None => format!(
-            "| 2-digit addition, tiny preset, from scratch | 90% not reached in 2000 steps ({training_s:.0} s) | < 600 s |"
+            "| 2-digit addition, tiny preset, from scratch, batch {}, lr {} | 90% not reached in {} steps ({training_s:.0} s training) | < 600 s |",
+            recipe.batch, recipe.lr, recipe.max_steps
         ),
     }
 }
@@ -227,19 +297,25 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5usize);
-    println!("| engine | step (8 × 256 tokens) | where the time goes (s) | tokens/s | peak RSS |");
-    println!("|---|---|---|---|---|");
-    for line in throughput(steps, args.iter().any(|a| a == "--bf16")) {
-        println!("{line}");
+    if steps > 0 {
+        let shapes = Shapes::from_args(&args);
+        println!(
+            "| engine | step ({} × {} tokens, {} preset, vocab {}) | where the time goes (s) | tokens/s | peak RSS |",
+            shapes.batch, shapes.seq, shapes.preset, shapes.vocab
+        );
+        println!("|---|---|---|---|---|");
+        for line in throughput(steps, args.iter().any(|a| a == "--bf16"), &shapes) {
+            println!("{line}");
+        }
+        println!(
+            "(Still's fwd includes the output layer's backward, which its fused loss does in the \
+             forward pass; PyTorch's bwd has it.)"
+        );
     }
-    println!(
-        "(Still's fwd includes the output layer's backward, which its fused loss does in the \
-         forward pass; PyTorch's bwd has it.)"
-    );
     if args.iter().any(|a| a == "--learn") {
         println!();
         println!("| task | result | target |");
         println!("|---|---|---|");
-        println!("{}", learn());
+        println!("{}", learn(&Recipe::from_args(&args)));
     }
 }

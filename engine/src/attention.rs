@@ -162,26 +162,23 @@ impl CausalAttention {
         );
         let group = self.rep * l * d;
         let per = (dk.len() / (l * d)).div_ceil(threads()).max(1);
-        std::thread::scope(|scope| {
-            let chunks = dq
-                .chunks_mut(per * group)
-                .zip(dk.chunks_mut(per * l * d))
-                .zip(dv.chunks_mut(per * l * d));
-            for (t, ((dq, dk), dv)) in chunks.enumerate() {
-                scope.spawn(move || {
-                    let heads = dq
-                        .chunks_mut(group)
-                        .zip(dk.chunks_mut(l * d))
-                        .zip(dv.chunks_mut(l * d));
-                    for (i, ((dq, dk), dv)) in heads.enumerate() {
-                        let g = t * per + i;
-                        let b = g / kv_heads;
-                        let (k, v) = (&k[g * l * d..][..l * d], &v[g * l * d..][..l * d]);
-                        let at = g * group;
-                        let (q, go) = (&q[at..][..group], &go[at..][..group]);
-                        self.backward_group(dq, dk, dv, (q, k, v, go), b, (l, d));
-                    }
-                });
+        let parts: Vec<_> = dq
+            .chunks_mut(per * group)
+            .zip(dk.chunks_mut(per * l * d))
+            .zip(dv.chunks_mut(per * l * d))
+            .collect();
+        crate::pool::for_each_part(parts, |t, ((dq, dk), dv)| {
+            let heads = dq
+                .chunks_mut(group)
+                .zip(dk.chunks_mut(l * d))
+                .zip(dv.chunks_mut(l * d));
+            for (i, ((dq, dk), dv)) in heads.enumerate() {
+                let g = t * per + i;
+                let b = g / kv_heads;
+                let (k, v) = (&k[g * l * d..][..l * d], &v[g * l * d..][..l * d]);
+                let at = g * group;
+                let (q, go) = (&q[at..][..group], &go[at..][..group]);
+                self.backward_group(dq, dk, dv, (q, k, v, go), b, (l, d));
             }
         });
         (dq, dk, dv)

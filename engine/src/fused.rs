@@ -9,11 +9,11 @@
 //! over rows (bias, norm weight) are summed in fixed blocks of rows, so they do not depend on
 //! the thread count. Other devices and dtypes use the composed ops, which have a backward too.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
+use crate::gemm::{View, matmul_threads};
 use crate::ops::num_traits_like::Float;
-use crate::ops::{PairKernel, fused_kernels, pair_kernel, par_rows, sum_lanes, threads};
+use crate::ops::{PairKernel, fused_kernels, pair_kernel, par_rows, sum_lanes};
 
 /// Rows per partial sum of a parameter gradient (fixed, so results do not depend on threads).
 const BLOCK_ROWS: usize = 64;
@@ -27,8 +27,96 @@ fn contiguous_range(layout: &Layout, what: &str) -> candle_core::Result<(usize, 
 /// `y = x Wᵀ (+ b)` over the last dimension of `x` (`[…, in]`, `W` `[out, in]`, `b` `[out]`).
 struct Linear;
 
-/// `x Wᵀ` of `x` `[…, in]` (any rank, contiguous) and `W` `[out, in]`, by candle's own matrix
-/// product with the weight read transposed in place.
+/// `A·B` of row-major CPU matrices in f32/f64, either read transposed in place (`ta`, `tb`):
+/// `A` is `[m, k]` (`[k, m]` with `ta`), `B` `[k, n]` (`[n, k]` with `tb`); a leading batch
+/// dimension on both multiplies batch by batch. On the kernels' threads through
+/// [`crate::gemm`], without candle's per-call thread-count probe.
+struct Product {
+    ta: bool,
+    tb: bool,
+}
+
+/// Batch, rows and columns of a contiguous `[m, n]` or `[batch, m, n]` layout, its start.
+fn matrices(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
+    let (start, _) = contiguous_range(l, what)?;
+    match *l.shape().dims() {
+        [r, c] => Ok((1, r, c, start)),
+        [b, r, c] => Ok((b, r, c, start)),
+        _ => candle_core::bail!("{what}: matrices or a batch of them, not {:?}", l.shape()),
+    }
+}
+
+fn product_slices<T: Float + 'static>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    (ta, tb): (bool, bool),
+) -> candle_core::Result<(Vec<T>, Shape)> {
+    let (batch, ar, ac, a0) = matrices(la, "product")?;
+    let (b_batch, br, bc, b0) = matrices(lb, "product")?;
+    let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if tb { (bc, br) } else { (br, bc) };
+    if k != k2 || batch != b_batch {
+        candle_core::bail!(
+            "product: {:?}{} does not fit {:?}{}",
+            la.shape(),
+            if ta { "ᵀ" } else { "" },
+            lb.shape(),
+            if tb { "ᵀ" } else { "" }
+        );
+    }
+    let mut out = vec![T::zero(); batch * m * n];
+    for (i, dst) in out.chunks_mut((m * n).max(1)).enumerate().take(batch) {
+        let a = View::rows(&a[a0 + i * ar * ac..], ar, ac);
+        let b = View::rows(&b[b0 + i * br * bc..], br, bc);
+        let a = if ta { a.t() } else { a };
+        let b = if tb { b.t() } else { b };
+        matmul_threads(dst, n, a, b, false);
+    }
+    let shape = if la.shape().rank() == 3 {
+        Shape::from((batch, m, n))
+    } else {
+        Shape::from((m, n))
+    };
+    Ok((out, shape))
+}
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "product"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        la: &Layout,
+        b: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let flags = (self.ta, self.tb);
+        match (a, b) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let (out, shape) = product_slices(a, la, b, lb, flags)?;
+                Ok((CpuStorage::F32(out), shape))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let (out, shape) = product_slices(a, la, b, lb, flags)?;
+                Ok((CpuStorage::F64(out), shape))
+            }
+            _ => candle_core::bail!("product: f32 or f64, both the same"),
+        }
+    }
+}
+
+/// `A·B` (either transposed) of contiguous CPU f32/f64 matrices, `[m, k]` or `[batch, m, k]`:
+/// a graph node without a backward (for gradients and inference, not for training graphs).
+pub(crate) fn product(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> candle_core::Result<Tensor> {
+    a.contiguous()?
+        .apply_op2_no_bwd(&b.contiguous()?, &Product { ta, tb })
+}
+
+/// `x Wᵀ` of `x` `[…, in]` (any rank, contiguous) and `W` `[out, in]`.
 fn linear_fwd(
     x: &CpuStorage,
     lx: &Layout,
@@ -45,11 +133,13 @@ fn linear_fwd(
         );
     }
     let (x0, _) = contiguous_range(lx, "fused linear")?;
-    let (w0, _) = contiguous_range(lw, "fused linear")?;
     let rows = lx.shape().elem_count() / in_dim.max(1);
     let lhs = Layout::contiguous_with_offset((rows, in_dim), x0);
-    let rhs = Layout::new(Shape::from((in_dim, out_dim)), vec![1, in_dim], w0);
-    let out = x.matmul(w, (1, rows, out_dim, in_dim), &lhs, &rhs)?;
+    let (out, _) = Product {
+        ta: false,
+        tb: true,
+    }
+    .cpu_fwd(x, &lhs, w, lw)?;
     let mut out_dims = dims.to_vec();
     *out_dims.last_mut().expect("rank ≥ 1") = out_dim;
     Ok((out, Shape::from(out_dims)))
@@ -145,14 +235,11 @@ fn linear_bwd(
     let rows = x.elem_count() / in_dim.max(1);
     let g = grad.contiguous()?.reshape((rows, out_dim))?;
     let x2 = x.reshape((rows, in_dim))?;
-    let dx = g.matmul(&w.detach())?.reshape(x.shape())?;
-    let dw = g.t()?.matmul(&x2.detach())?;
+    let dx = product(&g, w, false, false)?.reshape(x.shape())?;
+    let dw = product(&g, &x2, true, false)?;
     let db = if bias {
-        Some(
-            Tensor::ones((1, rows), g.dtype(), g.device())?
-                .matmul(&g)?
-                .reshape(out_dim)?,
-        )
+        let ones = Tensor::ones((1, rows), g.dtype(), g.device())?;
+        Some(product(&ones, &g, false, false)?.reshape(out_dim)?)
     } else {
         None
     };
@@ -227,43 +314,37 @@ fn rms_norm_grad_rows<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> 
     let mut out = vec![T::zero(); rows * h + h];
     let mut partial = vec![T::zero(); blocks * h];
     let (dx, dw) = out.split_at_mut(rows * h);
-    let per = blocks.div_ceil(threads()).max(1);
-    std::thread::scope(|scope| {
-        for (chunk, (dx_chunk, part_chunk)) in dx
-            .chunks_mut(per * BLOCK_ROWS * h)
-            .zip(partial.chunks_mut(per * h))
+    let per = blocks.div_ceil(crate::pool::parts_for(rows * h)).max(1);
+    let parts: Vec<_> = dx
+        .chunks_mut(per * BLOCK_ROWS * h)
+        .zip(partial.chunks_mut(per * h))
+        .collect();
+    crate::pool::for_each_part(parts, |chunk, (dx_chunk, part_chunk)| {
+        let mut scratch = vec![T::zero(); h];
+        for (b, (dx_block, part)) in dx_chunk
+            .chunks_mut(BLOCK_ROWS * h)
+            .zip(part_chunk.chunks_mut(h))
             .enumerate()
         {
-            scope.spawn(move || {
-                let mut scratch = vec![T::zero(); h];
-                for (b, (dx_block, part)) in dx_chunk
-                    .chunks_mut(BLOCK_ROWS * h)
-                    .zip(part_chunk.chunks_mut(h))
-                    .enumerate()
-                {
-                    let first = (chunk * per + b) * BLOCK_ROWS;
-                    for (i, dst) in dx_block.chunks_mut(h).enumerate() {
-                        let n = first + i;
-                        let (row, g) = (&x[n * h..(n + 1) * h], &dy[n * h..(n + 1) * h]);
-                        let r = inv_rms(row, &mut scratch, eps);
-                        for ((s, &gi), (&wi, &xi)) in
-                            scratch.iter_mut().zip(g).zip(w.iter().zip(row))
-                        {
-                            *s = gi.mul(wi).mul(xi);
-                        }
-                        let c = sum_lanes(&scratch).mul(r.mul(r).mul(r)) / T::from_f64(h as f64);
-                        for (((d, p), &gi), (&wi, &xi)) in dst
-                            .iter_mut()
-                            .zip(part.iter_mut())
-                            .zip(g)
-                            .zip(w.iter().zip(row))
-                        {
-                            *d = gi.mul(wi).mul(r) - xi.mul(c);
-                            *p += gi.mul(xi.mul(r));
-                        }
-                    }
+            let first = (chunk * per + b) * BLOCK_ROWS;
+            for (i, dst) in dx_block.chunks_mut(h).enumerate() {
+                let n = first + i;
+                let (row, g) = (&x[n * h..(n + 1) * h], &dy[n * h..(n + 1) * h]);
+                let r = inv_rms(row, &mut scratch, eps);
+                for ((s, &gi), (&wi, &xi)) in scratch.iter_mut().zip(g).zip(w.iter().zip(row)) {
+                    *s = gi.mul(wi).mul(xi);
                 }
-            });
+                let c = sum_lanes(&scratch).mul(r.mul(r).mul(r)) / T::from_f64(h as f64);
+                for (((d, p), &gi), (&wi, &xi)) in dst
+                    .iter_mut()
+                    .zip(part.iter_mut())
+                    .zip(g)
+                    .zip(w.iter().zip(row))
+                {
+                    *d = gi.mul(wi).mul(r) - xi.mul(c);
+                    *p += gi.mul(xi.mul(r));
+                }
+            }
         }
     });
     for part in partial.chunks(h) {
@@ -416,25 +497,25 @@ fn swiglu_grad_rows<T: Float>(gate: &[T], up: &[T], dy: &[T], width: usize) -> V
     let len = gate.len();
     let mut out = vec![T::zero(); 2 * len];
     let (d_gate, d_up) = out.split_at_mut(len);
-    let per = (len / width.max(1)).div_ceil(threads()).max(1) * width;
-    std::thread::scope(|scope| {
-        for (c, (dg, du)) in d_gate.chunks_mut(per).zip(d_up.chunks_mut(per)).enumerate() {
-            scope.spawn(move || {
-                let start = c * per;
-                let range = start..start + dg.len();
-                for (((dg, du), (&g, &u)), &d) in dg
-                    .iter_mut()
-                    .zip(du.iter_mut())
-                    .zip(gate[range.clone()].iter().zip(&up[range.clone()]))
-                    .zip(&dy[range])
-                {
-                    let s = g.sigmoid();
-                    *du = d.mul(g.mul(s));
-                    *dg = d
-                        .mul(u)
-                        .mul(s.mul(T::from_f64(1.0) + g.mul(T::from_f64(1.0) - s)));
-                }
-            });
+    let per = (len / width.max(1))
+        .div_ceil(crate::pool::parts_for(len))
+        .max(1)
+        * width.max(1);
+    let parts: Vec<_> = d_gate.chunks_mut(per).zip(d_up.chunks_mut(per)).collect();
+    crate::pool::for_each_part(parts, |c, (dg, du)| {
+        let start = c * per;
+        let range = start..start + dg.len();
+        for (((dg, du), (&g, &u)), &d) in dg
+            .iter_mut()
+            .zip(du.iter_mut())
+            .zip(gate[range.clone()].iter().zip(&up[range.clone()]))
+            .zip(&dy[range])
+        {
+            let s = g.sigmoid();
+            *du = d.mul(g.mul(s));
+            *dg = d
+                .mul(u)
+                .mul(s.mul(T::from_f64(1.0) + g.mul(T::from_f64(1.0) - s)));
         }
     });
     out

@@ -71,9 +71,30 @@ pub(crate) fn matmul<T: Float + 'static>(
     product(dst, ld, a, b, accumulate, gemm::Parallelism::None);
 }
 
-/// [`matmul`] on candle's thread count, for one large product. gemm splits the output into
-/// tiles and sums each tile's inner dimension in one fixed order, so the result does not depend
-/// on the thread count.
+/// Rows of a part of a parallel product: a multiple of gemm's tallest f32 micro-kernel (16).
+const PART_ROWS: usize = 16;
+
+/// Multiply-adds below which a product runs on the calling thread.
+const MIN_PARALLEL_MACS: usize = 1 << 18;
+
+impl<'a, T> View<'a, T> {
+    /// Rows `start..start + rows` of the view.
+    fn row_range(self, start: usize, rows: usize) -> Self {
+        assert!(start + rows <= self.rows, "rows past the view");
+        if rows == 0 {
+            return Self { rows, ..self };
+        }
+        Self {
+            data: &self.data[start * self.rs..],
+            rows,
+            ..self
+        }
+    }
+}
+
+/// [`matmul`] over the kernels' threads, for one large product: the output's rows are cut into
+/// one band per thread (each a product of its own on the pool, see [`crate::pool`]). Each
+/// element is still one dot product over the whole inner dimension in gemm's fixed order.
 pub(crate) fn matmul_threads<T: Float + 'static>(
     dst: &mut [T],
     ld: usize,
@@ -81,11 +102,22 @@ pub(crate) fn matmul_threads<T: Float + 'static>(
     b: View<'_, T>,
     accumulate: bool,
 ) {
-    let parallelism = match crate::ops::threads() {
-        1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let parts = if m.saturating_mul(n).saturating_mul(k) < MIN_PARALLEL_MACS {
+        1
+    } else {
+        crate::pool::threads().min(m.div_ceil(PART_ROWS)).max(1)
     };
-    product(dst, ld, a, b, accumulate, parallelism);
+    if parts == 1 {
+        return matmul(dst, ld, a, b, accumulate);
+    }
+    let per = m.div_ceil(parts).div_ceil(PART_ROWS) * PART_ROWS;
+    let bands: Vec<&mut [T]> = dst.chunks_mut(per * ld).collect();
+    crate::pool::for_each_part(bands, |i, band| {
+        let start = i * per;
+        let rows = per.min(m.saturating_sub(start));
+        matmul(band, ld, a.row_range(start, rows), b, accumulate);
+    });
 }
 
 #[allow(unsafe_code)]
@@ -160,6 +192,25 @@ mod tests {
         }
         matmul(&mut dst, 3, a, b, false);
         assert!((dst[0] - (0..4).map(|p| a_buf[p] * b_buf[p]).sum::<f64>()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_product_in_bands_equals_one_product() {
+        // Tall enough to be cut into bands (with a short last band), a strided `a`.
+        let (m, k, n) = (83, 64, 72);
+        let a_buf: Vec<f32> = (0..m * (k + 3))
+            .map(|x| ((x * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let b_buf: Vec<f32> = (0..n * k)
+            .map(|x| ((x * 53) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let a = View::new(&a_buf, m, k, k + 3, 1);
+        let b = View::rows(&b_buf, n, k).t();
+        let (mut one, mut bands) = (vec![0.5f32; m * n], vec![0.5f32; m * n]);
+        matmul(&mut one, n, a, b, true);
+        matmul_threads(&mut bands, n, a, b, true);
+        assert!(m * n * k >= MIN_PARALLEL_MACS);
+        assert_eq!(one, bands);
     }
 
     #[test]

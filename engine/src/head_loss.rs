@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::gemm::{View, matmul_threads};
 use crate::ops::num_traits_like::Float;
-use crate::ops::{fused_kernels, sum_lanes, threads};
+use crate::ops::{fused_kernels, sum_lanes};
 
 /// Rows per chunk: as many as fit [`CHUNK_BYTES`] of logits, within `[64, 512]`. Each chunk
 /// adds its share into the whole `dW` (`[vocab, hidden]`), so fewer, larger chunks stream `dW`
@@ -98,33 +98,29 @@ impl HeadCrossEntropy {
     /// Each row of `z` (the logits of rows `chunk`) becomes `w·(softmax − one_hot(target))`, and
     /// `nll[r]` its weighted negative log-likelihood `w·(logsumexp − z[target])`.
     fn softmax_grad<T: Float>(&self, z: &mut [T], nll: &mut [f64], chunk: &[usize], vocab: usize) {
-        let per = nll.len().div_ceil(threads()).max(1);
-        std::thread::scope(|scope| {
-            for (part, (zs, ls)) in z
-                .chunks_mut(per * vocab)
-                .zip(nll.chunks_mut(per))
-                .enumerate()
-            {
-                scope.spawn(move || {
-                    for (i, (row, slot)) in zs.chunks_mut(vocab).zip(ls.iter_mut()).enumerate() {
-                        let n = chunk[part * per + i];
-                        let t = (self.targets[n] as usize).min(vocab - 1);
-                        let weight = self.weights[n];
-                        let target_logit = row[t];
-                        let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-                        for e in row.iter_mut() {
-                            *e = (*e - max).exp();
-                        }
-                        let sum = sum_lanes(row);
-                        let lse = max + sum.ln();
-                        *slot = weight * (lse - target_logit).to_f64();
-                        let scale = T::from_f64(weight) / sum;
-                        for e in row.iter_mut() {
-                            *e = e.mul(scale);
-                        }
-                        row[t] = row[t] - T::from_f64(weight);
-                    }
-                });
+        let per = nll
+            .len()
+            .div_ceil(crate::pool::parts_for(nll.len() * vocab))
+            .max(1);
+        let parts: Vec<_> = z.chunks_mut(per * vocab).zip(nll.chunks_mut(per)).collect();
+        crate::pool::for_each_part(parts, |part, (zs, ls)| {
+            for (i, (row, slot)) in zs.chunks_mut(vocab).zip(ls.iter_mut()).enumerate() {
+                let n = chunk[part * per + i];
+                let t = (self.targets[n] as usize).min(vocab - 1);
+                let weight = self.weights[n];
+                let target_logit = row[t];
+                let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+                for e in row.iter_mut() {
+                    *e = (*e - max).exp();
+                }
+                let sum = sum_lanes(row);
+                let lse = max + sum.ln();
+                *slot = weight * (lse - target_logit).to_f64();
+                let scale = T::from_f64(weight) / sum;
+                for e in row.iter_mut() {
+                    *e = e.mul(scale);
+                }
+                row[t] = row[t] - T::from_f64(weight);
             }
         });
     }

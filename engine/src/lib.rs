@@ -24,6 +24,7 @@ pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;
+mod pool;
 pub mod rng;
 pub mod synth;
 pub mod tokenizer;

@@ -19,9 +19,7 @@ pub(crate) fn fused_kernels_for(device: &candle_core::Device, dtype: DType) -> b
     device.is_cpu() && matches!(dtype, DType::F32 | DType::F64)
 }
 
-pub(crate) fn threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
-}
+pub(crate) use crate::pool::{par_rows, threads};
 
 /// The elements of a contiguous CPU tensor as a `T` slice; `what` names the op in the error.
 pub(crate) fn contiguous_slice<'a, T: WithDType>(
@@ -33,22 +31,6 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what} needs contiguous inputs")))?;
     Ok(&s.as_slice::<T>()?[a..b])
-}
-
-/// Runs `f(row_index, row_out)` over rows of `out` (each `width` long) on the candle thread count.
-pub(crate) fn par_rows<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let rows = out.len() / width.max(1);
-    let per = rows.div_ceil(threads()).max(1);
-    std::thread::scope(|scope| {
-        for (chunk_index, chunk) in out.chunks_mut(per * width).enumerate() {
-            let f = &f;
-            scope.spawn(move || {
-                for (i, row) in chunk.chunks_mut(width).enumerate() {
-                    f(chunk_index * per + i, row);
-                }
-            });
-        }
-    });
 }
 
 fn slices<'a, T: WithDType>(
@@ -92,19 +74,15 @@ fn nll_rows<T: num_traits_like::Float>(
     vocab: usize,
 ) -> Vec<T> {
     let mut out = vec![T::zero(); rows];
-    let per = rows.div_ceil(threads()).max(1);
-    std::thread::scope(|scope| {
-        for (chunk_index, chunk) in out.chunks_mut(per).enumerate() {
-            scope.spawn(move || {
-                let mut scratch = vec![T::zero(); vocab];
-                for (i, slot) in chunk.iter_mut().enumerate() {
-                    let n = chunk_index * per + i;
-                    let row = &logits[n * vocab..(n + 1) * vocab];
-                    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-                    let sum = exp_shifted(&mut scratch, row, max);
-                    *slot = max + sum.ln() - row[(targets[n] as usize).min(vocab - 1)];
-                }
-            });
+    let per = rows.div_ceil(crate::pool::parts_for(rows * vocab)).max(1);
+    crate::pool::for_each_part(out.chunks_mut(per).collect(), |chunk_index, chunk| {
+        let mut scratch = vec![T::zero(); vocab];
+        for (i, slot) in chunk.iter_mut().enumerate() {
+            let n = chunk_index * per + i;
+            let row = &logits[n * vocab..(n + 1) * vocab];
+            let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+            let sum = exp_shifted(&mut scratch, row, max);
+            *slot = max + sum.ln() - row[(targets[n] as usize).min(vocab - 1)];
         }
     });
     out
