@@ -95,9 +95,9 @@ fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
     )
     .unwrap();
     let mut rng = still_engine::rng::Rng::new(5);
-    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(vocab) as u32).collect();
-    let ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
-    let weights = Tensor::ones((batch, seq), DType::F32, &Device::Cpu).unwrap();
+    let host_ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(vocab) as u32).collect();
+    let ids = Tensor::from_slice(&host_ids, (batch, seq), &Device::Cpu).unwrap();
+    let weights = vec![1f32; batch * seq];
     let lengths = vec![seq; batch];
     let (mut fwd, mut bwd, mut optim) = (0f64, 0f64, 0f64);
     let warmup = 2;
@@ -106,10 +106,11 @@ fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
         // The SFT loss as training computes it (the output layer's gradient is made in the
         // forward, chunk by chunk: see `still_engine::head_loss`).
         let hidden = model.forward_hidden(&ids, &lengths).unwrap();
-        let loss = (loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), &ids, &weights)
-            .unwrap()
-            / (batch * seq) as f64)
-            .unwrap();
+        let loss =
+            (loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), &host_ids, &weights)
+                .unwrap()
+                / (batch * seq) as f64)
+                .unwrap();
         loss.to_scalar::<f32>().unwrap();
         let t1 = Instant::now();
         let grads = loss.backward().unwrap();

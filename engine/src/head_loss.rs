@@ -38,6 +38,9 @@ const CHUNK_BYTES: usize = 64 << 20;
 struct HeadCrossEntropy {
     targets: Vec<u32>,
     weights: Vec<f64>,
+    /// Whether a backward can follow (an input is tracked): without, the forward skips the
+    /// gradient's two products (a validation loss pays for the logits only).
+    with_grads: bool,
     /// `(dX, dW)` for an incoming gradient of 1, made by the forward, taken by the backward.
     grads: Mutex<Option<Grads>>,
 }
@@ -58,9 +61,10 @@ impl HeadCrossEntropy {
     fn run<T: Float + 'static>(&self, x: &[T], w: &[T], hidden: usize, vocab: usize) -> Outcome<T> {
         let rows = self.targets.len();
         let selected: Vec<usize> = (0..rows).filter(|&n| self.weights[n] != 0.0).collect();
+        let grad_len = |n: usize| if self.with_grads { n } else { 0 };
         let (mut dx, mut dw) = (
-            vec![T::zero(); rows * hidden],
-            vec![T::zero(); vocab * hidden],
+            vec![T::zero(); grad_len(rows * hidden)],
+            vec![T::zero(); grad_len(vocab * hidden)],
         );
         let chunk_size = chunk_rows(vocab, std::mem::size_of::<T>());
         let scratch_rows = chunk_size.min(selected.len().max(1));
@@ -81,6 +85,9 @@ impl HeadCrossEntropy {
             self.softmax_grad(z, &mut nll[..m], chunk, vocab);
             // In a fixed order, whatever the thread count.
             loss += nll[..m].iter().sum::<f64>();
+            if !self.with_grads {
+                continue;
+            }
             let d = View::rows(z, m, vocab);
             matmul_threads(&mut dxs[..m * hidden], hidden, d, w_view, false);
             matmul_threads(&mut dw, hidden, d.t(), x_chunk, true);
@@ -231,6 +238,7 @@ pub fn head_cross_entropy_sum(
         let op = HeadCrossEntropy {
             targets: targets.to_vec(),
             weights: weights.to_vec(),
+            with_grads: hidden.track_op() || w.track_op(),
             grads: Mutex::new(None),
         };
         return hidden.contiguous()?.apply_op2(&w.contiguous()?, op);
@@ -278,7 +286,7 @@ mod tests {
         let logits = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
         let t = Tensor::from_vec(targets.clone(), rows, &dev).unwrap();
         let nll = crate::ops::cross_entropy_rows(&logits, &t).unwrap();
-        let composed = (nll * Tensor::from_vec(weights, rows, &dev).unwrap())
+        let composed = (nll * Tensor::from_vec(weights.clone(), rows, &dev).unwrap())
             .unwrap()
             .sum_all()
             .unwrap()
@@ -289,6 +297,16 @@ mod tests {
             composed.to_scalar::<f64>().unwrap(),
         );
         assert!(a > 1.0 && (a - b).abs() < 1e-9 * a, "{a} vs {b}");
+        // Untracked inputs (no backward can follow): the same loss, without the gradient.
+        let untracked = head_cross_entropy_sum(
+            &x.as_tensor().detach(),
+            &w.as_tensor().detach(),
+            &targets,
+            &weights,
+        )
+        .unwrap();
+        assert!(!untracked.track_op());
+        assert_eq!(untracked.to_scalar::<f64>().unwrap(), 2.0 * a);
         let (gf, gc) = (fused.backward().unwrap(), composed.backward().unwrap());
         let values = |grads: &candle_core::backprop::GradStore, var: &Var| {
             let g = grads.get(var).unwrap().flatten_all().unwrap();

@@ -54,20 +54,28 @@ pub fn cross_entropy_sum(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Res
 /// [`cross_entropy_sum`] from the final hidden states `[B, L, H]` and the output layer's weight
 /// `[V, H]` instead of the logits: the SFT loss. On the CPU in f32/f64 the output layer and the
 /// loss are one node that never holds more than a chunk of the logits
-/// ([`crate::head_loss::head_cross_entropy_sum`]).
+/// ([`crate::head_loss::head_cross_entropy_sum`]). `ids` and `weights` are the batch's, row-major
+/// `[B·L]`, as the host holds them (reading them back from tensors would be a device round trip
+/// per micro-batch on a GPU).
 pub fn next_token_cross_entropy_sum(
     hidden: &Tensor,
     lm_head: &Tensor,
-    ids: &Tensor,
-    weights: &Tensor,
+    ids: &[u32],
+    weights: &[f32],
 ) -> Result<Tensor> {
-    let ids = ids.to_vec2::<u32>()?;
-    let weights = weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let (mut next, mut next_weights) = (Vec::new(), Vec::new());
-    for (row, w) in ids.iter().zip(&weights) {
+    let (b, l, _) = hidden.dims3()?;
+    if ids.len() != b * l || weights.len() != b * l {
+        return Err(crate::EngineError::Model(format!(
+            "SFT loss: hidden states for {b} × {l} positions, {} ids and {} weights",
+            ids.len(),
+            weights.len()
+        )));
+    }
+    let (mut next, mut next_weights) = (Vec::with_capacity(b * l), Vec::with_capacity(b * l));
+    for (row, w) in ids.chunks(l).zip(weights.chunks(l)) {
         // The last position predicts nothing: a dummy target with weight 0.
         next.extend(row.iter().skip(1).chain([&0]));
-        next_weights.extend(w.iter().skip(1).chain([&0.0]));
+        next_weights.extend(w.iter().skip(1).map(|&w| f64::from(w)).chain([0.0]));
     }
     Ok(crate::head_loss::head_cross_entropy_sum(
         hidden,

@@ -217,7 +217,17 @@ pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step}"))
 }
 
-fn batch_tensors(seqs: &[&Sequence], device: &Device) -> Result<(Tensor, Tensor, Vec<usize>)> {
+/// A micro-batch, right-padded to its longest sequence: ids and loss weights row-major
+/// `[B·L]` on the host, and as `[B, L]` tensors on the device.
+struct Batch {
+    ids: Vec<u32>,
+    weights: Vec<f32>,
+    lengths: Vec<usize>,
+    ids_t: Tensor,
+    weights_t: Tensor,
+}
+
+fn batch_tensors(seqs: &[&Sequence], device: &Device) -> Result<Batch> {
     let l = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(1);
     let mut ids = Vec::with_capacity(seqs.len() * l);
     let mut weights = Vec::with_capacity(seqs.len() * l);
@@ -229,11 +239,13 @@ fn batch_tensors(seqs: &[&Sequence], device: &Device) -> Result<(Tensor, Tensor,
         weights.extend(std::iter::repeat_n(0f32, l - s.ids.len()));
         lengths.push(s.ids.len());
     }
-    Ok((
-        Tensor::from_vec(ids, (seqs.len(), l), device)?,
-        Tensor::from_vec(weights, (seqs.len(), l), device)?,
+    Ok(Batch {
+        ids_t: Tensor::from_slice(&ids, (seqs.len(), l), device)?,
+        weights_t: Tensor::from_slice(&weights, (seqs.len(), l), device)?,
+        ids,
+        weights,
         lengths,
-    ))
+    })
 }
 
 /// Targets of a sequence: trained tokens after the first position.
@@ -405,8 +417,9 @@ pub fn train(
         for batch in group {
             let batch_seqs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
             tokens += batch_seqs.iter().map(|s| s.ids.len()).sum::<usize>();
-            let (ids, weights, lens) = batch_tensors(&batch_seqs, &device)?;
-            let hidden = student.model.forward_hidden(&ids, &lens)?;
+            let host = batch_tensors(&batch_seqs, &device)?;
+            let (ids, weights, lens) = (&host.ids_t, &host.weights_t, &host.lengths);
+            let hidden = student.model.forward_hidden(ids, lens)?;
             // SFT never needs the logits as a whole: the output layer and its loss are one node
             // that goes through them a chunk of rows at a time. Distillation compares them.
             let logits = match teacher {
@@ -414,12 +427,12 @@ pub fn train(
                 None => None,
             };
             let ce = match &logits {
-                Some(logits) => loss::cross_entropy_sum(logits, &ids, &weights)?,
+                Some(logits) => loss::cross_entropy_sum(logits, ids, weights)?,
                 None => loss::next_token_cross_entropy_sum(
                     &hidden,
                     student.model.lm_head(),
-                    &ids,
-                    &weights,
+                    &host.ids,
+                    &host.weights,
                 )?,
             };
             let ce = (ce / denom)?;
@@ -438,11 +451,11 @@ pub fn train(
                     let s_logits = logits.narrow(2, 0, vocab)?;
                     let kd = match t {
                         Teacher::Model(t) => {
-                            let t_logits = t.model.forward(&ids, &lens)?.detach();
+                            let t_logits = t.model.forward(ids, lens)?.detach();
                             loss::distill_sum(
                                 &s_logits,
                                 &t_logits.narrow(2, 0, vocab)?,
-                                &weights,
+                                weights,
                                 *temperature,
                                 *divergence,
                             )?
@@ -454,7 +467,7 @@ pub fn train(
                                 &s_logits,
                                 &idx,
                                 &lp,
-                                &weights,
+                                weights,
                                 *temperature,
                                 *divergence,
                             )?

@@ -34,6 +34,16 @@ fn tiny_folder(dir: &Path, rows: &[ExampleFields], seed: u64) -> hf::ModelFolder
     hf::create(dir, "tiny", &texts, 400, seed).unwrap()
 }
 
+/// A tensor's elements row-major, in `T` (the host arrays the SFT loss takes).
+fn flat<T: candle_core::WithDType>(t: &Tensor) -> Vec<T> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(T::DTYPE)
+        .unwrap()
+        .to_vec1::<T>()
+        .unwrap()
+}
+
 fn sample_ids(vocab: u32) -> Tensor {
     Tensor::new(&[[1u32, 5, 9, 3, 7, 2], [4, 8, 6, 0, 0, 0]], &Device::Cpu)
         .unwrap()
@@ -63,7 +73,8 @@ fn gradients_match_finite_differences() {
     // The SFT loss as training computes it: the output layer and the loss as one node.
     let loss_of = |m: &Qwen2| -> Tensor {
         let hidden = m.forward_hidden(&ids, &lengths).unwrap();
-        loss::next_token_cross_entropy_sum(&hidden, m.lm_head(), &ids, &weights).unwrap()
+        loss::next_token_cross_entropy_sum(&hidden, m.lm_head(), &flat(&ids), &flat(&weights))
+            .unwrap()
     };
     let grads = loss_of(&model).backward().unwrap();
     let checks = [
@@ -124,10 +135,15 @@ fn every_parameter_receives_a_gradient() {
         let ids = sample_ids(12);
         let hidden = model.forward_hidden(&ids, &[6, 3]).unwrap();
         let weights = Tensor::ones((2, 6), DType::F32, &Device::Cpu).unwrap();
-        let grads = loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), &ids, &weights)
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads = loss::next_token_cross_entropy_sum(
+            &hidden,
+            model.lm_head(),
+            &flat(&ids),
+            &flat(&weights),
+        )
+        .unwrap()
+        .backward()
+        .unwrap();
         let vars = model.named_vars();
         assert_eq!(vars.iter().any(|(n, _)| n == "lm_head.weight"), !tied);
         for (name, var) in vars {
@@ -322,7 +338,7 @@ fn the_loss_covers_thinking_and_answer_only() {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        loss::next_token_cross_entropy_sum(&hidden, &head, &ids, &weights)
+        loss::next_token_cross_entropy_sum(&hidden, &head, &flat(&ids), &flat(&weights))
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
