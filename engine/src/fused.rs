@@ -475,47 +475,41 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor>
     candle_nn::ops::rms_norm_slow(x, w, eps as f32)
 }
 
-/// `silu(gate) ⊙ up`, the gated activation of Qwen2's MLP, over `[gate | up]` rows: the gate and
-/// up projections run as one product (their weights stacked), and the two halves of each row
-/// are read in place.
+/// `silu(gate) ⊙ up`, the gated activation of Qwen2's MLP.
 struct SwiGlu;
 
-/// Its backward, `([gate | up], dy) → [d_gate | d_up]` row by row: with `s = σ(gate)`,
+/// Its backward, `(gate, up, dy) → [d_gate…, d_up…]` in one buffer: with `s = σ(gate)`,
 /// `d_up = dy ⊙ gate·s` and `d_gate = dy ⊙ up ⊙ s·(1 + gate·(1 − s))`.
 struct SwiGluBackward;
 
-/// The halves of a `[gate | up]` layout: (start, end, half width).
-fn halves(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
-    let (a, z) = contiguous_range(l, "fused swiglu")?;
-    let width = l.shape().dims().last().copied().unwrap_or(0);
-    if width == 0 || width % 2 != 0 {
-        candle_core::bail!("fused swiglu: [gate | up] rows need an even width, not {width}");
-    }
-    Ok((a, z, width / 2))
-}
-
-fn swiglu_rows<T: Float>(x: &[T], half: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len() / 2];
-    par_rows(&mut out, half, |n, dst| {
-        let (gate, up) = x[2 * n * half..2 * (n + 1) * half].split_at(half);
-        for ((d, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
+fn swiglu_rows<T: Float>(gate: &[T], up: &[T], width: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); gate.len()];
+    par_rows(&mut out, width, |n, dst| {
+        let range = n * width..(n + 1) * width;
+        for ((d, &g), &u) in dst.iter_mut().zip(&gate[range.clone()]).zip(&up[range]) {
             *d = g.mul(g.sigmoid()).mul(u);
         }
     });
     out
 }
 
-fn swiglu_grad_rows<T: Float>(x: &[T], dy: &[T], half: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    par_rows(&mut out, 2 * half, |n, dst| {
-        let (gate, up) = x[2 * n * half..2 * (n + 1) * half].split_at(half);
-        let (d_gate, d_up) = dst.split_at_mut(half);
-        let dy = &dy[n * half..(n + 1) * half];
-        for (((dg, du), (&g, &u)), &d) in d_gate
+fn swiglu_grad_rows<T: Float>(gate: &[T], up: &[T], dy: &[T], width: usize) -> Vec<T> {
+    let len = gate.len();
+    let mut out = vec![T::zero(); 2 * len];
+    let (d_gate, d_up) = out.split_at_mut(len);
+    let per = (len / width.max(1))
+        .div_ceil(crate::pool::parts_for(len))
+        .max(1)
+        * width.max(1);
+    let parts: Vec<_> = d_gate.chunks_mut(per).zip(d_up.chunks_mut(per)).collect();
+    crate::pool::for_each_part(parts, |c, (dg, du)| {
+        let start = c * per;
+        let range = start..start + dg.len();
+        for (((dg, du), (&g, &u)), &d) in dg
             .iter_mut()
-            .zip(d_up.iter_mut())
-            .zip(gate.iter().zip(up))
-            .zip(dy)
+            .zip(du.iter_mut())
+            .zip(gate[range.clone()].iter().zip(&up[range.clone()]))
+            .zip(&dy[range])
         {
             let s = g.sigmoid();
             *du = d.mul(g.mul(s));
@@ -527,31 +521,56 @@ fn swiglu_grad_rows<T: Float>(x: &[T], dy: &[T], half: usize) -> Vec<T> {
     out
 }
 
-impl candle_core::CustomOp1 for SwiGlu {
+fn check_pair(l1: &Layout, l2: &Layout) -> candle_core::Result<()> {
+    if l1.shape() != l2.shape() {
+        candle_core::bail!("fused swiglu: {:?} and {:?} differ", l1.shape(), l2.shape());
+    }
+    Ok(())
+}
+
+fn last_width(l: &Layout) -> usize {
+    l.shape().dims().last().copied().unwrap_or(1).max(1)
+}
+
+impl PairKernel for SwiGlu {
+    const NAME: &'static str = "fused swiglu";
+    fn run<T: Float>(&self, g: &[T], u: &[T], l1: &Layout, _: &Layout) -> Vec<T> {
+        swiglu_rows(g, u, last_width(l1))
+    }
+}
+
+impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, z, half) = halves(l)?;
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(swiglu_rows(&x[a..z], half)),
-            CpuStorage::F64(x) => CpuStorage::F64(swiglu_rows(&x[a..z], half)),
-            _ => candle_core::bail!("fused swiglu: f32 or f64 only"),
-        };
-        let mut dims = l.shape().dims().to_vec();
-        *dims.last_mut().expect("rank ≥ 1") = half;
-        Ok((out, Shape::from(dims)))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_pair(l1, l2)?;
+        pair_kernel(self, s1, l1, s2, l2)
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            x.apply_op2_no_bwd(&grad.contiguous()?, &SwiGluBackward)?,
-        ))
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwiGluBackward)?;
+        let n = gate.elem_count();
+        let d_gate = packed.narrow(0, 0, n)?.reshape(gate.shape())?;
+        let d_up = packed.narrow(0, n, n)?.reshape(up.shape())?;
+        Ok((Some(d_gate), Some(d_up)))
     }
 }
 
-impl CustomOp2 for SwiGluBackward {
+impl CustomOp3 for SwiGluBackward {
     fn name(&self) -> &'static str {
         "fused-swiglu-backward"
     }
@@ -562,39 +581,30 @@ impl CustomOp2 for SwiGluBackward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, z, half) = halves(l1)?;
-        let (b, y) = contiguous_range(l2, "fused swiglu backward")?;
-        if 2 * (y - b) != z - a {
-            candle_core::bail!(
-                "fused swiglu backward: gradient {:?} does not fit input {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(swiglu_grad_rows(&x[a..z], &dy[b..y], half))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(swiglu_grad_rows(&x[a..z], &dy[b..y], half))
-            }
-            _ => candle_core::bail!("fused swiglu backward: f32 or f64, both the same"),
-        };
-        Ok((out, l1.shape().clone()))
+        check_pair(l1, l2)?;
+        check_pair(l1, l3)?;
+        let shape = Shape::from(2 * l1.shape().elem_count());
+        triple_kernel(self, [(s1, l1), (s2, l2), (s3, l3)], shape)
     }
 }
 
-/// `silu(gate) ⊙ up` of `x = [gate | up]` (`[…, 2·I]` → `[…, I]`), differentiable: one graph
-/// node on the CPU in f32/f64 (shared by the training and the KV-cached forward), composed
-/// elsewhere.
-pub fn swiglu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_kernels(x) {
-        return x.contiguous()?.apply_op1(SwiGlu);
+impl TripleKernel for SwiGluBackward {
+    const NAME: &'static str = "fused swiglu backward";
+    fn run<T: Float>(&self, g: &[T], u: &[T], dy: &[T], l1: &Layout) -> Vec<T> {
+        swiglu_grad_rows(g, u, dy, last_width(l1))
     }
-    let last = x.rank() - 1;
-    let half = x.dim(last)? / 2;
-    candle_nn::ops::silu(&x.narrow(last, 0, half)?)? * x.narrow(last, half, half)?
+}
+
+/// `silu(gate) ⊙ up`, differentiable in both: one graph node on the CPU in f32/f64 (shared by
+/// the training and the KV-cached forward), composed elsewhere.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    if fused_kernels(gate) {
+        return gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu);
+    }
+    candle_nn::ops::silu(gate)? * up
 }
 
 /// The attention's change of layout between the projections (`[B, L, H·D]`) and the heads
@@ -913,24 +923,12 @@ mod tests {
 
     #[test]
     fn fused_swiglu_matches_the_composed_product_forward_and_backward() {
-        // [gate | up] rows: the gate's scale larger than the up's, so the halves differ.
-        let x = Var::from_tensor(
-            &Tensor::cat(
-                &[
-                    Tensor::randn(0f64, 3.0, (4, 7, 9), &Device::Cpu).unwrap(),
-                    Tensor::randn(0f64, 1.0, (4, 7, 9), &Device::Cpu).unwrap(),
-                ],
-                2,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let (g, u) = (var(&[4, 7, 9], 3.0), var(&[4, 7, 9], 1.0));
         let c = Tensor::randn(0f64, 1.0, (4, 7, 9), &Device::Cpu).unwrap();
-        let inputs = [x];
-        let fused = value_and_grads(&inputs, &c, |t| swiglu(&t[0]).unwrap());
+        let inputs = [g, u];
+        let fused = value_and_grads(&inputs, &c, |t| swiglu(&t[0], &t[1]).unwrap());
         let composed = value_and_grads(&inputs, &c, |t| {
-            let (g, u) = (t[0].narrow(2, 0, 9).unwrap(), t[0].narrow(2, 9, 9).unwrap());
-            (candle_nn::ops::silu(&g).unwrap() * u).unwrap()
+            (candle_nn::ops::silu(&t[0]).unwrap() * &t[1]).unwrap()
         });
         assert_same(fused, composed);
     }
@@ -955,7 +953,7 @@ mod tests {
         let fused = rms_norm(&x, &w, 1e-6).unwrap();
         assert!(max_diff(&fused, &candle_nn::ops::rms_norm(&x, &w, 1e-6).unwrap()) < 1e-5);
         let u = Tensor::randn(0f32, 1.0, (3, 70, 16), &dev).unwrap();
-        let fused = swiglu(&Tensor::cat(&[&x, &u], 2).unwrap()).unwrap();
+        let fused = swiglu(&x, &u).unwrap();
         let composed = (candle_nn::ops::silu(&x).unwrap() * &u).unwrap();
         assert!(max_diff(&fused, &composed) < 1e-5);
     }

@@ -50,32 +50,6 @@ struct Layer {
     post_norm: Tensor,
 }
 
-impl Linear {
-    /// One layer of the outputs of several stacked (`[Σ out, in]`), so that they run as one
-    /// product; the stack's backward hands each part its gradient.
-    fn stacked(parts: &[&Linear]) -> candle_core::Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
-        let bias = match biases.len() {
-            0 => None,
-            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?),
-            _ => candle_core::bail!("stacked layers: some have a bias, some not"),
-        };
-        Ok(Linear {
-            weight: Tensor::cat(&weights, 0)?,
-            bias,
-        })
-    }
-}
-
-impl Layer {
-    /// The MLP's gate and up projections as one (for training, where the stacked weights'
-    /// copy is small next to the product over every position): outputs `[gate | up]`.
-    fn gate_up(&self) -> candle_core::Result<Linear> {
-        Linear::stacked(&[&self.gate, &self.up])
-    }
-}
-
 /// Per-layer key/value caches for generation.
 pub struct KvCache {
     layers: Vec<candle_nn::kv_cache::KvCache>,
@@ -383,7 +357,7 @@ impl Qwen2 {
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_train(&xs, &layer.post_norm, cfg.rms_norm_eps)?;
-            let mlp = crate::fused::swiglu(&layer.gate_up()?.forward(&h)?)?;
+            let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
         Ok(Self::rms_norm_train(&xs, &self.norm, cfg.rms_norm_eps)?)
@@ -483,10 +457,7 @@ impl Qwen2 {
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.post_norm, eps)?;
-            // Two products and their outputs side by side: stacking the weights per token would
-            // copy them on every step.
-            let gate_up = Tensor::cat(&[layer.gate.forward(&h)?, layer.up.forward(&h)?], 2)?;
-            let mlp = crate::fused::swiglu(&gate_up)?;
+            let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
         let last = xs.narrow(1, t - 1, 1)?;
