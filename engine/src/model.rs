@@ -445,13 +445,12 @@ impl Qwen2 {
             let (k, v) = layer_cache.append(&k, &v)?;
             let k = repeat_kv(&k, nh / nkv)?;
             let v = repeat_kv(&v, nh / nkv)?;
-            let mut scores = (q.matmul(&k.t()?)? * scale)?;
+            let mut scores = (heads_product(&q, &k, true)? * scale)?;
             if let Some(mask) = &mask {
                 scores = scores.broadcast_add(mask)?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attn = probs
-                .matmul(&v)?
+            let attn = heads_product(&probs, &v, false)?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
             xs = (residual + layer.o.forward(&attn)?)?;
@@ -469,6 +468,21 @@ impl Qwen2 {
         .forward(&last)?;
         Ok(logits.flatten_all()?)
     }
+}
+
+/// `a · b` (`a · bᵀ` with `tb`) head by head for `[B, H, M, K]` heads: on the CPU in f32/f64
+/// through the engine's own product (candle's probes the thread count on every call, which
+/// is a file read per product), elsewhere candle's.
+fn heads_product(a: &Tensor, b: &Tensor, tb: bool) -> candle_core::Result<Tensor> {
+    if !crate::ops::fused_kernels(a) {
+        return if tb { a.matmul(&b.t()?) } else { a.matmul(b) };
+    }
+    let (batch, heads, m, k) = a.dims4()?;
+    let (rows, cols) = (b.dim(2)?, b.dim(3)?);
+    let n = if tb { rows } else { cols };
+    let a = a.reshape((batch * heads, m, k))?;
+    let b = b.contiguous()?.reshape((batch * heads, rows, cols))?;
+    crate::fused::product(&a, &b, false, tb)?.reshape((batch, heads, m, n))
 }
 
 /// Additive mask `[B, 1, L, L]`: `-inf` above the diagonal (causal) and on padded keys.
