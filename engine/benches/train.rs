@@ -3,7 +3,8 @@
 //! wall time for the synthetic addition task to reach 90% held-out accuracy.
 //!
 //! `cargo bench -p still-engine --bench train [-- --steps N] [-- --learn] [-- --bf16]`
-//! (`--small` measures the `--learn` run's shapes instead; `--steps 0` skips the throughput table; `--learn` takes `--batch`, `--lr`, `--max-steps` and
+//! (`--small` measures the `--learn` run's shapes instead; `--kd` distils from a teacher of
+//! the same config through the fused loss, `--kd-composed` through the composed losses; `--steps 0` skips the throughput table; `--learn` takes `--batch`, `--lr`, `--max-steps` and
 //! `--eval-every` to try other recipes). When
 //! Python with torch and transformers is importable, the same config runs through
 //! `Qwen2ForCausalLM` (`engine/benches/torch_reference.py`) for comparison; otherwise that row
@@ -67,15 +68,112 @@ impl Shapes {
     }
 }
 
-fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
+/// The loss the bench trains with: SFT, or logit distillation (forward KL, T = 2, α = 0.5)
+/// from a teacher of the same config, through the fused output-layer loss or (`--kd-composed`)
+/// the composed losses over whole logits tensors.
+#[derive(Clone, Copy, PartialEq)]
+enum Objective {
+    Sft,
+    Kd { fused: bool },
+}
+
+impl Objective {
+    fn from_args(args: &[String]) -> Self {
+        if args.iter().any(|a| a == "--kd-composed") {
+            Objective::Kd { fused: false }
+        } else if args.iter().any(|a| a == "--kd") {
+            Objective::Kd { fused: true }
+        } else {
+            Objective::Sft
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Objective::Sft => "SFT",
+            Objective::Kd { fused: true } => "KD, fused loss",
+            Objective::Kd { fused: false } => "KD, composed losses",
+        }
+    }
+}
+
+/// One step's loss (summed over targets, not yet averaged) for `objective`.
+fn step_loss(
+    model: &Qwen2,
+    teacher: Option<&Qwen2>,
+    (ids, host_ids, weights): (&Tensor, &[u32], &[f32]),
+    lengths: &[usize],
+    objective: Objective,
+) -> Tensor {
+    use still_engine::head_loss::{Distill, TeacherRows};
+    use still_engine::loss::Divergence;
+    let hidden = model.forward_hidden(ids, lengths).unwrap();
+    let (temperature, alpha) = (2.0, 0.5);
+    match (objective, teacher) {
+        (Objective::Kd { fused }, Some(teacher)) => {
+            let th = teacher.forward_hidden(ids, lengths).unwrap().detach();
+            let vocab = model.config.vocab_size;
+            if fused {
+                let distill = Distill {
+                    alpha,
+                    temperature,
+                    divergence: Divergence::ForwardKl,
+                    vocab,
+                    teacher: TeacherRows::Model {
+                        hidden: th.flatten_to(1).unwrap(),
+                        weight: teacher.lm_head().clone(),
+                    },
+                };
+                return loss::next_token_distill_sum(
+                    &hidden,
+                    model.lm_head(),
+                    host_ids,
+                    weights,
+                    distill,
+                )
+                .unwrap()
+                .0;
+            }
+            let w = Tensor::from_slice(weights, ids.dims(), ids.device()).unwrap();
+            let logits = model.logits(&hidden).unwrap();
+            let ce = loss::cross_entropy_sum(&logits, ids, &w).unwrap();
+            let t_logits = teacher.logits(&th).unwrap().detach();
+            let kd = loss::distill_sum(&logits, &t_logits, &w, temperature, Divergence::ForwardKl)
+                .unwrap();
+            ((ce * (1.0 - alpha)).unwrap() + (kd * (alpha * temperature * temperature)).unwrap())
+                .unwrap()
+        }
+        // The SFT loss as training computes it (the output layer's gradient is made in the
+        // forward, chunk by chunk: see `still_engine::head_loss`).
+        _ => {
+            loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), host_ids, weights).unwrap()
+        }
+    }
+}
+
+fn throughput(steps: usize, bf16: bool, shapes: &Shapes, objective: Objective) -> Vec<String> {
     let (batch, seq, vocab) = (shapes.batch, shapes.seq, shapes.vocab);
     let config = Qwen2Config::preset(shapes.preset, vocab).unwrap();
+    let teacher = matches!(objective, Objective::Kd { .. }).then(|| {
+        let mut t = Qwen2::new(config.clone(), DType::F32, &Device::Cpu).unwrap();
+        t.init_weights(2).unwrap();
+        t.freeze();
+        t
+    });
     let precision = if bf16 {
         still_engine::train::Precision::Bf16
     } else {
         still_engine::train::Precision::F32
     };
-    let estimate = still_engine::memory::estimate(&config, None, None, batch, seq, precision, true);
+    let estimate = still_engine::memory::estimate(
+        &config,
+        teacher.as_ref().map(|_| &config),
+        None,
+        batch,
+        seq,
+        precision,
+        objective != Objective::Kd { fused: false },
+    );
     let mut model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
     model.init_weights(1).unwrap();
     if bf16 {
@@ -103,14 +201,14 @@ fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
     let warmup = 2;
     for step in 0..steps + warmup {
         let t0 = Instant::now();
-        // The SFT loss as training computes it (the output layer's gradient is made in the
-        // forward, chunk by chunk: see `still_engine::head_loss`).
-        let hidden = model.forward_hidden(&ids, &lengths).unwrap();
-        let loss =
-            (loss::next_token_cross_entropy_sum(&hidden, model.lm_head(), &host_ids, &weights)
-                .unwrap()
-                / (batch * seq) as f64)
-                .unwrap();
+        let sum = step_loss(
+            &model,
+            teacher.as_ref(),
+            (&ids, &host_ids, &weights),
+            &lengths,
+            objective,
+        );
+        let loss = (sum / (batch * seq) as f64).unwrap();
         loss.to_scalar::<f32>().unwrap();
         let t1 = Instant::now();
         let grads = loss.backward().unwrap();
@@ -128,12 +226,13 @@ fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
     let tokens = (batch * seq) as f64;
     vec![
         format!(
-            "| Still (candle 0.11, {}, {} threads) | {:.3} s | fwd {:.3} / bwd {:.3} / optimizer {:.3} | {:.0} | {:.0} MiB |",
+            "| Still (candle 0.11, {}, {}, {} threads) | {:.3} s | fwd {:.3} / bwd {:.3} / optimizer {:.3} | {:.0} | {:.0} MiB |",
             if bf16 {
                 "bf16 compute over f32 master weights"
             } else {
                 "f32"
             },
+            objective.label(),
             candle_core::utils::get_num_threads(),
             step_s,
             fwd / n,
@@ -142,7 +241,11 @@ fn throughput(steps: usize, bf16: bool, shapes: &Shapes) -> Vec<String> {
             tokens / step_s,
             peak_rss_mib()
         ),
-        torch_reference(steps, shapes),
+        match objective {
+            Objective::Sft => torch_reference(steps, shapes),
+            _ => "| PyTorch + transformers | not run (its reference script trains SFT) | | | |"
+                .to_string(),
+        },
         String::new(),
         format!(
             "Still's memory estimate for this run (`still_engine::memory::estimate`, what the queue \
@@ -305,7 +408,13 @@ fn main() {
             shapes.batch, shapes.seq, shapes.preset, shapes.vocab
         );
         println!("|---|---|---|---|---|");
-        for line in throughput(steps, args.iter().any(|a| a == "--bf16"), &shapes) {
+        let objective = Objective::from_args(&args);
+        for line in throughput(
+            steps,
+            args.iter().any(|a| a == "--bf16"),
+            &shapes,
+            objective,
+        ) {
             println!("{line}");
         }
         println!(

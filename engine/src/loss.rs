@@ -26,7 +26,7 @@ fn widen(xs: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `log_softmax` over the vocabulary, from differentiable ops.
-fn log_softmax(xs: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn log_softmax(xs: &Tensor) -> candle_core::Result<Tensor> {
     let max = xs.max_keepdim(D::Minus1)?.detach();
     let shifted = xs.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
@@ -63,10 +63,43 @@ pub fn next_token_cross_entropy_sum(
     ids: &[u32],
     weights: &[f32],
 ) -> Result<Tensor> {
+    let (next, next_weights) = next_targets(hidden, ids, weights)?;
+    Ok(crate::head_loss::head_cross_entropy_sum(
+        hidden,
+        lm_head,
+        &next,
+        &next_weights,
+    )?)
+}
+
+/// [`next_token_cross_entropy_sum`] with a distillation term, from the final hidden states:
+/// `(Σ w·((1−α)·CE + α·T²·D), Σ w·CE, Σ w·D)` over the batch's targets, with the teacher's rows
+/// laid out like the student's (`[B·L]`, row `b·L + i` the teacher at position `i`). See
+/// [`crate::head_loss::head_distill_sum`] for where it runs.
+pub fn next_token_distill_sum(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    ids: &[u32],
+    weights: &[f32],
+    distill: crate::head_loss::Distill,
+) -> Result<(Tensor, f64, f64)> {
+    let (next, next_weights) = next_targets(hidden, ids, weights)?;
+    Ok(crate::head_loss::head_distill_sum(
+        hidden,
+        lm_head,
+        &next,
+        &next_weights,
+        distill,
+    )?)
+}
+
+/// Each position's target, the next token, and its weight (the last position of a row a dummy
+/// with weight 0), for hidden states `[B, L, H]` and the batch's `[B·L]` ids and weights.
+fn next_targets(hidden: &Tensor, ids: &[u32], weights: &[f32]) -> Result<(Vec<u32>, Vec<f64>)> {
     let (b, l, _) = hidden.dims3()?;
     if ids.len() != b * l || weights.len() != b * l {
         return Err(crate::EngineError::Model(format!(
-            "SFT loss: hidden states for {b} × {l} positions, {} ids and {} weights",
+            "output-layer loss: hidden states for {b} × {l} positions, {} ids and {} weights",
             ids.len(),
             weights.len()
         )));
@@ -77,12 +110,7 @@ pub fn next_token_cross_entropy_sum(
         next.extend(row.iter().skip(1).chain([&0]));
         next_weights.extend(w.iter().skip(1).map(|&w| f64::from(w)).chain([0.0]));
     }
-    Ok(crate::head_loss::head_cross_entropy_sum(
-        hidden,
-        lm_head,
-        &next,
-        &next_weights,
-    )?)
+    Ok((next, next_weights))
 }
 
 /// The student's logits `[B, L, V]` at the positions that have a next token, divided by the

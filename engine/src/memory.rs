@@ -108,14 +108,31 @@ pub fn estimate(
         }
         // Logits, their gradient, its zero-filled accumulator and the sum (in f32).
         (None, false) => 4 * logits,
+        // The fused KD loss: the SFT loss's terms plus a chunk of the teacher's logits (none
+        // with a top-k table) and the teacher's hidden states; its output layer is counted
+        // with its weights.
+        (Some(t), true) => {
+            let chunk = crate::head_loss::chunk_rows(v as usize, 4) as u64;
+            let teacher_side = match top_k {
+                Some(_) => 0,
+                None => chunk * t.vocab_size as u64 + b * l * t.hidden_size as u64,
+            };
+            chunk * v + b * l * h + 3 * v * h + teacher_side
+        }
         // KD adds the tempered student and teacher distributions.
-        (Some(_), _) => 6 * logits,
+        (Some(_), false) => 6 * logits,
     };
     let activations =
         layers * layer_floats(student, b, l, fused) * act + logit_floats * F32 + compute_logits;
-    // Weights, plus one layer's forward at a time and its logits.
+    // Weights, plus one layer's forward at a time and its logits (which the fused KD loss
+    // makes a chunk at a time, counted above).
     let teacher_forward = teacher.map_or(0, |t| {
-        (n_params(t) + layer_floats(t, b, l, fused)) * act + b * l * t.vocab_size as u64 * F32
+        let logits = if fused {
+            0
+        } else {
+            b * l * t.vocab_size as u64 * F32
+        };
+        (n_params(t) + layer_floats(t, b, l, fused)) * act + logits
     });
     let table = top_k.map(|(k, positions)| crate::topk::TeacherTopK::bytes_for(positions, k));
     let teacher_bytes = table.unwrap_or(teacher_forward);
@@ -171,6 +188,10 @@ mod tests {
         }
     }
 
+    fn cpu_total(c: &Qwen2Config) -> u64 {
+        estimate(c, None, None, 8, 256, Precision::F32, true).total_bytes
+    }
+
     #[test]
     fn estimate_grows_with_batch_sequence_and_teacher() {
         let c = Qwen2Config::preset("mini", 8192).unwrap();
@@ -197,6 +218,11 @@ mod tests {
         );
         let kd = estimate(&c, Some(&c), None, 8, 256, Precision::F32, false);
         assert!(kd.teacher_bytes > base.params_bytes && kd.total_bytes > base.total_bytes);
+        // On the CPU in f32 KD holds no whole logits either, the student's or the teacher's.
+        let kd_cpu = estimate(&c, Some(&c), None, 8, 256, Precision::F32, true);
+        let logits = 8 * 256 * 8192 * 4;
+        assert!(kd_cpu.total_bytes + 4 * logits < kd.total_bytes);
+        assert!(kd_cpu.total_bytes > cpu_total(&c));
         assert_eq!(
             kd.total_bytes,
             kd.params_bytes

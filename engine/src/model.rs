@@ -187,6 +187,35 @@ impl Qwen2 {
         })
     }
 
+    /// Detaches the forward's weights from their variables, for a model that only runs forward
+    /// (a KD teacher): its forward then builds no graph, so the activations of a layer are freed
+    /// once the next layer has them instead of living until the forward returns. The variables
+    /// (`named_vars`, `save_weights`) share the same storage.
+    pub fn freeze(&mut self) {
+        let linear = |l: &mut Linear| {
+            l.weight = l.weight.detach();
+            l.bias = l.bias.as_ref().map(Tensor::detach);
+        };
+        self.embed = self.embed.detach();
+        self.norm = self.norm.detach();
+        self.lm_head = self.lm_head.detach();
+        for layer in &mut self.layers {
+            for l in [
+                &mut layer.q,
+                &mut layer.k,
+                &mut layer.v,
+                &mut layer.o,
+                &mut layer.gate,
+                &mut layer.up,
+                &mut layer.down,
+            ] {
+                linear(l);
+            }
+            layer.input_norm = layer.input_norm.detach();
+            layer.post_norm = layer.post_norm.detach();
+        }
+    }
+
     /// Every parameter with its name, sorted by name.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");

@@ -372,8 +372,33 @@ impl TeacherTopK {
         l: usize,
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
+        let (k, p) = (self.meta.k, l.saturating_sub(1));
+        let (idx, lp) = self.rows(seq_ids, seqs, p);
+        Ok((
+            Tensor::from_vec(idx, (seq_ids.len(), p, k), device)?,
+            Tensor::from_vec(lp, (seq_ids.len(), p, k + 1), device)?,
+        ))
+    }
+
+    /// [`Self::batch`] on the host with one row for every position (`[B·L]`, the last
+    /// position of each sequence a filler row), as the fused distillation loss reads them.
+    pub fn batch_rows(
+        &self,
+        seq_ids: &[usize],
+        seqs: &[&Sequence],
+        l: usize,
+    ) -> (Vec<u32>, Vec<f32>) {
+        self.rows(seq_ids, seqs, l)
+    }
+
+    /// Tokens per row.
+    pub fn k(&self) -> usize {
+        self.meta.k
+    }
+
+    /// `p` rows per sequence: the table's rows at trained positions, fillers elsewhere.
+    fn rows(&self, seq_ids: &[usize], seqs: &[&Sequence], p: usize) -> (Vec<u32>, Vec<f32>) {
         let k = self.meta.k;
-        let p = l.saturating_sub(1);
         let uniform = -((k + 1) as f32).ln();
         let filler: Vec<u32> = (0..k as u32).collect();
         let mut idx = Vec::with_capacity(seq_ids.len() * p * k);
@@ -391,10 +416,7 @@ impl TeacherTopK {
                 }
             }
         }
-        Ok((
-            Tensor::from_vec(idx, (seq_ids.len(), p, k), device)?,
-            Tensor::from_vec(lp, (seq_ids.len(), p, k + 1), device)?,
-        ))
+        (idx, lp)
     }
 }
 

@@ -217,6 +217,92 @@ pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step}"))
 }
 
+/// The distillation settings of a KD run.
+#[derive(Clone, Copy)]
+struct KdTerm {
+    alpha: f64,
+    temperature: f64,
+    divergence: Divergence,
+    /// The tokenizer's vocabulary: the divergence covers the first `vocab` logits.
+    vocab: usize,
+}
+
+/// A KD micro-batch's loss `(1−α)·CE + α·T²·D`, summed over its targets, with the CE and D
+/// sums. On the CPU in f32 the output layer, both losses and the teacher's output layer run
+/// as one node a chunk of rows at a time ([`crate::head_loss::head_distill_sum`]), so neither
+/// model's `[tokens, vocab]` logits exist; elsewhere (bf16, GPU) the composed losses.
+fn kd_loss(
+    student: &ModelFolder,
+    hidden: &Tensor,
+    host: &Batch,
+    teacher: &Teacher,
+    (seq_ids, seqs): (&[usize], &[&Sequence]),
+    kd: KdTerm,
+) -> Result<(Tensor, f64, f64)> {
+    let (ids, weights, lens) = (&host.ids_t, &host.weights_t, &host.lengths);
+    let l = ids.dim(1)?;
+    let teacher_hidden = match teacher {
+        Teacher::Model(t) => Some(t.model.forward_hidden(ids, lens)?.detach()),
+        Teacher::TopK(_) => None,
+    };
+    if crate::head_loss::distill_fused(hidden, teacher_hidden.as_ref()) {
+        let rows = match (teacher, teacher_hidden) {
+            (Teacher::Model(t), Some(th)) => crate::head_loss::TeacherRows::Model {
+                hidden: th.flatten_to(1)?,
+                weight: t.model.lm_head().clone(),
+            },
+            (Teacher::TopK(table), _) => {
+                let (indices, logprobs) = table.batch_rows(seq_ids, seqs, l);
+                crate::head_loss::TeacherRows::TopK {
+                    k: table.k(),
+                    indices,
+                    logprobs,
+                }
+            }
+            (Teacher::Model(_), None) => unreachable!("a model teacher's hidden states are made"),
+        };
+        let distill = crate::head_loss::Distill {
+            alpha: kd.alpha,
+            temperature: kd.temperature,
+            divergence: kd.divergence,
+            vocab: kd.vocab,
+            teacher: rows,
+        };
+        return loss::next_token_distill_sum(
+            hidden,
+            student.model.lm_head(),
+            &host.ids,
+            &host.weights,
+            distill,
+        );
+    }
+    let logits = student.model.logits(hidden)?;
+    let ce = loss::cross_entropy_sum(&logits, ids, weights)?;
+    let s_logits = logits.narrow(2, 0, kd.vocab)?;
+    let d = match (teacher, teacher_hidden) {
+        (Teacher::Model(t), Some(th)) => {
+            let t_logits = t.model.logits(&th)?.detach();
+            loss::distill_sum(
+                &s_logits,
+                &t_logits.narrow(2, 0, kd.vocab)?,
+                weights,
+                kd.temperature,
+                kd.divergence,
+            )?
+        }
+        (Teacher::TopK(table), _) => {
+            let (idx, lp) = table.batch(seq_ids, seqs, l, ids.device())?;
+            loss::distill_topk_sum(&s_logits, &idx, &lp, weights, kd.temperature, kd.divergence)?
+        }
+        (Teacher::Model(_), None) => unreachable!("a model teacher's hidden states are made"),
+    };
+    let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    let (ce_value, d_value) = (scalar(&ce)?, scalar(&d)?);
+    let tt = kd.temperature * kd.temperature;
+    let total = ((ce * (1.0 - kd.alpha))? + (d * (kd.alpha * tt))?)?;
+    Ok((total, ce_value, d_value))
+}
+
 /// A micro-batch, right-padded to its longest sequence: ids and loss weights row-major
 /// `[B·L]` on the host, and as `[B, L]` tensors on the device.
 struct Batch {
@@ -418,25 +504,10 @@ pub fn train(
             let batch_seqs: Vec<&Sequence> = batch.iter().map(|&i| &seqs[i]).collect();
             tokens += batch_seqs.iter().map(|s| s.ids.len()).sum::<usize>();
             let host = batch_tensors(&batch_seqs, &device)?;
-            let (ids, weights, lens) = (&host.ids_t, &host.weights_t, &host.lengths);
+            let (ids, lens) = (&host.ids_t, &host.lengths);
             let hidden = student.model.forward_hidden(ids, lens)?;
-            // SFT never needs the logits as a whole: the output layer and its loss are one node
-            // that goes through them a chunk of rows at a time. Distillation compares them.
-            let logits = match teacher {
-                Some(_) => Some(student.model.logits(&hidden)?),
-                None => None,
-            };
-            let ce = match &logits {
-                Some(logits) => loss::cross_entropy_sum(logits, ids, weights)?,
-                None => loss::next_token_cross_entropy_sum(
-                    &hidden,
-                    student.model.lm_head(),
-                    &host.ids,
-                    &host.weights,
-                )?,
-            };
-            let ce = (ce / denom)?;
-            let total = match (&config.method, &teacher, &logits) {
+            // The loss summed over the micro-batch's targets, with its CE and KD parts.
+            let (total, ce, kd) = match (&config.method, &teacher) {
                 (
                     Method::Kd {
                         alpha,
@@ -445,42 +516,31 @@ pub fn train(
                         ..
                     },
                     Some(t),
-                    Some(logits),
                 ) => {
-                    let vocab = student.tokenizer.get_vocab_size(true);
-                    let s_logits = logits.narrow(2, 0, vocab)?;
-                    let kd = match t {
-                        Teacher::Model(t) => {
-                            let t_logits = t.model.forward(ids, lens)?.detach();
-                            loss::distill_sum(
-                                &s_logits,
-                                &t_logits.narrow(2, 0, vocab)?,
-                                weights,
-                                *temperature,
-                                *divergence,
-                            )?
-                        }
-                        Teacher::TopK(table) => {
-                            let (idx, lp) =
-                                table.batch(batch, &batch_seqs, ids.dim(1)?, &device)?;
-                            loss::distill_topk_sum(
-                                &s_logits,
-                                &idx,
-                                &lp,
-                                weights,
-                                *temperature,
-                                *divergence,
-                            )?
-                        }
+                    let kd = KdTerm {
+                        alpha: *alpha,
+                        temperature: *temperature,
+                        divergence: *divergence,
+                        vocab: student.tokenizer.get_vocab_size(true),
                     };
-                    let kd = (kd / denom)?;
-                    kd_total += kd.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-                    ((&ce * (1.0 - alpha))? + (kd * (alpha * temperature * temperature))?)?
+                    kd_loss(&student, &hidden, &host, t, (batch, &batch_seqs), kd)?
                 }
-                _ => ce.clone(),
+                // SFT never needs the logits as a whole: the output layer and its loss are one
+                // node that goes through them a chunk of rows at a time.
+                _ => {
+                    let ce = loss::next_token_cross_entropy_sum(
+                        &hidden,
+                        student.model.lm_head(),
+                        &host.ids,
+                        &host.weights,
+                    )?;
+                    let value = ce.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    (ce, value, 0.0)
+                }
             };
-            ce_total += ce.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            add_grads(&mut grads, total.backward()?, &vars)?;
+            ce_total += ce / denom;
+            kd_total += kd / denom;
+            add_grads(&mut grads, (total / denom)?.backward()?, &vars)?;
         }
         let lr = lr_at(config.lr, step, warmup, total_steps);
         let grad_norm = optimizer.step(grads.as_ref().expect("a step has batches"), lr)?;
@@ -586,11 +646,13 @@ fn load_teacher(
         return Ok(Teacher::TopK(table));
     }
     let Some(k) = top_k else {
-        let t = hf::load(
+        let mut t = hf::load(
             teacher,
             student.model.compute_dtype(),
             &student.model.device,
         )?;
+        // A teacher only runs forward: no graph, no activations kept.
+        t.model.freeze();
         check_same_vocabulary(student, &t)?;
         return Ok(Teacher::Model(Box::new(t)));
     };
@@ -615,11 +677,13 @@ fn load_teacher(
         }
     }
     let started = Instant::now();
-    let t = hf::load(
+    let mut t = hf::load(
         teacher,
         student.model.compute_dtype(),
         &student.model.device,
     )?;
+    // A teacher only runs forward: no graph, no activations kept.
+    t.model.freeze();
     check_same_vocabulary(student, &t)?;
     let table = TeacherTopK::compute(&t, seqs, k, temperature, config.batch_size, &mut |_, _| {})?;
     drop(t);

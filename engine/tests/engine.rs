@@ -128,6 +128,22 @@ fn gradients_match_finite_differences() {
 }
 
 #[test]
+fn a_frozen_model_builds_no_graph_and_computes_the_same() {
+    let mut model = Qwen2::new(tiny_config(12, false), DType::F32, &Device::Cpu).unwrap();
+    model.init_weights(4).unwrap();
+    let ids = sample_ids(12);
+    let before = model.forward(&ids, &[6, 3]).unwrap();
+    assert!(before.track_op(), "a trainable model's forward is tracked");
+    model.freeze();
+    let after = model.forward(&ids, &[6, 3]).unwrap();
+    assert!(
+        !after.track_op(),
+        "a frozen model's forward builds no graph"
+    );
+    assert_eq!(flat::<f32>(&before), flat::<f32>(&after));
+}
+
+#[test]
 fn every_parameter_receives_a_gradient() {
     for tied in [false, true] {
         let model = Qwen2::new(tiny_config(12, tied), DType::F32, &Device::Cpu).unwrap();
