@@ -1,4 +1,7 @@
-//! The output layer and its cross-entropy as one graph node on the CPU (the SFT loss).
+//! The output layer and its cross-entropy as one graph node on the CPU (the SFT loss), and
+//! the same with a distillation term (the KD loss, [`head_distill_sum`]), where a chunk's
+//! teacher logits are made from the teacher's hidden states (or read from a top-k table) beside
+//! the student's.
 //!
 //! Composed, the loss of a batch of 8 × 256 tokens over a vocabulary of 8k holds a 64 MiB logits
 //! tensor from the forward to the backward, writes another for its gradient, and candle's

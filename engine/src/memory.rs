@@ -5,8 +5,10 @@
 //! layer: the residual stream and norm outputs, the q/k/v projections and their heads, the
 //! attention output before and after merging its heads, the MLP's gate, up and product. Which
 //! attention and loss run depends on where: on the CPU in f32 attention is one node that keeps
-//! no `L × L` scores (K/V heads not repeated), and the SFT loss never holds more than a chunk of
-//! the logits, but keeps the output layer's gradients from the forward to the backward. Elsewhere
+//! no `L × L` scores (K/V heads not repeated), and the SFT and KD losses never hold more than
+//! a chunk of the logits (the student's, and a model teacher's), but keep the output layer's
+//! gradients from the forward to the backward; a teacher is frozen, so its forward keeps one
+//! layer at a time. Elsewhere
 //! (GPU, bf16) the composed attention keeps repeated K/V heads, scores and probabilities, and
 //! the logits count four times at the start of backward (the logits, their gradient, its
 //! zero-filled accumulator and the sum; KD adds the tempered distributions). Two more layers'
