@@ -112,7 +112,7 @@ pub(crate) fn matmul_threads<T: Float + 'static>(
         return matmul(dst, ld, a, b, accumulate);
     }
     let per = m.div_ceil(parts).div_ceil(PART_ROWS) * PART_ROWS;
-    let bands: Vec<&mut [T]> = dst.chunks_mut(per * ld).collect();
+    let bands: Vec<&mut [T]> = dst.chunks_mut(per * ld).take(m.div_ceil(per)).collect();
     crate::pool::for_each_part(bands, |i, band| {
         let start = i * per;
         let rows = per.min(m.saturating_sub(start));

@@ -319,16 +319,15 @@ fn distill_row<T: Float>(
         TeacherRow::Logits(t) => {
             log_softmax(aux, &t[..vk]);
             let (mut dv, mut mean) = (0f64, 0f64);
-            for (ls, la) in log_s.iter_mut().zip(aux.iter_mut()) {
-                let (term, a, sa) = bucket(divergence, *ls, *la);
+            for (&ls, la) in log_s.iter().zip(aux.iter_mut()) {
+                let (term, a, sa) = bucket(divergence, ls, *la);
                 dv += term;
                 mean += sa.to_f64();
-                *ls = ls.exp();
                 *la = a; // a_j now; the teacher's log-probability is no longer needed
             }
             let mean = T::from_f64(mean);
-            for (&sj, a) in log_s.iter().zip(aux.iter_mut()) {
-                *a = token_grad(sj, *a, mean);
+            for (&ls, a) in log_s.iter().zip(aux.iter_mut()) {
+                *a = token_grad(divergence, ls, ls, *a, mean);
             }
             dv
         }
@@ -355,26 +354,25 @@ fn distill_row<T: Float>(
             }
             let log_tail = tail_max + tail_sum.ln();
             let (mut dv, mut mean) = (0f64, 0f64);
-            let mut a = vec![T::zero(); k + 1];
-            for (b, slot) in a.iter_mut().enumerate() {
-                let ls = match indices.get(b) {
+            let (mut a, mut log_buckets) = (vec![T::zero(); k + 1], vec![T::zero(); k + 1]);
+            for (b, (slot, lb)) in a.iter_mut().zip(log_buckets.iter_mut()).enumerate() {
+                *lb = match indices.get(b) {
                     Some(&j) => log_s.get(j as usize).copied().unwrap_or(T::neg_infinity()),
                     None => log_tail,
                 };
-                let (term, ab, sa) = bucket(divergence, ls, T::from_f64(f64::from(logprobs[b])));
+                let (term, ab, sa) = bucket(divergence, *lb, T::from_f64(f64::from(logprobs[b])));
                 dv += term;
                 mean += sa.to_f64();
                 *slot = ab;
             }
             let mean = T::from_f64(mean);
-            for (ls, g) in log_s.iter_mut().zip(aux.iter_mut()) {
-                *ls = ls.exp();
+            for (&ls, g) in log_s.iter().zip(aux.iter_mut()) {
                 let b = if in_tail(g) {
                     k
                 } else {
                     g.to_f64() as usize - 1
                 };
-                *g = token_grad(*ls, a[b], mean);
+                *g = token_grad(divergence, ls, log_buckets[b], a[b], mean);
             }
             dv
         }
@@ -402,18 +400,16 @@ fn distill_row<T: Float>(
 }
 
 /// A bucket's (or token's) share of the divergence (in f64), `a = ∂D/∂S` for it, and `S·a`,
-/// from the student's and the teacher's log-mass `ls`, `lp` in it. (Forward KL's `S·a` is `−P`
-/// exactly, also where the student's mass underflows to 0.)
+/// from the student's and the teacher's log-mass `ls`, `lp` in it. Forward KL's `a = −P/S` would
+/// overflow or vanish where the student's mass underflows, so its `a` is given as `S·a = −P` and
+/// [`token_grad`] hands it out by each token's share of the bucket.
 fn bucket<T: Float>(divergence: Divergence, ls: T, lp: T) -> (f64, T, T) {
     let (s, p) = (ls.exp(), lp.exp());
     let zero = T::zero();
     // `q·x` where `q` is 0: 0, even when `x` is infinite (log 0).
     let times = |q: T, x: T| if q != zero { q.mul(x) } else { zero };
     match divergence {
-        Divergence::ForwardKl => {
-            let a = if s != zero { -(p / s) } else { zero };
-            (times(p, lp - ls).to_f64(), a, -p)
-        }
+        Divergence::ForwardKl => (times(p, lp - ls).to_f64(), -p, -p),
         Divergence::ReverseKl => {
             let a = ls - lp + T::from_f64(1.0);
             (times(s, ls - lp).to_f64(), a, times(s, a))
@@ -430,13 +426,21 @@ fn bucket<T: Float>(divergence: Divergence, ls: T, lp: T) -> (f64, T, T) {
     }
 }
 
-/// `∂D/∂u_j = s_j·(a_b(j) − Σ_b S_b·a_b)` for a token with probability `s` in bucket `b`.
-fn token_grad<T: Float>(s: T, a: T, mean: T) -> T {
-    if s != T::zero() {
-        s.mul(a - mean)
-    } else {
-        T::zero()
-    }
+/// `∂D/∂u_j = s_j·a_b − s_j·Σ_b S_b·a_b` for a token with log-probability `ls` in bucket `b` of
+/// log-mass `log_bucket` (a token's own bucket: `log_bucket = ls`), `mean = Σ_b S_b·a_b`. For
+/// forward KL `a` is the bucket's `S_b·a_b = −P_b`, so `s_j·a_b = −P_b·s_j/S_b` (exactly `−P_j`
+/// for a token), with no division that could overflow.
+fn token_grad<T: Float>(divergence: Divergence, ls: T, log_bucket: T, a: T, mean: T) -> T {
+    let (s, zero) = (ls.exp(), T::zero());
+    let own = match divergence {
+        Divergence::ForwardKl if ls == log_bucket => a,
+        // The whole bucket underflowed: no share to hand out.
+        Divergence::ForwardKl if log_bucket == T::neg_infinity() => zero,
+        Divergence::ForwardKl => a.mul((ls - log_bucket).exp()),
+        _ if s != zero => s.mul(a),
+        _ => zero,
+    };
+    if s != zero { own - s.mul(mean) } else { own }
 }
 
 fn slice<'a, T: candle_core::WithDType>(
@@ -905,6 +909,76 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn forward_kl_stays_finite_where_the_students_probability_underflows() {
+        // Token 3's student logit is −200: its probability is 0 in f32. The teacher is uniform,
+        // so forward KL's gradient there is s − P = −1/4 (α = 1, T = 1, weight 1), not 0 or NaN.
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::new(&[[1f32, 0.0, 0.0, 0.0]], &dev).unwrap()).unwrap();
+        let mut w = vec![0f32; 16];
+        w[12] = -200.0;
+        let w = Var::from_tensor(&Tensor::from_vec(w, (4, 4), &dev).unwrap()).unwrap();
+        for top_k in [false, true] {
+            let teacher = if top_k {
+                // Tokens 0 and 1 and the rest (2 and 3), uniform.
+                TeacherRows::TopK {
+                    k: 2,
+                    indices: vec![0, 1],
+                    logprobs: vec![(0.25f32).ln(), (0.25f32).ln(), (0.5f32).ln()],
+                }
+            } else {
+                TeacherRows::Model {
+                    hidden: Tensor::zeros((1, 2), DType::F32, &dev).unwrap(),
+                    weight: Tensor::zeros((4, 2), DType::F32, &dev).unwrap(),
+                }
+            };
+            let d = Distill {
+                alpha: 1.0,
+                temperature: 1.0,
+                divergence: Divergence::ForwardKl,
+                vocab: 4,
+                teacher,
+            };
+            let (loss, _, kd) =
+                head_distill_sum(x.as_tensor(), w.as_tensor(), &[0], &[1.0], d).unwrap();
+            // Full: 1/4·ln(1/4 ÷ s_3) dominates; top-k: buckets (1/3, 1/3, 1/3) against
+            // (1/4, 1/4, 1/2).
+            let want_kd = if top_k {
+                0.5 * (0.75f64).ln() + 0.5 * (1.5f64).ln()
+            } else {
+                45.0
+            };
+            assert!(kd.is_finite(), "top-k {top_k}: {kd}");
+            assert!(
+                if top_k {
+                    (kd - want_kd).abs() < 1e-5
+                } else {
+                    kd > want_kd
+                },
+                "top-k {top_k}: {kd}"
+            );
+            let dw = loss
+                .backward()
+                .unwrap()
+                .get(&w)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert!(
+                dw.iter().flatten().all(|g| g.is_finite()),
+                "top-k {top_k}: {dw:?}"
+            );
+            // Full teacher: token 3's own gradient; top-k: its bucket's (tokens 2 and 3 share
+            // the rest bucket, all of whose student mass is token 2's).
+            let want = if top_k { 0.0 } else { -0.25 };
+            assert!(
+                (dw[3][0] - want).abs() < 1e-6,
+                "top-k {top_k}: {}",
+                dw[3][0]
+            );
         }
     }
 }

@@ -46,16 +46,42 @@ pub(crate) fn for_each_part<P: Send>(parts: Vec<P>, f: impl Fn(usize, P) + Sync)
         return;
     }
     let slots: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    // A panicking part must not unwind through candle's pool: that would poison its call lock
+    // and fail every later kernel of the process (a worker runs job after job). The first
+    // panic is kept and resumed here, after the pool is done.
+    let panicked: Mutex<Option<Box<dyn std::any::Any + Send>>> = Mutex::new(None);
     candle_core::utils::barrier_pool().execute_chunked(slots.len(), |range| {
-        let was = IN_PART.with(|flag| flag.replace(true));
+        let _flag = InPart::enter();
         for i in range {
             let part = slots[i].lock().map(|mut slot| slot.take()).ok().flatten();
             if let Some(part) = part {
-                f(i, part);
+                let run = std::panic::AssertUnwindSafe(|| f(i, part));
+                if let Err(payload) = std::panic::catch_unwind(run)
+                    && let Ok(mut first) = panicked.lock()
+                {
+                    first.get_or_insert(payload);
+                }
             }
         }
-        IN_PART.with(|flag| flag.set(was));
     });
+    if let Some(payload) = panicked.into_inner().ok().flatten() {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// Marks this thread as running a part until dropped (also when the part panics).
+struct InPart(bool);
+
+impl InPart {
+    fn enter() -> Self {
+        InPart(IN_PART.with(|flag| flag.replace(true)))
+    }
+}
+
+impl Drop for InPart {
+    fn drop(&mut self) {
+        IN_PART.with(|flag| flag.set(self.0));
+    }
 }
 
 /// Runs `f(row_index, row)` over the rows of `out` (each `width` long), in parallel when
@@ -90,6 +116,35 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn a_panicking_part_reaches_the_caller_and_leaves_the_pool_usable() {
+        let mut out = vec![0u8; 4 * MIN_PARALLEL_ELEMENTS];
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            par_rows(&mut out, MIN_PARALLEL_ELEMENTS, |n, _| {
+                assert!(n != 1, "part 1 fails");
+            });
+        }));
+        assert!(caught.is_err(), "the panic reaches the caller");
+        // The pool, candle's included, still works, and in parallel.
+        let mut after = vec![0usize; 4 * MIN_PARALLEL_ELEMENTS];
+        par_rows(&mut after, 1, |n, row| row[0] = n);
+        assert!(after.iter().enumerate().all(|(i, &x)| x == i));
+        assert!(
+            !IN_PART.with(Cell::get),
+            "the flag is reset after the panic"
+        );
+        let big =
+            candle_core::Tensor::ones(1 << 20, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        let sum = (&big + &big)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(sum, (2 << 20) as f32);
     }
 
     #[test]
