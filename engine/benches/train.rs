@@ -282,6 +282,17 @@ fn torch_reference(steps: usize, shapes: &Shapes) -> String {
     }
 }
 
+/// The number after `flag` on the command line, if the flag is given.
+fn number_arg(args: &[String], flag: &str) -> Option<f64> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("{flag} wants a number, got '{v}'"))
+        })
+}
+
 /// The recipe of the `--learn` run; each field can be overridden on the command line
 /// (`--batch N --lr X --max-steps N --eval-every N`) to compare recipes.
 struct Recipe {
@@ -293,15 +304,7 @@ struct Recipe {
 
 impl Recipe {
     fn from_args(args: &[String]) -> Self {
-        let value = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .and_then(|i| args.get(i + 1))
-                .map(|v| {
-                    v.parse::<f64>()
-                        .unwrap_or_else(|_| panic!("{flag} wants a number, got '{v}'"))
-                })
-        };
+        let value = |flag: &str| number_arg(args, flag);
         Recipe {
             batch: value("--batch").map_or(32, |v| v as usize),
             lr: value("--lr").unwrap_or(3e-3),
@@ -395,12 +398,7 @@ fn main() {
     let kept = still_engine::alloc::keep_freed_memory();
     eprintln!("allocator keeps freed memory: {kept}");
     let args: Vec<String> = std::env::args().collect();
-    let steps = args
-        .iter()
-        .position(|a| a == "--steps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5usize);
+    let steps = number_arg(&args, "--steps").map_or(5, |v| v as usize);
     if steps > 0 {
         let shapes = Shapes::from_args(&args);
         println!(

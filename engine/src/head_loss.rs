@@ -555,15 +555,7 @@ pub fn head_cross_entropy_sum(
         );
     }
     if fused_kernels(hidden) && hidden.dtype() == w.dtype() {
-        let op = HeadCrossEntropy {
-            targets: targets.to_vec(),
-            weights: weights.to_vec(),
-            with_grads: hidden.track_op() || w.track_op(),
-            grads: Mutex::new(None),
-            distill: None,
-            parts: Arc::default(),
-        };
-        return hidden.contiguous()?.apply_op2(&w.contiguous()?, op);
+        return Ok(apply_head_loss(hidden, w, targets, weights, None)?.0);
     }
     let logits = crate::fused::linear(hidden, &w.to_dtype(hidden.dtype())?, None)?;
     let wide = match logits.dtype() {
@@ -602,6 +594,18 @@ pub fn head_distill_sum(
             weights.len()
         );
     }
+    // The op reads a model teacher's tensors in place: contiguous ones.
+    let teacher = match distill.teacher {
+        TeacherRows::Model {
+            hidden: th,
+            weight: tw,
+        } => TeacherRows::Model {
+            hidden: th.contiguous()?,
+            weight: tw.contiguous()?,
+        },
+        top_k => top_k,
+    };
+    let distill = Distill { teacher, ..distill };
     let teacher_hidden = match &distill.teacher {
         TeacherRows::Model {
             hidden: th,
@@ -646,35 +650,25 @@ pub fn head_distill_sum(
             distill.temperature
         );
     }
+    apply_head_loss(hidden, w, targets, weights, Some(distill))
+}
+
+/// The fused op on `hidden` and `w`: the loss, and the weighted CE and divergence sums.
+fn apply_head_loss(
+    hidden: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    weights: &[f64],
+    distill: Option<Distill>,
+) -> candle_core::Result<(Tensor, f64, f64)> {
     let parts: Arc<Mutex<(f64, f64)>> = Arc::default();
     let op = HeadCrossEntropy {
         targets: targets.to_vec(),
         weights: weights.to_vec(),
         with_grads: hidden.track_op() || w.track_op(),
         grads: Mutex::new(None),
-        distill: Some(distill),
+        distill,
         parts: parts.clone(),
-    };
-    let teacher_parts = match &op.distill {
-        Some(Distill {
-            teacher: TeacherRows::Model { hidden, weight },
-            ..
-        }) => Some((hidden.contiguous()?, weight.contiguous()?)),
-        _ => None,
-    };
-    let op = match teacher_parts {
-        // The op reads the teacher's tensors in place: make them contiguous first.
-        Some((th, tw)) => HeadCrossEntropy {
-            distill: op.distill.map(|d| Distill {
-                teacher: TeacherRows::Model {
-                    hidden: th,
-                    weight: tw,
-                },
-                ..d
-            }),
-            ..op
-        },
-        None => op,
     };
     let loss = hidden.contiguous()?.apply_op2(&w.contiguous()?, op)?;
     let (ce, kd) = *parts.lock().expect("not poisoned");

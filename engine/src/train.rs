@@ -241,17 +241,26 @@ fn kd_loss(
 ) -> Result<(Tensor, f64, f64)> {
     let (ids, weights, lens) = (&host.ids_t, &host.weights_t, &host.lengths);
     let l = ids.dim(1)?;
-    let teacher_hidden = match teacher {
-        Teacher::Model(t) => Some(t.model.forward_hidden(ids, lens)?.detach()),
-        Teacher::TopK(_) => None,
+    /// The teacher with what it gives this batch: a model's final hidden states.
+    enum Side<'a> {
+        Model(&'a ModelFolder, Tensor),
+        TopK(&'a TeacherTopK),
+    }
+    let side = match teacher {
+        Teacher::Model(t) => Side::Model(t, t.model.forward_hidden(ids, lens)?.detach()),
+        Teacher::TopK(table) => Side::TopK(table),
     };
-    if crate::head_loss::distill_fused(hidden, teacher_hidden.as_ref()) {
-        let rows = match (teacher, teacher_hidden) {
-            (Teacher::Model(t), Some(th)) => crate::head_loss::TeacherRows::Model {
+    let teacher_hidden = match &side {
+        Side::Model(_, th) => Some(th),
+        Side::TopK(_) => None,
+    };
+    if crate::head_loss::distill_fused(hidden, teacher_hidden) {
+        let rows = match side {
+            Side::Model(t, th) => crate::head_loss::TeacherRows::Model {
                 hidden: th.flatten_to(1)?,
                 weight: t.model.lm_head().clone(),
             },
-            (Teacher::TopK(table), _) => {
+            Side::TopK(table) => {
                 let (indices, logprobs) = table.batch_rows(seq_ids, seqs, l);
                 crate::head_loss::TeacherRows::TopK {
                     k: table.k(),
@@ -259,7 +268,6 @@ fn kd_loss(
                     logprobs,
                 }
             }
-            (Teacher::Model(_), None) => unreachable!("a model teacher's hidden states are made"),
         };
         let distill = crate::head_loss::Distill {
             alpha: kd.alpha,
@@ -279,8 +287,8 @@ fn kd_loss(
     let logits = student.model.logits(hidden)?;
     let ce = loss::cross_entropy_sum(&logits, ids, weights)?;
     let s_logits = logits.narrow(2, 0, kd.vocab)?;
-    let d = match (teacher, teacher_hidden) {
-        (Teacher::Model(t), Some(th)) => {
+    let d = match side {
+        Side::Model(t, th) => {
             let t_logits = t.model.logits(&th)?.detach();
             loss::distill_sum(
                 &s_logits,
@@ -290,11 +298,10 @@ fn kd_loss(
                 kd.divergence,
             )?
         }
-        (Teacher::TopK(table), _) => {
+        Side::TopK(table) => {
             let (idx, lp) = table.batch(seq_ids, seqs, l, ids.device())?;
             loss::distill_topk_sum(&s_logits, &idx, &lp, weights, kd.temperature, kd.divergence)?
         }
-        (Teacher::Model(_), None) => unreachable!("a model teacher's hidden states are made"),
     };
     let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
     let (ce_value, d_value) = (scalar(&ce)?, scalar(&d)?);
