@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Still's build and tests need and is missing, at pinned versions.
 # Sourced by scripts/start and scripts/test; safe to run again (every step checks first).
-# Facts behind the pins: ../shared/TOOLCHAIN.md (offline Trunk, npm binaryen, Debian Chromium).
+# Why these pins: Trunk runs offline, Debian's binaryen (wasm-opt 108) breaks Leptos WASM so
+# wasm-opt comes from npm, and wasm-bindgen-cli must equal the wasm-bindgen in Cargo.lock.
 set -euo pipefail
 
 STILL_TRUNK_VERSION=0.22.1

@@ -18,15 +18,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/data` beside the repository (or `STILL_SHARED_DATA`).
-pub fn shared_data(relative: &str) -> PathBuf {
-    let base = std::env::var_os("STILL_SHARED_DATA")
+/// A real third-party data file the repository carries for its tests: `tests/data/<relative>`
+/// (or under `STILL_TEST_DATA`, an override for trying other copies).
+pub fn test_data(relative: &str) -> PathBuf {
+    let base = std::env::var_os("STILL_TEST_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data"));
+        .unwrap_or_else(|| repo_root().join("tests/data"));
     let path = base.join(relative);
     assert!(
         path.is_file(),
-        "shared data file {} is missing",
+        "test data file {} is missing",
         path.display()
     );
     // Canonical: chromedriver refuses file paths with `..` in them.
@@ -410,4 +411,150 @@ impl Browser {
         self.client.close().await?;
         Ok(())
     }
+}
+
+/// A typed client for the studio's API, over one server: the request shapes in one place.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+/// A response's status and JSON body (`Null` when the body is not JSON).
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// The body as `T`, asserting the status was a success.
+    pub fn ok<T: serde::de::DeserializeOwned>(self) -> T {
+        assert!(
+            (200..300).contains(&self.status),
+            "HTTP {}: {}",
+            self.status,
+            self.body
+        );
+        serde_json::from_value(self.body).expect("the body has the expected shape")
+    }
+
+    /// The error message of a failed request.
+    pub fn message(&self) -> String {
+        self.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Api {
+    pub fn new(server: &TestServer) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: server.url.clone(),
+        }
+    }
+
+    async fn reply(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::reply(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
+        Self::reply(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        Self::reply(
+            self.client
+                .delete(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
+    /// Imports a file through the upload route with extra form fields.
+    pub async fn import(&self, path: &Path, fields: &[(&str, &str)]) -> Reply {
+        let bytes = std::fs::read(path).expect("readable fixture");
+        let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+        );
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        Self::reply(
+            self.client
+                .post(format!("{}/api/datasets/import", self.base))
+                .multipart(form)
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
+    pub async fn run(&self, id: i64) -> still_api::RunSummary {
+        self.get(&format!("/api/runs/{id}")).await.ok()
+    }
+
+    /// Polls a run every 100 ms until `done` holds or `within` passed; the last state seen.
+    pub async fn wait_for_run(
+        &self,
+        id: i64,
+        within: Duration,
+        done: impl Fn(&still_api::RunSummary) -> bool,
+    ) -> still_api::RunSummary {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let run = self.run(id).await;
+            if done(&run) || std::time::Instant::now() >= deadline {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a worker identity on the server and starts a `still worker` process for it.
+    pub async fn start_worker(
+        &self,
+        server: &TestServer,
+        work_dir: &Path,
+    ) -> tokio::process::Child {
+        let (_, token) = still_backend::queue::create_worker(server.pool(), "test-worker")
+            .await
+            .expect("worker created");
+        spawn_worker(&server.url, &token, work_dir, &[])
+    }
+}
+
+/// Whether a run has ended (succeeded, failed or cancelled).
+pub fn run_finished(run: &still_api::RunSummary) -> bool {
+    matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled")
 }

@@ -64,6 +64,19 @@ pub struct RunParams {
     pub device: Option<String>,
     /// `f32` (default), or `bf16`: compute in bf16 over f32 master weights and optimizer state.
     pub precision: Option<String>,
+    /// Rows longer than `max_seq_len`: `truncate` (default; the loss covers what fits) or
+    /// `skip` (left out of training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_examples: Option<String>,
+}
+
+/// What a run's worker made of its dataset: how many rows trained, how many were cut to
+/// `max_seq_len` and how many were left out as longer than it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RunExamples {
+    pub n_trained: i64,
+    pub n_truncated: i64,
+    pub n_skipped: i64,
 }
 
 /// `POST /api/runs`. `model`, `teacher` and `dataset` take an id or a name.
@@ -109,6 +122,9 @@ pub struct RunSummary {
     pub output_model_id: Option<i64>,
     /// The engine's training config (s1 defaults with this run's overrides).
     pub config: serde_json::Value,
+    /// Set once a worker has tokenised the dataset.
+    #[serde(default)]
+    pub examples: Option<RunExamples>,
     pub last_step: Option<i64>,
     pub last_loss: Option<f64>,
     pub created_at: String,

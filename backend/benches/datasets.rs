@@ -210,6 +210,10 @@ async fn main() {
         "| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
     ));
 
+    lines.extend(
+        versions_and_worker_download(&client, &base, dir.path(), rows, server.0.id()).await,
+    );
+
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
     if let Some(wasm) = std::fs::read_dir(&dist).ok().and_then(|entries| {
         entries
@@ -234,4 +238,159 @@ async fn main() {
     if worst_p95 > 50.0 {
         eprintln!("note: a search p95 is above the 50 ms target");
     }
+}
+
+/// VmHWM of this process, MiB.
+fn own_peak_rss_mib() -> f64 {
+    peak_rss_mib(std::process::id())
+}
+
+/// Cuts a version, exports it, imports the export again, and downloads the version the way a
+/// worker does (streamed to a file), with the time and peak memory of each side.
+async fn versions_and_worker_download(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &Path,
+    rows: usize,
+    server_pid: u32,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let t = Instant::now();
+    let version = client
+        .post(format!("{base}/api/datasets/pool/versions"))
+        .json(&serde_json::json!({"message": "bench"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(version.status(), 201);
+    lines.push(format!(
+        "| cut a version of {rows} rows | {:.1} s | — |",
+        t.elapsed().as_secs_f64()
+    ));
+    // Export the version, streamed to disk.
+    let export = dir.join("export.jsonl");
+    let t = Instant::now();
+    let mut response = client
+        .get(format!("{base}/api/datasets/pool/export?version=1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let mut out = tokio::fs::File::create(&export).await.unwrap();
+    let mut bytes = 0u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        bytes += chunk.len() as u64;
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+            .await
+            .unwrap();
+    }
+    lines.push(format!(
+        "| export version 1 ({:.0} MB JSONL), streamed | {:.1} s; server peak RSS so far {:.0} MiB | — |",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64(),
+        peak_rss_mib(server_pid)
+    ));
+    // Re-import the export as a new dataset.
+    let size = std::fs::metadata(&export).unwrap().len();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::open(&export).await.unwrap(),
+    ));
+    let part = reqwest::multipart::Part::stream_with_length(body, size).file_name("export.jsonl");
+    let form = reqwest::multipart::Form::new()
+        .text("name", "pool-again")
+        .part("file", part);
+    let t = Instant::now();
+    let response = client
+        .post(format!("{base}/api/datasets/import"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        report["n_imported"], rows as u64,
+        "the export re-imports whole"
+    );
+    lines.push(format!(
+        "| re-import the export | {:.1} s; server peak RSS so far {:.0} MiB | — |",
+        t.elapsed().as_secs_f64(),
+        peak_rss_mib(server_pid)
+    ));
+
+    // The worker's download of a run's pinned version: a tiny model (tokenizer from a small
+    // dataset), a run on the pool, a claim, then the worker client's streamed download.
+    let seed = dir.join("seed.jsonl");
+    generate(&seed, 200).unwrap();
+    let form = reqwest::multipart::Form::new().text("name", "seed").part(
+        "file",
+        reqwest::multipart::Part::bytes(std::fs::read(&seed).unwrap()).file_name("seed.jsonl"),
+    );
+    let seeded = client
+        .post(format!("{base}/api/datasets/import"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seeded.status(), 201);
+    let model = client
+        .post(format!("{base}/api/models"))
+        .json(&serde_json::json!({"name": "bench-tiny", "preset": "tiny", "tokenizer_dataset": "seed", "vocab_size": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(model.status(), 201, "{}", model.text().await.unwrap());
+    let run = client
+        .post(format!("{base}/api/runs"))
+        .json(&serde_json::json!({"name": "bench-download", "method": "sft", "model": "bench-tiny", "dataset": "pool",
+                                  "params": {"max_steps": 1, "max_seq_len": 64}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 201, "{}", run.text().await.unwrap());
+    let token = std::process::Command::new(env!("CARGO_BIN_EXE_still"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["worker-token", "create", "--name", "bench"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout)
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let worker = still_worker::Client::new(base, &token);
+    let before = own_peak_rss_mib();
+    let work = dir.join("worker");
+    let (job_rows, seconds, after) = tokio::task::spawn_blocking(move || {
+        let job: Option<still_api::ClaimedJob> = worker
+            .post("/api/worker/claim?wait_ms=5000", &serde_json::json!({}))
+            .unwrap();
+        let job = job.expect("the run's job is claimed");
+        std::fs::create_dir_all(&work).unwrap();
+        let file = work.join("dataset.jsonl");
+        let t = Instant::now();
+        let bytes = worker
+            .download(&format!("/api/worker/jobs/{}/dataset", job.job_id), &file)
+            .unwrap();
+        let seconds = t.elapsed().as_secs_f64();
+        let after = own_peak_rss_mib();
+        let text =
+            std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&file).unwrap()));
+        let n = text
+            .filter(|l| !l.as_ref().unwrap().trim().is_empty())
+            .count();
+        eprintln!("worker download: {bytes} bytes");
+        (n, seconds, after)
+    })
+    .await
+    .unwrap();
+    assert_eq!(job_rows, rows);
+    lines.push(format!(
+        "| worker downloads the run's {rows}-row version (the worker client, streamed to a file) | {seconds:.1} s; worker-side peak RSS {before:.0} → {after:.0} MiB; server peak RSS {:.0} MiB | memory does not grow with the dataset |",
+        peak_rss_mib(server_pid)
+    ));
+    lines
 }

@@ -73,8 +73,14 @@ pub async fn store(
         }
         let dest = blob_path(data_dir, &sha);
         if !dest.is_file() {
-            tokio::fs::create_dir_all(dest.parent().expect("blob has a parent")).await?;
+            let parent = dest.parent().expect("blob has a parent").to_path_buf();
+            tokio::fs::create_dir_all(&parent).await?;
             tokio::fs::rename(&tmp, &dest).await?;
+            // The file was synced above; the folder's new entry is flushed too.
+            let folder = parent.clone();
+            tokio::task::spawn_blocking(move || still_engine::fsio::sync_dir(&folder))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
         }
         Ok((sha, size))
     }

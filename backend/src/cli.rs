@@ -273,6 +273,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.ui_dir.display()
                 );
             }
+            if !args.addr.ip().is_loopback() {
+                eprintln!(
+                    "warning: serving on {}, which is not a loopback address. Still has no \
+                     accounts yet: anyone who can reach this port can read, change and delete \
+                     every dataset, model and run. Serve on 127.0.0.1 and reach it through an SSH \
+                     tunnel, or keep the port behind a firewall.",
+                    args.addr
+                );
+            }
             let server = crate::start(config, args.addr).await?;
             let _workers = crate::local_workers::spawn(
                 &server.state.db,

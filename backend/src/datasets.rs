@@ -39,11 +39,11 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
         .route("/api/datasets/{dataset}/imports", get(list_imports))
 }
 
-/// Trims and checks a dataset name.
-pub fn validate_name(name: &str) -> Result<String> {
+/// Trims and checks the name of a `kind` of object (dataset, run, model): the message names it.
+pub fn validate_name(kind: &str, name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(Error::BadRequest("name: a dataset needs a name".into()));
+        return Err(Error::BadRequest(format!("name: a {kind} needs a name")));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(Error::BadRequest(format!(
@@ -52,7 +52,7 @@ pub fn validate_name(name: &str) -> Result<String> {
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(Error::BadRequest(format!(
-            "name: '{name}' is all digits, which would read as a dataset id"
+            "name: '{name}' is all digits, which would read as a {kind} id"
         )));
     }
     if name.contains('/') {
@@ -126,10 +126,11 @@ pub async fn create_or_find(
     }
 }
 
-/// Marks a dataset as changed now.
+/// Marks a dataset's live rows as changed (a new revision): the next run cuts a new version.
 pub async fn touch(db: &mut SqliteConnection, dataset_id: i64) -> Result<()> {
     sqlx::query(
-        "UPDATE datasets SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        "UPDATE datasets SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+         revision = revision + 1 WHERE id = ?",
     )
     .bind(dataset_id)
     .execute(&mut *db)
@@ -212,10 +213,30 @@ async fn delete_dataset(
     Path(dataset): Path<String>,
 ) -> Result<StatusCode> {
     let row = resolve(&state.db, state.team_id(), &dataset).await?;
+    let mut db = crate::db::write_tx(&state.db).await?;
+    let runs: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM runs WHERE dataset_id = ? ORDER BY id LIMIT 4")
+            .bind(row.id)
+            .fetch_all(&mut *db)
+            .await?;
+    if !runs.is_empty() {
+        return Err(Error::Conflict(format!(
+            "dataset '{}' is used by run{} {}{}: delete the runs first",
+            row.name,
+            if runs.len() > 1 { "s" } else { "" },
+            runs.iter()
+                .take(3)
+                .map(|r| format!("'{r}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if runs.len() > 3 { " and more" } else { "" }
+        )));
+    }
     sqlx::query("DELETE FROM datasets WHERE id = ?")
         .bind(row.id)
-        .execute(&state.db)
+        .execute(&mut *db)
         .await?;
+    db.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -266,6 +287,11 @@ fn parse_choice<T>(
     })
 }
 
+/// Largest text field of an import form (name, format, preset, …).
+pub const MAX_TEXT_FIELD_BYTES: usize = 4 << 10;
+/// Largest hand mapping (JSON) of an import form.
+pub const MAX_MAPPING_FIELD_BYTES: usize = 64 << 10;
+
 /// Reads an import form: the file is streamed to disk chunk by chunk, never held in memory.
 pub async fn read_upload(state: &AppState, multipart: &mut Multipart) -> Result<Upload> {
     let max = state.config.max_upload_bytes;
@@ -302,7 +328,23 @@ pub async fn read_upload(state: &AppState, multipart: &mut Multipart) -> Result<
             spooled = Some((tmp, file_name));
             continue;
         }
-        let text = field.text().await.map_err(|e| multipart_error(e, max))?;
+        // Text fields are read chunk by chunk up to their limit, never whole.
+        let limit = if key == "mapping" {
+            MAX_MAPPING_FIELD_BYTES
+        } else {
+            MAX_TEXT_FIELD_BYTES
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(Error::BadRequest(format!(
+                    "form field '{key}' is longer than {limit} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::BadRequest(format!("form field '{key}' is not UTF-8")))?;
         match key.as_str() {
             "name" | "dataset" => options.dataset = text,
             "format" => {
@@ -494,15 +536,15 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert_eq!(validate_name("  gsm8k ").unwrap(), "gsm8k");
-        assert!(validate_name("").is_err());
+        assert_eq!(validate_name("dataset", "  gsm8k ").unwrap(), "gsm8k");
+        assert!(validate_name("dataset", "").is_err());
         assert!(
-            validate_name("123")
+            validate_name("run", "123")
                 .unwrap_err()
                 .to_string()
-                .contains("all digits")
+                .contains("all digits, which would read as a run id")
         );
-        assert!(validate_name(&"x".repeat(201)).is_err());
+        assert!(validate_name("model", &"x".repeat(201)).is_err());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A request from another site or for another host name (see `guard`).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("i/o error: {0}")]
@@ -45,6 +48,7 @@ impl Error {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Database(_) | Self::Io(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

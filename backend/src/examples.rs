@@ -446,9 +446,18 @@ async fn set_deleted(state: &AppState, id: i64, deleted: bool) -> Result<Example
     let sql = if deleted {
         "UPDATE examples SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND deleted_at IS NULL"
     } else {
-        "UPDATE examples SET deleted_at = NULL WHERE id = ?"
+        "UPDATE examples SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL"
     };
-    sqlx::query(sql).bind(id).execute(&state.db).await?;
+    let mut db = crate::db::write_tx(&state.db).await?;
+    let changed = sqlx::query(sql)
+        .bind(id)
+        .execute(&mut *db)
+        .await?
+        .rows_affected();
+    if changed > 0 {
+        datasets::touch(&mut db, example.dataset_id).await?;
+    }
+    db.commit().await?;
     load(&state.db, id).await
 }
 
@@ -473,11 +482,18 @@ async fn add_tag(
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
     datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
-    sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
+    let tag = check_tag(&request.tag)?;
+    let mut db = crate::db::write_tx(&state.db).await?;
+    let changed = sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
         .bind(id)
-        .bind(check_tag(&request.tag)?)
-        .execute(&state.db)
-        .await?;
+        .bind(tag)
+        .execute(&mut *db)
+        .await?
+        .rows_affected();
+    if changed > 0 {
+        datasets::touch(&mut db, example.dataset_id).await?;
+    }
+    db.commit().await?;
     Ok(Json(load(&state.db, id).await?))
 }
 
@@ -487,11 +503,17 @@ async fn remove_tag(
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
     datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
-    sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
+    let mut db = crate::db::write_tx(&state.db).await?;
+    let changed = sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
         .bind(id)
         .bind(tag.trim())
-        .execute(&state.db)
-        .await?;
+        .execute(&mut *db)
+        .await?
+        .rows_affected();
+    if changed > 0 {
+        datasets::touch(&mut db, example.dataset_id).await?;
+    }
+    db.commit().await?;
     Ok(Json(load(&state.db, id).await?))
 }
 

@@ -12,6 +12,7 @@ pub mod engine_cli;
 pub mod error;
 pub mod events;
 pub mod examples;
+pub mod guard;
 pub mod import;
 pub mod local_workers;
 pub mod logs;
@@ -138,7 +139,51 @@ pub fn app(state: AppState) -> Router {
     router.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
+/// The exclusive lock one `still serve` holds on its data directory (`DATA_DIR/still.lock`,
+/// released when dropped or when the process dies): a second server on the same directory is
+/// refused before it touches anything, such as the first one's in-flight uploads.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    pub fn take(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", data_dir.display()))?;
+        let path = data_dir.join("still.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                anyhow::bail!(
+                    "data directory {} is in use by another `still serve` (pid {}); stop it or \
+                     pass another --data-dir",
+                    data_dir.display(),
+                    holder.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("locking {}: {e}", path.display())
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// Opens the data directory: creates it, clears spooled uploads, opens and migrates the database.
+/// A server takes the [`DataDirLock`] first ([`start`] does).
 pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display())
@@ -163,6 +208,8 @@ pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// Held until the server is stopped and dropped.
+    _lock: DataDirLock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -187,6 +234,7 @@ impl Server {
 
 /// Binds `addr` (port 0 picks a free one) and serves on a background task.
 pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
+    let lock = DataDirLock::take(&config.data_dir)?;
     let state = open_state(config).await?;
     // Leases ran out while no server was there to renew them: give running jobs one lease
     // period to check in before the reaper may re-queue them.
@@ -202,7 +250,9 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let reaper = queue::spawn_reaper(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = app(state.clone());
+    // Host and Origin checked on every request (DNS rebinding, cross-site requests).
+    let guard = std::sync::Arc::new(guard::Guard::new(addr));
+    let app = app(state.clone()).layer(axum::middleware::from_fn_with_state(guard, guard::layer));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -215,6 +265,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         state,
+        _lock: lock,
         shutdown: Some(tx),
         task,
     })

@@ -12,6 +12,9 @@ use crate::queue;
 async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Result<String> {
     let file = data_dir.join(format!("local-worker-{n}.token"));
     if let Ok(token) = std::fs::read_to_string(&file) {
+        // Files written before tokens were kept private.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         let known: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
         )
@@ -23,8 +26,23 @@ async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Re
         }
     }
     let (_, token) = queue::create_worker(pool, &format!("local-{n}")).await?;
-    std::fs::write(&file, &token)?;
+    write_private(&file, &token)?;
     Ok(token)
+}
+
+/// Writes a secret readable by its owner only (mode 0600, also when the file existed before).
+pub fn write_private(file: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?;
+    out.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    out.write_all(secret.as_bytes())?;
+    out.sync_all()
 }
 
 /// Starts `count` local workers and keeps them running until the returned task is aborted.
@@ -43,16 +61,10 @@ pub async fn spawn(
         tasks.push(tokio::spawn(async move {
             loop {
                 let child = tokio::process::Command::new(&exe)
-                    .args([
-                        "worker",
-                        "--server",
-                        &url,
-                        "--token",
-                        &token,
-                        "--device",
-                        "cpu",
-                        "--work-dir",
-                    ])
+                    // The token goes through the environment, never the command line (which
+                    // every user of the machine can read in `ps`).
+                    .env("STILL_WORKER_TOKEN", &token)
+                    .args(["worker", "--server", &url, "--device", "cpu", "--work-dir"])
                     .arg(&work_dir)
                     // Gone with this process even when it is killed without a chance to stop it.
                     .arg("--parent-pid")

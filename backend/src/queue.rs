@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat_route))
         .route("/api/worker/jobs/{id}/metrics", post(metrics_route))
         .route("/api/worker/jobs/{id}/logs", post(logs_route))
+        .route("/api/worker/jobs/{id}/examples", post(examples_route))
         .route("/api/worker/jobs/{id}/complete", post(complete_route))
         .route("/api/worker/jobs/{id}/fail", post(fail_route))
         .route("/api/worker/jobs/{id}/dataset", get(dataset_route))
@@ -87,22 +88,15 @@ async fn dataset_route(
         .fetch_one(&state.db)
         .await?;
     let version = crate::versions::find(&state.db, dataset_id, version).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    crate::versions::export_rows(
-        state.db.clone(),
-        dataset_id,
-        Some(version),
-        still_api::ExportShape::Canonical,
-        tx,
-    )
-    .await?;
-    let mut body = Vec::new();
-    while let Some(chunk) = rx.recv().await {
-        body.extend_from_slice(&chunk?);
-    }
+    // Streamed as the worker reads it: the server never holds the whole dataset.
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
+        crate::versions::export_body(
+            state.db.clone(),
+            dataset_id,
+            Some(version),
+            still_api::ExportShape::Canonical,
+        ),
     )
         .into_response())
 }
@@ -165,6 +159,12 @@ async fn upload_checkpoint(
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
     let name = checkpoint_file_name(&file)?;
+    // Checked before anything is stored: a bad step never leaves a file behind.
+    if step < 0 {
+        return Err(Error::BadRequest(format!(
+            "checkpoint step {step} is negative"
+        )));
+    }
     store_upload(
         &state,
         (job, id),
@@ -193,6 +193,11 @@ async fn commit_checkpoint(
     Path((job, step)): Path<(i64, i64)>,
 ) -> Result<Json<serde_json::Value>> {
     let run = leased_run(&state.db, job, id).await?;
+    if step < 0 {
+        return Err(Error::BadRequest(format!(
+            "checkpoint step {step} is negative"
+        )));
+    }
     let folder = format!("step-{step}");
     let mut db = crate::db::write_tx(&state.db).await?;
     crate::artifacts::commit(&mut db, run, &folder, &required_checkpoint_files()).await?;
@@ -279,19 +284,18 @@ async fn model_path(pool: &SqlitePool, model_id: i64) -> Result<std::path::PathB
     Ok(std::path::PathBuf::from(path))
 }
 
+/// The files of a server-side model folder a worker downloads (shards included).
+fn model_files_of(dir: &std::path::Path) -> Result<Vec<String>> {
+    still_worker::model_files_in(dir).map_err(|e| Error::Unprocessable(format!("{e:#}")))
+}
+
 async fn model_files(
     State(state): State<AppState>,
     WorkerAuth(_): WorkerAuth,
     Path(model): Path<i64>,
 ) -> Result<Json<Vec<String>>> {
     let dir = model_path(&state.db, model).await?;
-    Ok(Json(
-        still_worker::MODEL_FILES
-            .iter()
-            .filter(|f| dir.join(f).is_file())
-            .map(|f| f.to_string())
-            .collect(),
-    ))
+    Ok(Json(model_files_of(&dir)?))
 }
 
 async fn model_file(
@@ -299,10 +303,13 @@ async fn model_file(
     WorkerAuth(_): WorkerAuth,
     Path((model, file)): Path<(i64, String)>,
 ) -> Result<axum::response::Response> {
-    let path = model_path(&state.db, model)
-        .await?
-        .join(model_file_name(&file)?);
-    stream_file(&path, || format!("model {model} file {file}")).await
+    let dir = model_path(&state.db, model).await?;
+    // The fixed files of a model folder, or a shard its index names: nothing else is served.
+    if !model_files_of(&dir)?.contains(&file) {
+        model_file_name(&file)?;
+        return Err(Error::not_found(format!("model {model} file {file}")));
+    }
+    stream_file(&dir.join(&file), || format!("model {model} file {file}")).await
 }
 
 /// Stores one file of the run's final model (folder `final`, committed on completion).
@@ -753,6 +760,30 @@ async fn metrics_route(
     Ok(Json(serde_json::json!({ "inserted": inserted })))
 }
 
+/// The worker tokenised the run's dataset: how many rows train, were truncated, were skipped.
+async fn examples_route(
+    State(state): State<AppState>,
+    WorkerAuth(id): WorkerAuth,
+    Path(job): Path<i64>,
+    ApiJson(body): ApiJson<still_api::RunExamples>,
+) -> Result<Json<serde_json::Value>> {
+    if body.n_trained < 0 || body.n_truncated < 0 || body.n_skipped < 0 {
+        return Err(Error::BadRequest(
+            "example counts must not be negative".into(),
+        ));
+    }
+    let run = leased_run(&state.db, job, id).await?;
+    sqlx::query("UPDATE runs SET n_trained = ?, n_truncated = ?, n_skipped = ? WHERE id = ?")
+        .bind(body.n_trained)
+        .bind(body.n_truncated)
+        .bind(body.n_skipped)
+        .bind(run)
+        .execute(&state.db)
+        .await?;
+    state.events.touch(run);
+    Ok(Json(serde_json::json!({ "run": run })))
+}
+
 async fn logs_route(
     State(state): State<AppState>,
     WorkerAuth(id): WorkerAuth,
@@ -778,7 +809,7 @@ async fn complete_route(
         crate::artifacts::file_path(&state.db, data_dir, run, "final", "config.json").await?;
     let weights =
         crate::artifacts::file_path(&state.db, data_dir, run, "final", "model.safetensors").await?;
-    let (Some(config_path), Some(_)) = (config_path, weights) else {
+    let (Some(_), Some(_)) = (config_path, weights) else {
         return Err(Error::Unprocessable(format!(
             "job {job}: upload the final model (config.json, model.safetensors) before completing"
         )));
@@ -789,28 +820,18 @@ async fn complete_route(
         .bind(run)
         .fetch_one(&state.db)
         .await?;
-    let config: serde_json::Value =
-        serde_json::from_str(&tokio::fs::read_to_string(&config_path).await?)
-            .map_err(|e| Error::Unprocessable(format!("job {job}: final config.json: {e}")))?;
-    let n_params = still_engine::config::Qwen2Config::load(&dir.join("config.json"))
-        .map(|c| still_engine::memory::n_params(&c) as i64)
-        .unwrap_or(0);
+    // The uploaded folder must be a model that loads (headers checked, weights not read).
+    let inspected = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || still_engine::hf::inspect(&dir))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unprocessable(format!("job {job}: the final model: {e}")))?
+    };
     let mut db = crate::db::write_tx(&state.db).await?;
     crate::artifacts::commit(&mut db, run, "final", &["config.json", "model.safetensors"]).await?;
-    let model_name = format!("{name}-final");
-    let model_id: i64 = sqlx::query_scalar(
-        "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config) VALUES (?, ?, 'run', ?, ?, ?, ?, ?) \
-         ON CONFLICT (team_id, name) DO UPDATE SET path = excluded.path RETURNING id",
-    )
-    .bind(team)
-    .bind(&model_name)
-    .bind(dir.to_string_lossy().into_owned())
-    .bind(run)
-    .bind(n_params)
-    .bind(config.get("vocab_size").and_then(|v| v.as_i64()).unwrap_or(0))
-    .bind(config.to_string())
-    .fetch_one(&mut *db)
-    .await?;
+    let model = crate::runs::register_final(&mut db, team, run, &name, &dir, &inspected).await?;
+    let (model_id, model_name) = (model.id, model.name);
     sqlx::query("UPDATE runs SET output_model_id = ? WHERE id = ?")
         .bind(model_id)
         .bind(run)

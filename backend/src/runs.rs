@@ -104,15 +104,103 @@ async fn create_model(
     Ok((StatusCode::CREATED, Json(model)))
 }
 
-/// Makes a model from scratch (`preset` + `tokenizer_dataset`, written under
-/// `DATA_DIR/models/`) or registers an HF folder (`path`); either way it must load.
+/// At most this much text (bytes, whole rows) trains a new model's tokenizer: the rows are read
+/// in pages until it is reached, so a large dataset is never read into memory whole.
+pub const MAX_TOKENIZER_TEXT_BYTES: usize = 64 << 20;
+/// Largest vocabulary a tokenizer trained here may have (Qwen2.5's is 151,665).
+pub const MAX_SCRATCH_VOCAB: usize = 262_144;
+
+/// The dataset text a new tokenizer is trained on: live rows in id order, up to `budget` bytes.
+async fn tokenizer_texts(pool: &SqlitePool, dataset_id: i64, budget: usize) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    let (mut after, mut used) = (0i64, 0usize);
+    loop {
+        let page: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, question || char(10) || thinking || char(10) || answer || char(10) || coalesce(solution, '') \
+             FROM examples WHERE dataset_id = ? AND deleted_at IS NULL AND id > ? ORDER BY id LIMIT 500",
+        )
+        .bind(dataset_id)
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(texts);
+        };
+        after = *last;
+        for (_, text) in page {
+            used += text.len();
+            if used > budget && !texts.is_empty() {
+                return Ok(texts);
+            }
+            texts.push(text);
+        }
+    }
+}
+
+/// Whether the team already has a model of that name.
+async fn model_name_taken(pool: &SqlitePool, team: i64, name: &str) -> Result<bool> {
+    let taken: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM models WHERE team_id = ? AND name = ?")
+            .bind(team)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(taken.is_some())
+}
+
+fn taken_message(name: &str) -> String {
+    format!("name: a model named '{name}' already exists")
+}
+
+/// Checks a model folder without loading its weights (headers only): what registering stores.
+async fn inspect_folder(dir: PathBuf) -> Result<still_engine::hf::Inspected> {
+    tokio::task::spawn_blocking(move || still_engine::hf::inspect(&dir))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(engine_error)
+}
+
+/// Inserts a model row (the one place a model is registered) and returns it.
+pub async fn insert_model(
+    db: &mut sqlx::SqliteConnection,
+    team: i64,
+    name: &str,
+    origin: &str,
+    path: &str,
+    run_id: Option<i64>,
+    inspected: &still_engine::hf::Inspected,
+) -> Result<ModelSummary> {
+    let row: ModelRow = sqlx::query_as(&format!(
+        "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
+    ))
+    .bind(team)
+    .bind(name)
+    .bind(origin)
+    .bind(path)
+    .bind(run_id)
+    .bind(inspected.n_params as i64)
+    .bind(inspected.config.vocab_size as i64)
+    .bind(inspected.config.to_hf_json().to_string())
+    .fetch_one(&mut *db)
+    .await
+    .map_err(|e| on_unique(e, || taken_message(name)))?;
+    Ok(row.into())
+}
+
+/// Makes a model from scratch (`preset` + `tokenizer_dataset`) or registers an HF folder
+/// (`path`); either way it must load (checked from its headers, without reading the weights).
+///
+/// A scratch model is written into a fresh staging folder and moved to `DATA_DIR/models/<id>-…`
+/// only once its row is inserted, so a refused request (a taken name, a folder that does not
+/// load) never touches another model's files.
 pub async fn create(
     pool: &SqlitePool,
     data_dir: &std::path::Path,
     team: i64,
     body: &NewModel,
 ) -> Result<ModelSummary> {
-    let name = datasets::validate_name(&body.name)?;
+    let name = datasets::validate_name("model", &body.name)?;
     match body.location.as_deref() {
         None | Some("server") => {}
         Some("workers") => return register_on_workers(pool, team, &name, body).await,
@@ -122,91 +210,155 @@ pub async fn create(
             )));
         }
     }
-    let (origin, path) = match (&body.path, &body.preset) {
-        (Some(path), None) => ("folder", PathBuf::from(path)),
-        (None, Some(_)) => (
-            "scratch",
-            data_dir.join("models").join(format!(
-                "{}-{}",
-                name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-                std::process::id()
-            )),
-        ),
-        _ => return Err(Error::BadRequest(
+    if model_name_taken(pool, team, &name).await? {
+        return Err(Error::Conflict(taken_message(&name)));
+    }
+    match (&body.path, &body.preset) {
+        (Some(path), None) => {
+            let path = PathBuf::from(path);
+            let inspected = inspect_folder(path.clone()).await?;
+            let path_text = path
+                .canonicalize()
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned();
+            let mut db = crate::db::write_tx(pool).await?;
+            let model =
+                insert_model(&mut db, team, &name, "folder", &path_text, None, &inspected).await?;
+            db.commit().await?;
+            Ok(model)
+        }
+        (None, Some(preset)) => create_scratch(pool, data_dir, team, &name, preset, body).await,
+        _ => Err(Error::BadRequest(
             "give either 'path' (an HF folder on the server) or 'preset' with 'tokenizer_dataset'"
                 .into(),
         )),
-    };
-    if let Some(preset) = &body.preset {
-        let reference = body.tokenizer_dataset.as_deref().ok_or_else(|| {
-            Error::BadRequest(
-                "tokenizer_dataset: a model from scratch trains its tokenizer on a dataset".into(),
-            )
-        })?;
-        let dataset = datasets::resolve(pool, team, reference).await?;
-        let texts: Vec<String> = sqlx::query_scalar(
-            "SELECT question || char(10) || thinking || char(10) || answer || char(10) || coalesce(solution, '') \
-             FROM examples WHERE dataset_id = ? AND deleted_at IS NULL ORDER BY id",
-        )
-        .bind(dataset.id)
-        .fetch_all(pool)
-        .await?;
-        if texts.is_empty() {
-            return Err(Error::Unprocessable(format!(
-                "tokenizer_dataset: dataset '{}' has no rows",
-                dataset.name
-            )));
-        }
-        let (preset, vocab, dir) = (
-            preset.clone(),
-            body.vocab_size.unwrap_or(4096),
-            path.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            still_engine::hf::create(&dir, &preset, &texts, vocab, 0).map(|_| ())
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(engine_error)?;
     }
-    // Load it once: a folder that does not load is refused now, not at training time.
-    let dir = path.clone();
-    let (n_params, vocab_size, config) = tokio::task::spawn_blocking(move || {
-        still_engine::hf::load(
-            &dir,
-            still_engine::candle::DType::F32,
-            &still_engine::candle::Device::Cpu,
+}
+
+async fn create_scratch(
+    pool: &SqlitePool,
+    data_dir: &std::path::Path,
+    team: i64,
+    name: &str,
+    preset: &str,
+    body: &NewModel,
+) -> Result<ModelSummary> {
+    let reference = body.tokenizer_dataset.as_deref().ok_or_else(|| {
+        Error::BadRequest(
+            "tokenizer_dataset: a model from scratch trains its tokenizer on a dataset".into(),
         )
-        .map(|f| {
-            (
-                f.model.n_params(),
-                f.model.config.vocab_size,
-                f.model.config.to_hf_json(),
-            )
-        })
+    })?;
+    let vocab = body.vocab_size.unwrap_or(4096);
+    if !(64..=MAX_SCRATCH_VOCAB).contains(&vocab) {
+        return Err(Error::BadRequest(format!(
+            "vocab_size: {vocab} must be 64..={MAX_SCRATCH_VOCAB}"
+        )));
+    }
+    let dataset = datasets::resolve(pool, team, reference).await?;
+    let texts = tokenizer_texts(pool, dataset.id, MAX_TOKENIZER_TEXT_BYTES).await?;
+    if texts.is_empty() {
+        return Err(Error::Unprocessable(format!(
+            "tokenizer_dataset: dataset '{}' has no rows",
+            dataset.name
+        )));
+    }
+    let models = data_dir.join("models");
+    std::fs::create_dir_all(&models)?;
+    let suffix = random_suffix()?;
+    let staging = models.join(format!(".staging-{suffix}"));
+    let (preset, dir) = (preset.to_string(), staging.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        still_engine::hf::create(&dir, &preset, &texts, vocab, 0).map(|_| ())
     })
     .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-    .map_err(engine_error)?;
-    let path_text = path
-        .canonicalize()
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned();
-    let row: ModelRow = sqlx::query_as(&format!(
-        "INSERT INTO models (team_id, name, origin, path, n_params, vocab_size, config) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
+    .map_err(|e| Error::Internal(e.to_string()));
+    let result = async {
+        made?.map_err(engine_error)?;
+        let inspected = inspect_folder(staging.clone()).await?;
+        let mut db = crate::db::write_tx(pool).await?;
+        let model = insert_model(&mut db, team, name, "scratch", "", None, &inspected).await?;
+        let dest = models.join(format!("{}-{suffix}", model.id));
+        still_engine::fsio::rename_durably(&staging, &dest)?;
+        let path = dest.to_string_lossy().into_owned();
+        let moved = async {
+            sqlx::query("UPDATE models SET path = ? WHERE id = ?")
+                .bind(&path)
+                .bind(model.id)
+                .execute(&mut *db)
+                .await?;
+            db.commit().await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = moved {
+            let _ = std::fs::remove_dir_all(&dest);
+            return Err(e);
+        }
+        Ok(ModelSummary { path, ..model })
+    }
+    .await;
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Registers a finished run's final model (in the completing transaction): `<run>-final`, or,
+/// when another model already has that name, `<run>-final-run<id>` (the run name shortened to
+/// fit the name limit). Never re-points a model that is not this run's; a retried completion
+/// finds the run's own model again.
+pub async fn register_final(
+    db: &mut sqlx::SqliteConnection,
+    team: i64,
+    run_id: i64,
+    run_name: &str,
+    dir: &std::path::Path,
+    inspected: &still_engine::hf::Inspected,
+) -> Result<ModelSummary> {
+    let path = dir.to_string_lossy().into_owned();
+    let own: Option<ModelRow> = sqlx::query_as(&format!(
+        "UPDATE models SET path = ? WHERE team_id = ? AND run_id = ? AND origin = 'run' RETURNING {MODEL_COLUMNS}"
     ))
+    .bind(&path)
     .bind(team)
-    .bind(&name)
-    .bind(origin)
-    .bind(&path_text)
-    .bind(n_params as i64)
-    .bind(vocab_size as i64)
-    .bind(config.to_string())
-    .fetch_one(pool)
-    .await
-    .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
-    Ok(row.into())
+    .bind(run_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(row) = own {
+        return Ok(row.into());
+    }
+    let fit = |suffix: &str| -> String {
+        let room = datasets::MAX_NAME_CHARS.saturating_sub(suffix.chars().count());
+        let base: String = run_name.chars().take(room).collect();
+        format!("{base}{suffix}")
+    };
+    let mut candidates = vec![
+        fit(FINAL_SUFFIX),
+        fit(&format!("{FINAL_SUFFIX}-run{run_id}")),
+    ];
+    candidates.extend((2..100).map(|n| fit(&format!("{FINAL_SUFFIX}-run{run_id}-{n}"))));
+    for name in candidates {
+        let taken: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM models WHERE team_id = ? AND name = ?")
+                .bind(team)
+                .bind(&name)
+                .fetch_optional(&mut *db)
+                .await?;
+        if taken.is_none() {
+            return insert_model(db, team, &name, "run", &path, Some(run_id), inspected).await;
+        }
+    }
+    Err(Error::Conflict(format!(
+        "run {run_id}: every name for its final model is taken"
+    )))
+}
+
+/// Eight random bytes as hex: a folder name no other request can pick.
+fn random_suffix() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random name: {e}")))?;
+    Ok(hex::encode(bytes))
 }
 
 /// Registers a model whose folder lives only on workers' disks (`--models-dir DIR/<name>`).
@@ -251,6 +403,21 @@ async fn register_on_workers(
     .await
     .map_err(|e| on_unique(e, || format!("name: a model named '{name}' already exists")))?;
     Ok(row.into())
+}
+
+/// The suffix of the model a finished run registers (`<run>-final`).
+pub const FINAL_SUFFIX: &str = "-final";
+
+/// A run's name: a valid name that leaves room for its final model's `-final`.
+fn validate_run_name(name: &str) -> Result<String> {
+    let name = datasets::validate_name("run", name)?;
+    let max = datasets::MAX_NAME_CHARS - FINAL_SUFFIX.len();
+    if name.chars().count() > max {
+        return Err(Error::BadRequest(format!(
+            "name: a run name is at most {max} characters (its final model is named '<run>{FINAL_SUFFIX}')"
+        )));
+    }
+    Ok(name)
 }
 
 /// The engine config for a run: the s1 recipe, then the request's overrides.
@@ -314,6 +481,17 @@ pub fn train_config(method: &str, teacher_id: Option<i64>, p: &RunParams) -> Res
     c.weight_decay = p.weight_decay.unwrap_or(c.weight_decay);
     c.seed = p.seed.unwrap_or(c.seed);
     c.checkpoint_every = p.checkpoint_every.or(c.checkpoint_every);
+    if let Some(long) = p.long_examples.as_deref() {
+        c.long_examples = match long {
+            "truncate" => still_engine::data::LongExamples::Truncate,
+            "skip" => still_engine::data::LongExamples::Skip,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "params.long_examples: '{other}' is not one of truncate, skip"
+                )));
+            }
+        };
+    }
     if let Some(precision) = p.precision.as_deref() {
         c.precision = precision.parse().map_err(|_| {
             Error::BadRequest(format!(
@@ -486,6 +664,24 @@ async fn plan(state: &AppState, body: &NewRun) -> Result<Plan> {
         _ => None,
     };
     let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
+    // A sequence past the model's positions has no rotary embedding: refuse it now, not on
+    // the worker after the dataset was downloaded.
+    for m in [Some(&model), teacher.as_ref()].into_iter().flatten() {
+        let stored: String = sqlx::query_scalar("SELECT config FROM models WHERE id = ?")
+            .bind(m.id)
+            .fetch_one(&state.db)
+            .await?;
+        if stored != "{}" {
+            let positions = model_config(m, &stored)?.max_position_embeddings;
+            if config.max_seq_len > positions {
+                return Err(Error::BadRequest(format!(
+                    "params.max_seq_len: {} is more than model '{}' has positions for \
+                     (max_position_embeddings {positions})",
+                    config.max_seq_len, m.name
+                )));
+            }
+        }
+    }
     let device = run_device(&body.params)?;
     let dataset = datasets::resolve(&state.db, team, &body.dataset).await?;
     let estimate = estimate_memory(
@@ -577,14 +773,17 @@ async fn pin_version(
     dataset_id: i64,
     run_name: &str,
 ) -> Result<still_api::DatasetVersion> {
-    let latest = versions::list(pool, dataset_id).await?.into_iter().next();
-    let updated_at: String = sqlx::query_scalar("SELECT updated_at FROM datasets WHERE id = ?")
-        .bind(dataset_id)
-        .fetch_one(pool)
-        .await?;
-    match latest {
-        Some(v) if v.created_at >= updated_at => Ok(v),
-        _ => versions::create(pool, dataset_id, &format!("pinned by run '{run_name}'")).await,
+    // The latest version is current when it was cut at the dataset's present revision.
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT v.version FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id \
+         WHERE v.dataset_id = ? AND v.dataset_revision = d.revision ORDER BY v.version DESC LIMIT 1",
+    )
+    .bind(dataset_id)
+    .fetch_optional(pool)
+    .await?;
+    match current {
+        Some(v) => versions::find(pool, dataset_id, v).await,
+        None => versions::create(pool, dataset_id, &format!("pinned by run '{run_name}'")).await,
     }
 }
 
@@ -593,7 +792,7 @@ async fn create_run(
     ApiJson(body): ApiJson<NewRun>,
 ) -> Result<(StatusCode, Json<RunSummary>)> {
     let team = state.team_id();
-    let name = datasets::validate_name(&body.name)?;
+    let name = validate_run_name(&body.name)?;
     let Plan {
         model,
         teacher,
@@ -694,6 +893,9 @@ struct RunRow {
     min_memory_bytes: i64,
     output_model_id: Option<i64>,
     params: String,
+    n_trained: Option<i64>,
+    n_truncated: Option<i64>,
+    n_skipped: Option<i64>,
     last_step: Option<i64>,
     last_loss: Option<f64>,
     created_at: String,
@@ -704,7 +906,7 @@ struct RunRow {
 const RUN_SELECT: &str = "SELECT r.id, r.name, r.method, r.model_id, m.name AS model, r.teacher_id, r.dataset_id, \
      d.name AS dataset, v.version AS dataset_version, v.content_hash AS dataset_version_hash, j.status, j.attempts, \
      j.max_attempts, j.cancel_requested, j.error, coalesce(j.lease_owner, j.last_worker) AS worker_id, j.device, j.min_memory_bytes, \
-     r.output_model_id, r.params, \
+     r.output_model_id, r.params, r.n_trained, r.n_truncated, r.n_skipped, \
      (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss') AS last_step, \
      (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1) AS last_loss, \
      r.created_at, j.started_at, j.finished_at \
@@ -717,6 +919,11 @@ impl TryFrom<RunRow> for RunSummary {
         Ok(RunSummary {
             config: serde_json::from_str(&r.params)
                 .map_err(|e| Error::Internal(format!("run {}: params: {e}", r.id)))?,
+            examples: r.n_trained.map(|n_trained| still_api::RunExamples {
+                n_trained,
+                n_truncated: r.n_truncated.unwrap_or(0),
+                n_skipped: r.n_skipped.unwrap_or(0),
+            }),
             id: r.id,
             name: r.name,
             method: r.method,
@@ -782,6 +989,9 @@ async fn get_run(
     Ok(Json(load_run(&state.db, state.team_id(), &run).await?))
 }
 
+/// The most points a downsampled curve may ask for (per metric).
+pub const MAX_POINTS: usize = 1_000_000;
+
 #[derive(Deserialize)]
 struct MetricQuery {
     name: Option<String>,
@@ -796,6 +1006,13 @@ async fn get_metrics(
 ) -> Result<Json<Vec<MetricPoint>>> {
     let run = load_run(&state.db, state.team_id(), &run).await?;
     let name = query.name.as_deref();
+    if let Some(max) = query.max_points
+        && !(2..=MAX_POINTS).contains(&max)
+    {
+        return Err(Error::BadRequest(format!(
+            "max_points: {max} must be 2..={MAX_POINTS}"
+        )));
+    }
     Ok(Json(match query.max_points {
         Some(max) => crate::metrics::downsampled(&state.db, run.id, name, max).await?,
         None => crate::metrics::all(&state.db, run.id, name).await?,

@@ -103,11 +103,13 @@ pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result
     .fetch_one(&mut *db)
     .await?;
     let version_id: i64 = sqlx::query_scalar(
-        "INSERT INTO dataset_versions (dataset_id, version, content_hash, n_rows, message) VALUES (?, ?, '', 0, ?) RETURNING id",
+        "INSERT INTO dataset_versions (dataset_id, version, content_hash, n_rows, message, dataset_revision) \
+         VALUES (?, ?, '', 0, ?, (SELECT revision FROM datasets WHERE id = ?)) RETURNING id",
     )
     .bind(dataset_id)
     .bind(version)
     .bind(message)
+    .bind(dataset_id)
     .fetch_one(&mut *db)
     .await?;
     let mut whole = Sha256::new();
@@ -315,20 +317,6 @@ async fn export(
             ""
         }
     );
-    let (tx, rx) = mpsc::channel(4);
-    let pool = state.db.clone();
-    tokio::spawn(async move {
-        let error_tx = tx.clone();
-        if let Err(e) = export_rows(pool, row.id, version, params.shape, tx).await {
-            tracing::error!(error = %e, "export failed");
-            let _ = error_tx
-                .send(Err(std::io::Error::other(e.to_string())))
-                .await;
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
@@ -337,7 +325,30 @@ async fn export(
                 format!("attachment; filename=\"{file_name}\""),
             ),
         ],
-        Body::from_stream(stream),
+        export_body(state.db.clone(), row.id, version, params.shape),
     )
         .into_response())
+}
+
+/// A response body that streams the export batch by batch while the client reads it: at most a
+/// few batches are ever in memory, however large the dataset.
+pub fn export_body(
+    pool: SqlitePool,
+    dataset_id: i64,
+    version: Option<DatasetVersion>,
+    shape: ExportShape,
+) -> Body {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let error_tx = tx.clone();
+        if let Err(e) = export_rows(pool, dataset_id, version, shape, tx).await {
+            tracing::error!(error = %e, "export failed");
+            let _ = error_tx
+                .send(Err(std::io::Error::other(e.to_string())))
+                .await;
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }

@@ -58,6 +58,25 @@ impl Qwen2Config {
     /// Checks the shape rules the model relies on.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(EngineError::Config(m));
+        // Bounds well above any released Qwen2 (72B: hidden 8192, 80 layers, MLP 29568, vocab
+        // 152064), so that sizes computed from a config never overflow.
+        for (field, value, max) in [
+            ("vocab_size", self.vocab_size, 1 << 23),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("num_key_value_heads", self.num_key_value_heads, 1 << 10),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
+        ] {
+            if value == 0 || value > max {
+                return fail(format!("{field} {value} must be 1..={max}"));
+            }
+        }
         if self.hidden_act != "silu" {
             return fail(format!(
                 "hidden_act '{}' is not supported (Qwen2 uses silu)",

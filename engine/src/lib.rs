@@ -14,6 +14,7 @@ pub mod attention;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fsio;
 pub mod fused;
 mod gemm;
 pub mod generate;

@@ -2,7 +2,7 @@
 //!
 //! candle-transformers' `qwen2` is inference code: it returns only the last position's logits and
 //! its fused RMSNorm/RoPE/softmax ops have no backward, so gradients are cut silently
-//! (`../shared/ENGINE.md`). This model's training forward uses only differentiable ops over all
+//! (measured when the engine was started). This model's training forward uses only differentiable ops over all
 //! positions with a causal + padding mask (and fused ops of our own that have a backward, see
 //! [`crate::ops`] and [`crate::fused`]); `forward_cached` is the generation path (KV cache; on
 //! the CPU the same norm, SwiGLU and RoPE kernels, elsewhere candle's fused inference ops) and must

@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn real_qwen_tokenizer_has_the_chat_tokens() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/tokenizers/qwen2.5/tokenizer.json");
+            .join("../tests/data/tokenizers/qwen2.5/tokenizer.json");
         let tok = Tokenizer::from_file(&path).unwrap();
         let special = SpecialTokens::find(&tok).unwrap();
         assert_eq!(

@@ -731,7 +731,9 @@ fn save_checkpoint(
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    std::fs::rename(&tmp, dir)?;
+    // Every file flushed before the rename and the new name after it: a power cut never leaves
+    // a checkpoint folder whose files are still in the page cache.
+    crate::fsio::rename_durably(&tmp, dir)?;
     Ok(())
 }
 

@@ -354,9 +354,31 @@ const FUNCTIONS: &[&str] = &[
     "ker", "arg", "Pr", "mod", "bmod",
 ];
 
+/// Groups nested deeper than this are shown as their source text: the parser, the tree's
+/// rendering and its drop all recurse once per level, so a row of 100,000 `{` must not reach
+/// them as 100,000 levels.
+pub const MAX_DEPTH: usize = 48;
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
+}
+
+/// A token as the LaTeX source it came from.
+fn tok_source(tok: &Tok) -> String {
+    match tok {
+        Tok::Cmd(c) => format!("\\{c}"),
+        Tok::Open => "{".into(),
+        Tok::Close => "}".into(),
+        Tok::Sup => "^".into(),
+        Tok::Sub => "_".into(),
+        Tok::Amp => "&".into(),
+        Tok::Newline => "\\\\".into(),
+        Tok::Num(n) => n.clone(),
+        Tok::Letter(c) | Tok::Other(c) => c.to_string(),
+        Tok::Raw(t) => t.clone(),
+    }
 }
 
 impl Parser {
@@ -372,6 +394,32 @@ impl Parser {
 
     /// Parses until `}` (consumed), `\right`, `\end`, `&`, `\\` or the end.
     fn row(&mut self) -> Vec<Node> {
+        if self.depth >= MAX_DEPTH {
+            return vec![self.flat_group()];
+        }
+        self.depth += 1;
+        let items = self.row_items();
+        self.depth -= 1;
+        items
+    }
+
+    /// Too deep: the rest of this group (to its matching `}`, consumed) as plain text, read
+    /// without recursion.
+    fn flat_group(&mut self) -> Node {
+        let (mut text, mut open) = (String::new(), 0usize);
+        while let Some(tok) = self.next() {
+            match tok {
+                Tok::Open => open += 1,
+                Tok::Close if open == 0 => break,
+                Tok::Close => open -= 1,
+                _ => {}
+            }
+            text.push_str(&tok_source(&tok));
+        }
+        leaf("mtext", text)
+    }
+
+    fn row_items(&mut self) -> Vec<Node> {
         let mut items: Vec<Node> = Vec::new();
         while let Some(tok) = self.peek() {
             match tok {
@@ -722,6 +770,7 @@ pub fn to_mathml(latex: &str, display: bool) -> Node {
     let mut parser = Parser {
         toks: tokenize(latex),
         pos: 0,
+        depth: 0,
     };
     let mut items = Vec::new();
     while parser.pos < parser.toks.len() {
@@ -756,6 +805,27 @@ mod tests {
                 tags_of(c, out);
             }
         }
+    }
+
+    fn depth_of(node: &Node) -> usize {
+        match node {
+            Node::Element { children, .. } => 1 + children.iter().map(depth_of).max().unwrap_or(0),
+            _ => 1,
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded_and_kept_as_text() {
+        // One row of 100,000 `{` (and as many `}`) parses, renders bounded and drops.
+        let deep = format!("x^{}{}", "{".repeat(100_000), "}".repeat(100_000));
+        let tree = to_mathml(&deep, false);
+        assert!(depth_of(&tree) < 3 * MAX_DEPTH, "depth {}", depth_of(&tree));
+        // Unclosed braces too.
+        let tree = to_mathml(&"{".repeat(100_000), true);
+        assert!(depth_of(&tree) < 3 * MAX_DEPTH);
+        // Ordinary nesting is unaffected.
+        let tree = to_mathml("\\frac{1}{\\sqrt{x^{2}}}", false);
+        assert!(!text_of(&tree).contains('{'), "{}", text_of(&tree));
     }
 
     #[test]

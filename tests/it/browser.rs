@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use fantoccini::Locator;
-use still_tests::{Browser, TestServer, count_lines, shared_data};
+use still_tests::{Browser, TestServer, count_lines, test_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
@@ -15,7 +15,7 @@ async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
     let c = &browser.client;
 
     // Upload GSM8K test through the import panel.
-    let file = shared_data("gsm8k/test.jsonl");
+    let file = test_data("gsm8k/test.jsonl");
     let expected_rows = count_lines(&file);
     c.goto(&server.url).await?;
     browser
@@ -160,7 +160,7 @@ async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()
         &client,
         &server,
         "/api/datasets/import",
-        &shared_data("math500/test.jsonl"),
+        &test_data("math500/test.jsonl"),
         &[("name", "math")],
     )
     .await;
@@ -234,6 +234,12 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
         input.clear().await?;
         input.send_keys(value).await?;
     }
+    // Long rows are left out by choice (none of these is long).
+    browser
+        .wait_for("[data-test=run-long_examples]")
+        .await?
+        .select_by_value("skip")
+        .await?;
     // The form estimated the run's memory against the pool (one worker, not yet started).
     browser
         .wait_for_text("[data-test=run-estimate]", |t| {
@@ -290,6 +296,12 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
                 && t.contains("succeeded; the final model is registered as 'from-ui-final'")
         })
         .await?;
+    // What the worker made of the dataset, on the page.
+    browser
+        .wait_for_text("[data-test=run-examples]", |t| {
+            t.contains("64 examples train · 0 truncated · 0 skipped (longer than max_seq_len 128)")
+        })
+        .await?;
     // Download the final model folder from its link: a tar holding a loadable HF folder.
     let link = browser.wait_for("[data-test=download-final]").await?;
     let href = link.attr("href").await?.expect("a download link");
@@ -316,7 +328,12 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     browser
         .wait_for_value("[data-test=run-name]", |v| v == "from-ui-2")
         .await?;
-    for (field, value) in [("max_steps", "8"), ("lr", "0.003"), ("max_seq_len", "128")] {
+    for (field, value) in [
+        ("max_steps", "8"),
+        ("lr", "0.003"),
+        ("max_seq_len", "128"),
+        ("long_examples", "skip"),
+    ] {
         browser
             .wait_for_value(&format!("[data-test=run-{field}]"), |v| v == value)
             .await

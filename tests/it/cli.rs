@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use still_tests::{count_lines, shared_data, still_bin};
+use still_tests::{count_lines, still_bin, test_data};
 
 fn still(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(still_bin())
@@ -16,7 +16,7 @@ fn still(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn import_prints_a_summary_and_export_writes_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let math = shared_data("math500/test.jsonl");
+    let math = test_data("math500/test.jsonl");
     let out = still(
         dir.path(),
         &["import", math.to_str().unwrap(), "--dataset", "math500"],
@@ -152,6 +152,20 @@ fn local_workers_exit_when_their_server_is_killed() {
         workers = pids_with(&needle);
     }
     assert_eq!(workers.len(), 1, "one local worker started");
+    // Its token is readable by its owner only and is not on its command line (which `ps`
+    // shows every user of the machine).
+    let token_file = dir.path().join("local-worker-1.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", workers[0])).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(token.trim()),
+        "the token is on the worker's command line"
+    );
     // SIGKILL: the server cannot stop its children; they must notice and go.
     serve.kill().unwrap();
     serve.wait().unwrap();
@@ -161,4 +175,34 @@ fn local_workers_exit_when_their_server_is_killed() {
     }
     let left = pids_with(&needle);
     assert!(left.is_empty(), "worker processes left behind: {left:?}");
+}
+
+#[test]
+fn serving_on_a_non_loopback_address_warns_that_there_are_no_accounts() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = std::process::Command::new(still_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--no-demo", "--local-workers", "0"])
+        .args(["--addr", &format!("0.0.0.0:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let warning = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("warning: serving on"));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let warning = warning.expect("a warning line");
+    assert!(warning.contains("not a loopback address"), "{warning}");
+    assert!(warning.contains("no accounts"), "{warning}");
 }

@@ -1,5 +1,5 @@
 //! The datasets API against a real server on a loopback port and a temporary SQLite file,
-//! with the real files in ../shared/data.
+//! with the real files in tests/data.
 
 use std::io::Write;
 
@@ -8,7 +8,7 @@ use still_api::{
     DatasetStats, DatasetSummary, DatasetVersion, ErrorBody, Example, ExamplePage, ImportPreview,
     ImportReport, Preset,
 };
-use still_tests::{S1kRow, TestServer, count_lines, shared_data, upload, write_s1k_parquet};
+use still_tests::{S1kRow, TestServer, count_lines, test_data, upload, write_s1k_parquet};
 
 const IMPORT: &str = "/api/datasets/import";
 
@@ -103,7 +103,7 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
         ),
     ];
     for (file, name, preset) in cases {
-        let path = shared_data(file);
+        let path = test_data(file);
         let report = import_ok(&client, &server, &path, &[("name", name)]).await;
         assert_eq!(report.preset, preset, "{file}");
         assert_eq!(report.n_rejected, 0, "{file}: {:?}", report.rejected);
@@ -112,7 +112,7 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
     let listed = datasets(&client, &server).await;
     for (file, name, _) in cases {
         let d = listed.iter().find(|d| d.name == name).expect("listed");
-        assert_eq!(d.n_rows as usize, count_lines(&shared_data(file)), "{name}");
+        assert_eq!(d.n_rows as usize, count_lines(&test_data(file)), "{name}");
     }
 
     // GSM8K: the final number after '####' is the answer, the worked solution the thinking.
@@ -147,7 +147,7 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
     )
     .await;
     let raw: Value = serde_json::from_str(
-        std::fs::read_to_string(shared_data("math500/test.jsonl"))
+        std::fs::read_to_string(test_data("math500/test.jsonl"))
             .unwrap()
             .lines()
             .next()
@@ -187,7 +187,7 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
 async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let math = std::fs::read_to_string(shared_data("math500/test.jsonl")).unwrap();
+    let math = std::fs::read_to_string(test_data("math500/test.jsonl")).unwrap();
     let rows: Vec<Value> = math
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -246,10 +246,9 @@ async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
     }
 
     // Parquet in the s1K shape (thinking_trajectories is a LIST column), auto-detected.
-    let traces = std::fs::read_to_string(shared_data(
-        "traces/limo_deepseek-r1-distill-qwen-32b.jsonl",
-    ))
-    .unwrap();
+    let traces =
+        std::fs::read_to_string(test_data("traces/limo_deepseek-r1-distill-qwen-32b.jsonl"))
+            .unwrap();
     let s1k: Vec<S1kRow> = traces
         .lines()
         .take(40)
@@ -373,7 +372,7 @@ async fn malformed_rows_are_reported_by_line_and_reason() {
 async fn a_failed_import_changes_nothing_already_stored() {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let gsm8k = shared_data("gsm8k/test.jsonl");
+    let gsm8k = test_data("gsm8k/test.jsonl");
     import_ok(&client, &server, &gsm8k, &[("name", "gsm8k")]).await;
     let before = datasets(&client, &server).await;
     let export_before = client
@@ -469,7 +468,7 @@ async fn uploads_over_the_limit_get_413_and_rows_over_the_limit_are_rejected() {
     let (status, error) = import_err(
         &client,
         &server,
-        &shared_data("math500/test.jsonl"),
+        &test_data("math500/test.jsonl"),
         &[("name", "big")],
     )
     .await;
@@ -513,7 +512,7 @@ fn words_of(text: &str) -> Vec<String> {
 async fn search_pagination_filters_and_edits() {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let path = shared_data("gsm8k/test.jsonl");
+    let path = test_data("gsm8k/test.jsonl");
     import_ok(&client, &server, &path, &[("name", "g")]).await;
     let raw: Vec<Value> = std::fs::read_to_string(&path)
         .unwrap()
@@ -676,7 +675,7 @@ async fn search_pagination_filters_and_edits() {
 async fn trash_versions_and_export_round_trip() {
     let server = TestServer::start().await;
     let client = reqwest::Client::new();
-    let path = shared_data("math500/test.jsonl");
+    let path = test_data("math500/test.jsonl");
     import_ok(&client, &server, &path, &[("name", "m")]).await;
     let page: ExamplePage = get_json(&client, server.api("/api/datasets/m/examples?limit=3")).await;
     let (a, b) = (page.items[0].id, page.items[1].id);
@@ -919,18 +918,19 @@ async fn demo_data_is_seeded_once() {
     let server = TestServer::start_with(|c| c.seed_demo = true).await;
     let client = reqwest::Client::new();
     let list = datasets(&client, &server).await;
-    assert_eq!(list.len(), 1);
-    assert_eq!(
-        (list[0].name.as_str(), list[0].n_rows),
-        ("gsm8k-sample", 300)
-    );
+    let mut seeded: Vec<(&str, i64)> = list.iter().map(|d| (d.name.as_str(), d.n_rows)).collect();
+    seeded.sort();
+    assert_eq!(seeded, [("addition-demo", 2000), ("gsm8k-sample", 300)]);
     let dir = server.data_dir.path().to_path_buf();
-    // Deleting it and restarting on the same data directory does not bring it back.
-    client
-        .delete(server.api("/api/datasets/gsm8k-sample"))
-        .send()
-        .await
-        .unwrap();
+    // Deleting them and restarting on the same data directory does not bring them back.
+    for name in ["gsm8k-sample", "addition-demo"] {
+        let deleted = client
+            .delete(server.api(&format!("/api/datasets/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+    }
     let TestServer {
         server: running,
         data_dir,
@@ -974,7 +974,7 @@ async fn an_import_waits_for_another_writer_instead_of_failing() {
     let report = import_ok(
         &client,
         &server,
-        &shared_data("math500/test.jsonl"),
+        &test_data("math500/test.jsonl"),
         &[("name", "waited")],
     )
     .await;

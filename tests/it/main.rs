@@ -3,4 +3,8 @@
 mod browser;
 mod cli;
 mod datasets_api;
+mod hardening;
+mod real_size;
+mod repo;
 mod runs_api;
+mod tool_shapes;

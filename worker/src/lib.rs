@@ -17,14 +17,74 @@ use still_api::{
 };
 use still_engine::train::{self, Event, Method, TrainConfig};
 
-/// Files a model folder is made of (the ones that exist are transferred).
+/// Files a model folder is made of (the ones that exist are transferred, with the shards a
+/// `model.safetensors.index.json` names: [`model_files_in`]).
 pub const MODEL_FILES: &[&str] = &[
     "config.json",
     "model.safetensors",
+    "model.safetensors.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "generation_config.json",
 ];
+
+/// The weight shards a sharded model's index names (plain `*.safetensors` file names only).
+pub fn shard_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Ok(Vec::new());
+    }
+    let text =
+        std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", index.display()))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{}: no 'weight_map' object", index.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .with_context(|| format!("{}: '{tensor}' maps to a non-string", index.display()))?;
+        if !is_plain_file_name(file) || !file.ends_with(".safetensors") {
+            bail!(
+                "{}: '{tensor}' maps to '{file}', which is not a .safetensors file in the folder",
+                index.display()
+            );
+        }
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A name that stays inside its folder: no separators, not `.`/`..`, not hidden.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+}
+
+/// Every file of a model folder that is transferred: the [`MODEL_FILES`] that exist, then the
+/// shards its index names.
+pub fn model_files_in(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<String> = MODEL_FILES
+        .iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    for shard in shard_names(dir)? {
+        if !dir.join(&shard).is_file() {
+            bail!(
+                "{}: shard '{shard}' named by the index is missing",
+                dir.display()
+            );
+        }
+        files.push(shard);
+    }
+    Ok(files)
+}
 
 /// Files of a checkpoint: the model folder plus optimizer state and trainer state.
 pub const CHECKPOINT_FILES: &[&str] = &[
@@ -178,6 +238,30 @@ impl Client {
         Ok(self.check(path, response)?.body_mut().read_json()?)
     }
 
+    /// Streams a GET's body into `dest` (through `dest.partial`, renamed once complete): never
+    /// held in memory whatever its size. Returns the bytes written.
+    pub fn download(&self, path: &str, dest: &Path) -> anyhow::Result<u64> {
+        let response = self.send(path, || {
+            self.agent
+                .get(self.url(path))
+                .header("Authorization", &self.auth)
+                .call()
+        })?;
+        let response = self.check(path, response)?;
+        let mut partial_name = dest.file_name().unwrap_or_default().to_os_string();
+        partial_name.push(".partial");
+        let partial = dest.with_file_name(partial_name);
+        let mut out = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        let mut reader = response.into_body().into_reader();
+        let n =
+            std::io::copy(&mut reader, &mut out).with_context(|| format!("downloading {path}"))?;
+        out.sync_all()?;
+        drop(out);
+        std::fs::rename(&partial, dest)?;
+        Ok(n)
+    }
+
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let response = self.send(path, || {
             self.agent
@@ -317,23 +401,31 @@ fn fetch_model(
     }
     let work_dir = &options.work_dir;
     let dir = work_dir.join("models").join(model_id.to_string());
-    if dir.join("model.safetensors").is_file() {
+    // The folder appears only by the rename below, once every file is there.
+    if dir.join("config.json").is_file() {
         log.info(format!(
             "model {model_id}: using the copy in {}",
             dir.display()
         ));
         return Ok(dir);
     }
-    let mut bytes_total = 0usize;
+    let mut bytes_total = 0u64;
     let partial = dir.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
     std::fs::create_dir_all(&partial)?;
     let listing: Vec<String> = serde_json::from_slice(
         &client.get_bytes(&format!("/api/worker/models/{model_id}/files"))?,
     )?;
     for name in listing {
-        let bytes = client.get_bytes(&format!("/api/worker/models/{model_id}/files/{name}"))?;
-        bytes_total += bytes.len();
-        std::fs::write(partial.join(&name), bytes)?;
+        if !is_plain_file_name(&name) {
+            bail!("model {model_id}: the server listed '{name}', which is not a file name");
+        }
+        bytes_total += client.download(
+            &format!("/api/worker/models/{model_id}/files/{name}"),
+            &partial.join(&name),
+        )?;
     }
     log.info(format!(
         "model {model_id}: downloaded {:.1} MiB",
@@ -346,14 +438,27 @@ fn fetch_model(
     Ok(dir)
 }
 
-fn fetch_dataset(client: &Client, job: &ClaimedJob) -> anyhow::Result<Vec<ExampleFields>> {
-    let bytes = client.get_bytes(&format!("/api/worker/jobs/{}/dataset", job.job_id))?;
-    let text = String::from_utf8(bytes).context("dataset is not UTF-8")?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("dataset line {}", i + 1)))
-        .collect()
+/// Downloads the job's pinned dataset version to a file (streamed) and reads its rows from it.
+pub fn fetch_dataset(
+    client: &Client,
+    job_id: i64,
+    work_dir: &Path,
+) -> anyhow::Result<Vec<ExampleFields>> {
+    use std::io::BufRead;
+    std::fs::create_dir_all(work_dir)?;
+    let file = work_dir.join(format!("dataset-job-{job_id}.jsonl"));
+    client.download(&format!("/api/worker/jobs/{job_id}/dataset"), &file)?;
+    let reader = std::io::BufReader::new(std::fs::File::open(&file)?);
+    let mut rows = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("dataset line {}", i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        rows.push(serde_json::from_str(&line).with_context(|| format!("dataset line {}", i + 1))?);
+    }
+    std::fs::remove_file(&file)?;
+    Ok(rows)
 }
 
 /// Whether the server answered 400/413/422: the content itself was refused.
@@ -519,7 +624,7 @@ fn train_job(
         (&job.model_name, on_worker),
         log,
     )?;
-    let rows = fetch_dataset(client, job)?;
+    let rows = fetch_dataset(client, job.job_id, &options.work_dir.join("datasets"))?;
     log.info(format!(
         "dataset version {}: {} rows; device {}",
         job.dataset_version_id,
@@ -539,11 +644,11 @@ fn train_job(
             let dir = out.join(format!("resume-{step}"));
             std::fs::create_dir_all(&dir)?;
             for name in CHECKPOINT_FILES {
-                match client.get_bytes(&format!(
-                    "/api/worker/jobs/{}/checkpoint/{name}",
-                    job.job_id
-                )) {
-                    Ok(bytes) => std::fs::write(dir.join(name), bytes)?,
+                match client.download(
+                    &format!("/api/worker/jobs/{}/checkpoint/{name}", job.job_id),
+                    &dir.join(name),
+                ) {
+                    Ok(_) => {}
                     Err(e)
                         if *name == "generation_config.json"
                             && e.to_string().contains("HTTP 404") => {}
@@ -576,6 +681,17 @@ fn train_job(
                 config.max_seq_len,
                 start_step + 1
             ));
+            let counts = still_api::RunExamples {
+                n_trained: *n_examples as i64,
+                n_truncated: *n_truncated as i64,
+                n_skipped: *n_skipped as i64,
+            };
+            if let Err(e) = quick.post::<_, serde_json::Value>(
+                &format!("/api/worker/jobs/{}/examples", job.job_id),
+                &counts,
+            ) {
+                log.warn(format!("example counts not sent: {e:#}"));
+            }
         }
         if let Event::TeacherTopK { .. } = event {
             log.info(event.message().unwrap_or_default());

@@ -7,11 +7,10 @@
 //! [`FileError`].
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use still_api::FileFormat;
 
@@ -86,7 +85,7 @@ pub fn read_records(
         FileFormat::Jsonl => read_jsonl(BufReader::with_capacity(1 << 20, file), limits, sink),
         FileFormat::Json => read_json_array(name, file, limits, sink),
         FileFormat::Csv => read_csv(name, file, limits, sink),
-        FileFormat::Parquet => read_parquet(name, file, sink),
+        FileFormat::Parquet => read_parquet(name, file, limits, sink),
         FileFormat::Auto => Err(FileError("format must be resolved before reading".into())),
     }
 }
@@ -209,223 +208,329 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
-/// Counts bytes and newlines read, so JSON array elements get a line number and a size.
-/// After [`CountingReader::mark`], it notes the line of the next byte that is neither
-/// whitespace nor a comma: the first byte of the next array element.
-struct CountingReader<R> {
+/// A byte reader that counts lines and columns (for positions in error messages).
+struct Bytes<R> {
     inner: R,
-    bytes: u64,
-    newlines: u64,
-    marked: bool,
-    element_line: u64,
+    line: u64,
+    column: u64,
 }
 
-impl<R> CountingReader<R> {
-    fn mark(&mut self) {
-        self.marked = true;
+impl<R: BufRead> Bytes<R> {
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        Ok(self.inner.fill_buf()?.first().copied())
     }
-}
 
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(out)?;
-        self.bytes += n as u64;
-        for &b in &out[..n] {
-            if self.marked && !b.is_ascii_whitespace() && b != b',' {
-                self.marked = false;
-                self.element_line = self.newlines + 1;
-            }
+    fn bump(&mut self) -> std::io::Result<Option<u8>> {
+        let byte = self.peek()?;
+        if let Some(b) = byte {
+            self.inner.consume(1);
             if b == b'\n' {
-                self.newlines += 1;
+                self.line += 1;
+                self.column = 0;
+            } else {
+                self.column += 1;
             }
         }
-        Ok(n)
+        Ok(byte)
+    }
+
+    /// Skips whitespace (and a UTF-8 byte order mark at the very start).
+    fn skip_ws(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.peek()? {
+                Some(b' ' | b'\t' | b'\r' | b'\n') => {
+                    self.bump()?;
+                }
+                Some(0xEF) if self.line == 1 && self.column == 0 => {
+                    for _ in 0..3 {
+                        self.bump()?;
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
     }
 }
 
-/// A JSON array of objects, streamed element by element. A syntax error ends the file (nothing
-/// after it can be trusted), an element that is not an object is a bad record.
+/// A JSON array of objects, streamed element by element. Each element's bytes are found by a
+/// small scanner (strings, escapes, nesting) before it is parsed, so an element over
+/// [`Limits::max_row_bytes`] is rejected after reading at most that many bytes of it — it is
+/// never held whole. A syntax error ends the file (nothing after it can be trusted); an element
+/// that is not an object is a bad record.
 pub fn read_json_array(
     name: &str,
     file: File,
     limits: Limits,
     sink: &mut dyn FnMut(Record) -> ControlFlow<()>,
 ) -> Result<(), FileError> {
-    // serde_json pulls single bytes from its reader, so the counter sees exactly what was parsed.
-    let counting = std::cell::RefCell::new(CountingReader {
+    let mut r = Bytes {
         inner: BufReader::with_capacity(1 << 20, file),
-        bytes: 0,
-        newlines: 0,
-        marked: false,
-        element_line: 1,
-    });
-    let reader = RefReader(&counting);
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let seed = ArraySeed {
-        counting: &counting,
-        limits,
-        sink,
-        stopped: false,
+        line: 1,
+        column: 0,
     };
-    match seed.deserialize(&mut de).and_then(|()| de.end()) {
-        Ok(()) => {}
-        Err(e) if e.is_eof() || e.is_syntax() || e.is_data() => {
-            return Err(FileError(format!(
-                "{name}: not a JSON array of objects (line {}, column {}): {e}",
-                e.line(),
-                e.column()
-            )));
+    let io = |e: std::io::Error| FileError(format!("{name}: {e}"));
+    let syntax = |r: &Bytes<_>, what: &str| {
+        FileError(format!(
+            "{name}: not a JSON array of objects (line {}, column {}): {what}",
+            r.line,
+            r.column + 1
+        ))
+    };
+    match r.skip_ws().map_err(io)? {
+        Some(b'[') => {
+            r.bump().map_err(io)?;
         }
-        Err(e) => return Err(FileError(format!("{name}: {e}"))),
+        _ => return Err(syntax(&r, "expected '['")),
+    }
+    let mut record = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    if r.skip_ws().map_err(io)? == Some(b']') {
+        r.bump().map_err(io)?;
+    } else {
+        loop {
+            if r.skip_ws().map_err(io)?.is_none() {
+                return Err(syntax(&r, "the file ends inside the array"));
+            }
+            let start_line = r.line;
+            buf.clear();
+            let mut too_long = false;
+            let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+            // Scan one element: up to the `,` or `]` that follows it at depth 0.
+            let end = loop {
+                let Some(b) = r.peek().map_err(io)? else {
+                    return Err(syntax(&r, "the file ends inside an element"));
+                };
+                if !in_string && depth == 0 && (b == b',' || b == b']') {
+                    break b;
+                }
+                r.bump().map_err(io)?;
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                } else {
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth
+                                .checked_sub(1)
+                                .ok_or_else(|| syntax(&r, "unbalanced bracket"))?
+                        }
+                        _ => {}
+                    }
+                }
+                if !too_long {
+                    if buf.len() >= limits.max_row_bytes {
+                        too_long = true;
+                        buf = Vec::new(); // give the memory back while the rest is skipped
+                    } else {
+                        buf.push(b);
+                    }
+                }
+            };
+            r.bump().map_err(io)?; // the `,` or `]`
+            record += 1;
+            let value = if too_long {
+                Err(format!(
+                    "row is longer than the {} byte limit",
+                    limits.max_row_bytes
+                ))
+            } else {
+                match serde_json::from_slice::<Value>(&buf) {
+                    Ok(value) => object_or_error(value),
+                    Err(e) if buf.iter().all(u8::is_ascii_whitespace) => {
+                        return Err(syntax(&r, &format!("an empty element ({e})")));
+                    }
+                    Err(e) => {
+                        return Err(FileError(format!(
+                            "{name}: not a JSON array of objects (line {}, column {}): {e}",
+                            start_line + e.line() as u64 - 1,
+                            e.column()
+                        )));
+                    }
+                }
+            };
+            if sink(Record {
+                record,
+                line: Some(start_line),
+                value,
+            })
+            .is_break()
+            {
+                return Ok(()); // the caller has what it wanted (a preview, a rejection)
+            }
+            if end == b']' {
+                break;
+            }
+        }
+    }
+    if r.skip_ws().map_err(io)?.is_some() {
+        return Err(syntax(&r, "trailing characters after the array"));
     }
     Ok(())
 }
 
-struct RefReader<'a, R>(&'a std::cell::RefCell<CountingReader<R>>);
+/// Most fields a CSV record may have.
+pub const MAX_CSV_FIELDS: usize = 4096;
 
-impl<R: Read> Read for RefReader<'_, R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().read(out)
-    }
+/// One CSV record as read by [`read_csv`]: its fields, or why they were dropped.
+enum CsvRecord {
+    Fields(Vec<String>),
+    Bad(String),
 }
 
-struct ArraySeed<'a, 's, R> {
-    counting: &'a std::cell::RefCell<CountingReader<R>>,
-    limits: Limits,
-    sink: &'s mut dyn FnMut(Record) -> ControlFlow<()>,
-    stopped: bool,
-}
-
-impl<'de, R: Read> DeserializeSeed<'de> for ArraySeed<'_, '_, R> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de, R: Read> Visitor<'de> for ArraySeed<'_, '_, R> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array of objects")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let mut record = 0u64;
-        loop {
-            let start_bytes = {
-                let mut c = self.counting.borrow_mut();
-                c.mark();
-                c.bytes
-            };
-            let Some(value) = seq.next_element::<Value>()? else {
-                return Ok(());
-            };
-            let start_line = self.counting.borrow().element_line;
-            record += 1;
-            if self.stopped {
-                continue;
-            }
-            let size = self.counting.borrow().bytes - start_bytes;
-            let value = if size as usize > self.limits.max_row_bytes {
-                Err(format!(
-                    "row is longer than the {} byte limit",
-                    self.limits.max_row_bytes
-                ))
-            } else {
-                object_or_error(value)
-            };
-            let flow = (self.sink)(Record {
-                record,
-                line: Some(start_line),
-                value,
-            });
-            if flow.is_break() {
-                // Stop handing records out; the rest of the array is still parsed to stay valid.
-                self.stopped = true;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// CSV with a header row; every value is a string (empty cells are empty strings).
+/// CSV with a header row; every value is a string (empty cells are empty strings). Parsed with
+/// `csv-core` into a buffer that grows only up to [`Limits::max_row_bytes`]: the rest of a longer
+/// record is read and dropped, so no record is ever held past the limit.
 pub fn read_csv(
     name: &str,
     file: File,
     limits: Limits,
     sink: &mut dyn FnMut(Record) -> ControlFlow<()>,
 ) -> Result<(), FileError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
-    let headers = reader
-        .headers()
-        .map_err(|e| FileError(format!("{name}: cannot read the CSV header: {e}")))?
-        .clone();
-    if headers.is_empty() {
-        return Err(FileError(format!("{name}: the CSV header row is empty")));
-    }
+    let mut reader = CsvReader {
+        input: BufReader::with_capacity(1 << 20, file),
+        core: csv_core::Reader::new(),
+        out: vec![0; (64 << 10).min(limits.max_row_bytes.max(1))],
+        ends: vec![0; 64],
+        max: limits.max_row_bytes,
+    };
+    let io = |e: std::io::Error| FileError(format!("{name}: {e}"));
+    let headers = match reader.next().map_err(io)? {
+        None => return Err(FileError(format!("{name}: the CSV header row is empty"))),
+        Some((_, CsvRecord::Bad(why))) => {
+            return Err(FileError(format!(
+                "{name}: cannot read the CSV header: {why}"
+            )));
+        }
+        Some((_, CsvRecord::Fields(fields))) => fields,
+    };
     let headers: Vec<String> = headers
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
         .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(FileError(format!("{name}: the CSV header row is empty")));
+    }
     let mut record_no = 0u64;
-    let mut row = csv::StringRecord::new();
-    loop {
-        let line = reader.position().line() + 1;
-        match reader.read_record(&mut row) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {
-                record_no += 1;
-                let start_line = row.position().map(|p| p.line()).unwrap_or(line);
-                let value = if row.as_slice().len() > limits.max_row_bytes {
-                    Err(format!(
-                        "row is longer than the {} byte limit",
-                        limits.max_row_bytes
-                    ))
-                } else if row.len() != headers.len() {
-                    Err(format!(
-                        "expected {} fields as in the header, found {}",
-                        headers.len(),
-                        row.len()
-                    ))
-                } else {
-                    Ok(headers
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
-                        .collect())
-                };
-                if sink(Record {
-                    record: record_no,
-                    line: Some(start_line),
-                    value,
-                })
-                .is_break()
-                {
-                    return Ok(());
+    while let Some((line, record)) = reader.next().map_err(io)? {
+        record_no += 1;
+        let value = match record {
+            CsvRecord::Bad(why) => Err(why),
+            CsvRecord::Fields(fields) if fields.len() != headers.len() => Err(format!(
+                "expected {} fields as in the header, found {}",
+                headers.len(),
+                fields.len()
+            )),
+            CsvRecord::Fields(fields) => Ok(headers
+                .iter()
+                .cloned()
+                .zip(fields.into_iter().map(Value::String))
+                .collect()),
+        };
+        if sink(Record {
+            record: record_no,
+            line: Some(line),
+            value,
+        })
+        .is_break()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+struct CsvReader<R> {
+    input: R,
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    max: usize,
+}
+
+impl<R: BufRead> CsvReader<R> {
+    /// The next record and the line it starts on; `None` at the end of the file.
+    fn next(&mut self) -> std::io::Result<Option<(u64, CsvRecord)>> {
+        use csv_core::ReadRecordResult;
+        let (mut outlen, mut endlen) = (0usize, 0usize);
+        let (mut too_long, mut too_many) = (false, false);
+        let mut start_line = None;
+        loop {
+            let buf = self.input.fill_buf()?;
+            if start_line.is_none() {
+                // Blank lines before a record are skipped by the parser: count them in.
+                let blank = buf
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                if buf.iter().any(|b| !matches!(b, b'\r' | b'\n')) || buf.is_empty() {
+                    start_line = Some(self.core.line() + blank as u64);
                 }
             }
-            Err(e) => {
-                record_no += 1;
-                let at = e.position().map(|p| p.line()).unwrap_or(line);
-                match e.kind() {
-                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. } => {
-                        let flow = sink(Record {
-                            record: record_no,
-                            line: Some(at),
-                            value: Err(format!("unreadable CSV record: {e}")),
-                        });
-                        if flow.is_break() {
-                            return Ok(());
-                        }
+            let (res, nin, nout, nend) =
+                self.core
+                    .read_record(buf, &mut self.out[outlen..], &mut self.ends[endlen..]);
+            self.input.consume(nin);
+            outlen += nout;
+            endlen += nend;
+            match res {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    if too_long || self.out.len() >= self.max {
+                        too_long = true;
+                        outlen = 0; // keep parsing into the same buffer, dropping the bytes
+                    } else {
+                        let grown = (self.out.len() * 2).min(self.max);
+                        self.out.resize(grown, 0);
                     }
-                    _ => return Err(FileError(format!("{name} line {at}: {e}"))),
                 }
+                ReadRecordResult::OutputEndsFull => {
+                    if too_many || self.ends.len() >= MAX_CSV_FIELDS {
+                        too_many = true;
+                        endlen = 0;
+                    } else {
+                        let grown = (self.ends.len() * 2).min(MAX_CSV_FIELDS);
+                        self.ends.resize(grown, 0);
+                    }
+                }
+                ReadRecordResult::Record => break,
+                ReadRecordResult::End => return Ok(None),
             }
         }
+        let line = start_line.unwrap_or_else(|| self.core.line());
+        if too_long || self.ends[..endlen].last().is_some_and(|&e| e > self.max) {
+            return Ok(Some((
+                line,
+                CsvRecord::Bad(format!("row is longer than the {} byte limit", self.max)),
+            )));
+        }
+        if too_many {
+            return Ok(Some((
+                line,
+                CsvRecord::Bad(format!("more than {MAX_CSV_FIELDS} fields")),
+            )));
+        }
+        let mut fields = Vec::with_capacity(endlen);
+        let mut start = 0;
+        for (i, &end) in self.ends[..endlen].iter().enumerate() {
+            match std::str::from_utf8(&self.out[start..end]) {
+                Ok(text) => fields.push(text.to_string()),
+                Err(e) => {
+                    return Ok(Some((
+                        line,
+                        CsvRecord::Bad(format!("field {} is not valid UTF-8 ({e})", i + 1)),
+                    )));
+                }
+            }
+            start = end;
+        }
+        Ok(Some((line, CsvRecord::Fields(fields))))
     }
 }
 
@@ -433,6 +538,7 @@ pub fn read_csv(
 pub fn read_parquet(
     name: &str,
     file: File,
+    limits: Limits,
     sink: &mut dyn FnMut(Record) -> ControlFlow<()>,
 ) -> Result<(), FileError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -444,7 +550,20 @@ pub fn read_parquet(
     for (i, row) in rows.enumerate() {
         let record = i as u64 + 1;
         let row = row.map_err(|e| FileError(format!("{name} row {record}: {e}")))?;
-        let value = object_or_error(row.to_json_value());
+        // Each value is checked as the reader hands it out (a row's size is the sum of its
+        // strings and bytes), before the row is turned into JSON.
+        let size: usize = row
+            .get_column_iter()
+            .map(|(k, v)| k.len() + parquet_field_bytes(v))
+            .sum();
+        let value = if size > limits.max_row_bytes {
+            Err(format!(
+                "row is longer than the {} byte limit",
+                limits.max_row_bytes
+            ))
+        } else {
+            object_or_error(row.to_json_value())
+        };
         if sink(Record {
             record,
             line: None,
@@ -456,6 +575,27 @@ pub fn read_parquet(
         }
     }
     Ok(())
+}
+
+/// The bytes a Parquet value holds (strings, binaries, and the same inside lists, maps and
+/// groups; 8 for any scalar).
+fn parquet_field_bytes(field: &parquet::record::Field) -> usize {
+    use parquet::record::Field;
+    match field {
+        Field::Str(s) => s.len(),
+        Field::Bytes(b) => b.data().len(),
+        Field::Group(row) => row
+            .get_column_iter()
+            .map(|(k, v)| k.len() + parquet_field_bytes(v))
+            .sum(),
+        Field::ListInternal(list) => list.elements().iter().map(parquet_field_bytes).sum(),
+        Field::MapInternal(map) => map
+            .entries()
+            .iter()
+            .map(|(k, v)| parquet_field_bytes(k) + parquet_field_bytes(v))
+            .sum(),
+        _ => 8,
+    }
 }
 
 #[cfg(test)]
@@ -565,6 +705,81 @@ mod tests {
                 .unwrap_err()
                 .contains("expected 2 fields")
         );
+    }
+
+    #[test]
+    fn a_json_array_element_over_the_limit_is_rejected_unread_and_the_next_one_read() {
+        // 2 MB of one string inside an element, with escapes, brackets and commas in it.
+        let big = "a\\\"],{[".repeat(300_000);
+        let text = format!("[{{\"q\": 1}},\n{{\"q\": \"{big}\"}},\n{{\"q\": 3}}]\r\n");
+        let f = file_with(text.as_bytes());
+        let records = collect(
+            f.path(),
+            FileFormat::Json,
+            Limits {
+                max_row_bytes: 1000,
+            },
+        )
+        .unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            records[1].value.as_ref().unwrap_err(),
+            "row is longer than the 1000 byte limit"
+        );
+        assert_eq!((records[1].record, records[1].line), (2, Some(2)));
+        assert_eq!(records[2].value.as_ref().unwrap()["q"], 3);
+        assert_eq!(records[2].line, Some(3));
+        // A byte order mark, an empty array, and text after the array.
+        let f = file_with("\u{feff} [ ]".as_bytes());
+        assert!(
+            collect(f.path(), FileFormat::Json, Limits::default())
+                .unwrap()
+                .is_empty()
+        );
+        let f = file_with(b"[{\"q\": 1}] trailing");
+        let err = collect(f.path(), FileFormat::Json, Limits::default()).unwrap_err();
+        assert!(err.0.contains("trailing characters"), "{}", err.0);
+        let f = file_with(b"[{\"q\": 1},]");
+        assert!(collect(f.path(), FileFormat::Json, Limits::default()).is_err());
+    }
+
+    #[test]
+    fn a_csv_record_over_the_limit_is_rejected_unread_and_the_next_one_read() {
+        let big = "x,\"\"\n".repeat(200_000);
+        let text = format!(
+            "question,answer\r\n\"short\",1\r\n\"{big}\",2\r\n\"multi\nline, \"\"quoted\"\"\",3\r\n"
+        );
+        let f = file_with(text.as_bytes());
+        let records = collect(
+            f.path(),
+            FileFormat::Csv,
+            Limits {
+                max_row_bytes: 4096,
+            },
+        )
+        .unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].value.as_ref().unwrap()["answer"], "1");
+        assert_eq!(
+            records[1].value.as_ref().unwrap_err(),
+            "row is longer than the 4096 byte limit"
+        );
+        assert_eq!(records[1].line, Some(3));
+        let last = records[2].value.as_ref().unwrap();
+        assert_eq!(last["question"], "multi\nline, \"quoted\"");
+        assert_eq!(last["answer"], "3");
+        assert_eq!(records[2].line, Some(200_004));
+        // Invalid UTF-8 in a field is a bad record, not the end of the file.
+        let f = file_with(b"q,a\n\xff\xfe,1\nok,2\n");
+        let records = collect(f.path(), FileFormat::Csv, Limits::default()).unwrap();
+        assert!(
+            records[0]
+                .value
+                .as_ref()
+                .unwrap_err()
+                .contains("not valid UTF-8")
+        );
+        assert_eq!(records[1].value.as_ref().unwrap()["q"], "ok");
     }
 
     #[test]

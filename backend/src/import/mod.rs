@@ -158,7 +158,7 @@ pub async fn import_file(
     file_name: &str,
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
-    let dataset_name = datasets::validate_name(&opts.dataset)?;
+    let dataset_name = datasets::validate_name("dataset", &opts.dataset)?;
     let format = resolve_format(path, file_name, opts.format)?;
     let (tx, mut rx) = mpsc::channel::<Item>(512);
     let reader = spawn_reader(

@@ -246,6 +246,15 @@ fn RunHeader(
                 run.dataset_version, &run.dataset_version_hash[..12.min(run.dataset_version_hash.len())], run.attempts, run.max_attempts)}
             <span class="live" data-test="live">{move || if connected.get() { " · live" } else { " · reconnecting…" }}</span>
         </p>
+        {run.examples.clone().map(|e| {
+            let max_seq_len = run.config.get("max_seq_len").map(|v| v.to_string()).unwrap_or_default();
+            view! {
+                <p class="meta" data-test="run-examples">{format!(
+                    "{} examples train · {} truncated · {} skipped (longer than max_seq_len {max_seq_len})",
+                    e.n_trained, e.n_truncated, e.n_skipped
+                )}</p>
+            }
+        })}
         {run.error.clone().map(|e| view! { <div class="error" data-test="run-error">{e}</div> })}
         <div class="progress" data-test="progress">{progress}</div>
         <div class="actions">

@@ -119,6 +119,7 @@ struct Fields {
     divergence: RwSignal<String>,
     teacher_top_k: RwSignal<String>,
     precision: RwSignal<String>,
+    long_examples: RwSignal<String>,
 }
 
 impl Fields {
@@ -144,6 +145,7 @@ impl Fields {
             divergence: text("forward_kl"),
             teacher_top_k: text(""),
             precision: text("f32"),
+            long_examples: text("truncate"),
         }
     }
 
@@ -171,6 +173,7 @@ impl Fields {
                 teacher_top_k: kd.then(|| parse_opt(&self.teacher_top_k.get())).flatten(),
                 device: Some(self.device.get()).filter(|d| !d.is_empty()),
                 precision: Some(self.precision.get()),
+                long_examples: Some(self.long_examples.get()),
                 ..Default::default()
             },
             max_attempts: None,
@@ -203,6 +206,11 @@ impl Fields {
         ] {
             signal.set(text(key));
         }
+        self.long_examples.set(
+            Some(text("long_examples"))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "truncate".into()),
+        );
         self.precision.set(
             Some(text("precision"))
                 .filter(|p| !p.is_empty())
@@ -373,6 +381,9 @@ fn NewRunForm(
                 {choice("device", f.device, &[("", "any worker"), ("cpu", "CPU"), ("cuda", "CUDA GPU")])}
                 <span title="bf16: forward and backward in bf16 over f32 master weights and optimizer state. Pays on GPUs; slower than f32 on a CPU.">
                     {choice("precision", f.precision, &[("f32", "f32"), ("bf16", "bf16 mixed")])}
+                </span>
+                <span title="Rows longer than max_seq_len: cut to fit (the loss covers what fits) or left out of training.">
+                    {choice("long_examples", f.long_examples, &[("truncate", "truncate long rows"), ("skip", "skip long rows")])}
                 </span>
             </div>
             <Show when=move || f.method.get() == "kd">
