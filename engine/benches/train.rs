@@ -397,6 +397,7 @@ fn learn(recipe: &Recipe) -> String {
 fn main() {
     let kept = still_engine::alloc::keep_freed_memory();
     eprintln!("allocator keeps freed memory: {kept}");
+    println!("{}", still_engine::simd::describe());
     let args: Vec<String> = std::env::args().collect();
     let steps = number_arg(&args, "--steps").map_or(5, |v| v as usize);
     if steps > 0 {

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod optim;
 mod pool;
 pub mod rng;
+pub mod simd;
 pub mod synth;
 pub mod tokenizer;
 pub mod topk;
