@@ -11,3 +11,7 @@ WHERE created_at >= (SELECT updated_at FROM datasets d WHERE d.id = dataset_vers
 ALTER TABLE runs ADD COLUMN n_trained INTEGER;
 ALTER TABLE runs ADD COLUMN n_truncated INTEGER;
 ALTER TABLE runs ADD COLUMN n_skipped INTEGER;
+
+-- Live rows by dataset without touching the rows themselves: the examples page counts up to
+-- 10,000 matches, and with `deleted_at` only in the table that count read ~40 MB of row pages.
+CREATE INDEX examples_live ON examples (dataset_id, deleted_at, id);

@@ -106,6 +106,55 @@ pub async fn insert(
     Ok(id)
 }
 
+/// Rows per multi-row INSERT of an import (14 values each, well under SQLite's variable limit).
+pub const INSERT_BATCH: usize = 64;
+
+/// Stores untagged examples in the caller's transaction with one statement per batch: the
+/// per-statement cost (a round trip to the database thread) is paid once per batch, not per row.
+pub async fn insert_batch(
+    db: &mut SqliteConnection,
+    dataset_id: i64,
+    import_id: Option<i64>,
+    rows: &[(i64, ExampleFields)],
+) -> Result<()> {
+    debug_assert!(rows.iter().all(|(_, f)| f.tags.is_empty()));
+    for batch in rows.chunks(INSERT_BATCH) {
+        let mut metadata = Vec::with_capacity(batch.len());
+        for (_, fields) in batch {
+            metadata.push(
+                serde_json::to_string(&fields.metadata)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            );
+        }
+        let mut query = sqlx::QueryBuilder::new(
+            "INSERT INTO examples (dataset_id, import_id, record_no, question, thinking, answer, solution, \
+             source, domain, metadata, question_words, thinking_words, answer_words, n_bytes) ",
+        );
+        query.push_values(
+            batch.iter().zip(metadata),
+            |mut b, ((record_no, fields), meta)| {
+                let (qw, tw, aw, n_bytes) = lengths(fields);
+                b.push_bind(dataset_id)
+                    .push_bind(import_id)
+                    .push_bind(*record_no)
+                    .push_bind(fields.question.as_str())
+                    .push_bind(fields.thinking.as_str())
+                    .push_bind(fields.answer.as_str())
+                    .push_bind(fields.solution.as_deref())
+                    .push_bind(fields.source.as_str())
+                    .push_bind(fields.domain.as_str())
+                    .push_bind(meta)
+                    .push_bind(qw)
+                    .push_bind(tw)
+                    .push_bind(aw)
+                    .push_bind(n_bytes);
+            },
+        );
+        query.build().execute(&mut *db).await?;
+    }
+    Ok(())
+}
+
 #[derive(FromRow)]
 pub(crate) struct ExampleRecord {
     id: i64,

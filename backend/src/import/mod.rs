@@ -186,9 +186,22 @@ pub async fn import_file(
     let mut n_imported = 0u64;
     let mut rejected: Vec<RejectedRow> = Vec::new();
     let mut n_rejected = 0u64;
+    // Untagged rows go in batches (in file order: a tagged row flushes the batch first).
+    let mut batch: Vec<(i64, still_api::ExampleFields)> =
+        Vec::with_capacity(examples::INSERT_BATCH);
     while let Some(item) = rx.recv().await {
         match item.row {
+            Ok(example) if example.tags.is_empty() => {
+                batch.push((item.record as i64, example));
+                if batch.len() == examples::INSERT_BATCH {
+                    examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
+                    batch.clear();
+                }
+                n_imported += 1;
+            }
             Ok(example) => {
+                examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
+                batch.clear();
                 examples::insert(
                     &mut db,
                     dataset_id,
@@ -220,6 +233,7 @@ pub async fn import_file(
             }
         }
     }
+    examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
     let mapper = reader
         .await
         .map_err(|e| Error::Internal(format!("import reader panicked: {e}")))?
