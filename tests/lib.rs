@@ -464,38 +464,23 @@ impl Api {
         }
     }
 
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        Self::reply(request.send().await.expect("request sent")).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
-        Self::reply(
-            self.client
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await
-                .expect("request sent"),
-        )
-        .await
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
-        Self::reply(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .json(&body)
-                .send()
-                .await
-                .expect("request sent"),
-        )
-        .await
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> Reply {
-        Self::reply(
-            self.client
-                .delete(format!("{}{path}", self.base))
-                .send()
-                .await
-                .expect("request sent"),
-        )
-        .await
+        self.send(self.client.delete(format!("{}{path}", self.base)))
+            .await
     }
 
     /// Imports a file through the upload route with extra form fields.
@@ -509,13 +494,10 @@ impl Api {
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());
         }
-        Self::reply(
+        self.send(
             self.client
                 .post(format!("{}/api/datasets/import", self.base))
-                .multipart(form)
-                .send()
-                .await
-                .expect("request sent"),
+                .multipart(form),
         )
         .await
     }

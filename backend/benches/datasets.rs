@@ -137,23 +137,9 @@ async fn main() {
     let rss_idle = peak_rss_mib(server.0.id());
 
     // Import through the browser's route: a streamed multipart upload.
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
-        tokio::fs::File::open(&file).await.unwrap(),
-    ));
-    let part = reqwest::multipart::Part::stream_with_length(body, size).file_name("pool.jsonl");
-    let form = reqwest::multipart::Form::new()
-        .text("name", "pool")
-        .part("file", part);
     let t = Instant::now();
-    let response = client
-        .post(format!("{base}/api/datasets/import"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let report = upload_streamed(&client, &base, &file, "pool").await;
     let import_s = t.elapsed().as_secs_f64();
-    let report: serde_json::Value = response.json().await.unwrap();
     assert_eq!(report["n_imported"], rows as u64);
     let rss_import = peak_rss_mib(server.0.id());
 
@@ -291,23 +277,8 @@ async fn versions_and_worker_download(
         peak_rss_mib(server_pid)
     ));
     // Re-import the export as a new dataset.
-    let size = std::fs::metadata(&export).unwrap().len();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
-        tokio::fs::File::open(&export).await.unwrap(),
-    ));
-    let part = reqwest::multipart::Part::stream_with_length(body, size).file_name("export.jsonl");
-    let form = reqwest::multipart::Form::new()
-        .text("name", "pool-again")
-        .part("file", part);
     let t = Instant::now();
-    let response = client
-        .post(format!("{base}/api/datasets/import"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let report: serde_json::Value = response.json().await.unwrap();
+    let report = upload_streamed(client, base, &export, "pool-again").await;
     assert_eq!(
         report["n_imported"], rows as u64,
         "the export re-imports whole"
@@ -393,4 +364,30 @@ async fn versions_and_worker_download(
         peak_rss_mib(server_pid)
     ));
     lines
+}
+
+/// Imports `file` as dataset `name` through the browser's route, streamed from disk; the report.
+async fn upload_streamed(
+    client: &reqwest::Client,
+    base: &str,
+    file: &Path,
+    name: &str,
+) -> serde_json::Value {
+    let size = std::fs::metadata(file).unwrap().len();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::open(file).await.unwrap(),
+    ));
+    let part = reqwest::multipart::Part::stream_with_length(body, size)
+        .file_name(file.file_name().unwrap().to_string_lossy().into_owned());
+    let form = reqwest::multipart::Form::new()
+        .text("name", name.to_string())
+        .part("file", part);
+    let response = client
+        .post(format!("{base}/api/datasets/import"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json().await.unwrap()
 }

@@ -489,6 +489,21 @@ async fn patch_example(
     Ok(Json(apply_patch(&state.db, id, &patch).await?))
 }
 
+/// Runs one statement that may change a live row of `dataset_id`; when it changed one, the
+/// dataset's revision moves on in the same transaction.
+async fn change_rows<'q>(
+    pool: &SqlitePool,
+    dataset_id: i64,
+    statement: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<()> {
+    let mut db = crate::db::write_tx(pool).await?;
+    if statement.execute(&mut *db).await?.rows_affected() > 0 {
+        datasets::touch(&mut db, dataset_id).await?;
+    }
+    db.commit().await?;
+    Ok(())
+}
+
 async fn set_deleted(state: &AppState, id: i64, deleted: bool) -> Result<Example> {
     let example = load(&state.db, id).await?;
     datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
@@ -532,17 +547,10 @@ async fn add_tag(
     let example = load(&state.db, id).await?;
     datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
     let tag = check_tag(&request.tag)?;
-    let mut db = crate::db::write_tx(&state.db).await?;
-    let changed = sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
+    let insert = sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
         .bind(id)
-        .bind(tag)
-        .execute(&mut *db)
-        .await?
-        .rows_affected();
-    if changed > 0 {
-        datasets::touch(&mut db, example.dataset_id).await?;
-    }
-    db.commit().await?;
+        .bind(tag);
+    change_rows(&state.db, example.dataset_id, insert).await?;
     Ok(Json(load(&state.db, id).await?))
 }
 
@@ -552,17 +560,10 @@ async fn remove_tag(
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
     datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
-    let mut db = crate::db::write_tx(&state.db).await?;
-    let changed = sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
+    let delete = sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
         .bind(id)
-        .bind(tag.trim())
-        .execute(&mut *db)
-        .await?
-        .rows_affected();
-    if changed > 0 {
-        datasets::touch(&mut db, example.dataset_id).await?;
-    }
-    db.commit().await?;
+        .bind(tag.trim().to_string());
+    change_rows(&state.db, example.dataset_id, delete).await?;
     Ok(Json(load(&state.db, id).await?))
 }
 

@@ -49,8 +49,9 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )))
 }
 
-/// Loads a model folder on `device` in `dtype`.
-pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<ModelFolder> {
+/// A folder's config, tokenizer and special tokens, checked against each other (what loading
+/// and inspecting share).
+fn open_folder(dir: &Path) -> Result<(Qwen2Config, Tokenizer, SpecialTokens)> {
     if !dir.is_dir() {
         return Err(EngineError::Model(format!(
             "{}: not a folder. Hub ids cannot be downloaded here; put the Hugging Face model folder \
@@ -71,6 +72,12 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<ModelFolder> {
             config.vocab_size
         )));
     }
+    Ok((config, tokenizer, special))
+}
+
+/// Loads a model folder on `device` in `dtype`.
+pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<ModelFolder> {
+    let (config, tokenizer, special) = open_folder(dir)?;
     let model = Qwen2::new(config, dtype, device)?;
     model.load_weights(&weight_files(dir)?)?;
     Ok(ModelFolder {
@@ -245,26 +252,7 @@ pub fn safetensors_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
 /// Checks a model folder the way [`load`] would — config, tokenizer, every tensor's name and
 /// shape — but reads only the safetensors headers, so a 7B model costs kilobytes, not 28 GB.
 pub fn inspect(dir: &Path) -> Result<Inspected> {
-    if !dir.is_dir() {
-        return Err(EngineError::Model(format!(
-            "{}: not a folder. Hub ids cannot be downloaded here; put the Hugging Face model folder \
-             (config.json, *.safetensors, tokenizer.json) on disk and pass its path",
-            dir.display()
-        )));
-    }
-    let config = Qwen2Config::load(&dir.join("config.json"))?;
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tokenizer_path)
-        .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
-    SpecialTokens::find(&tokenizer)?;
-    if tokenizer.get_vocab_size(true) > config.vocab_size {
-        return Err(EngineError::Model(format!(
-            "{}: the tokenizer has {} tokens but the model only {} embeddings",
-            dir.display(),
-            tokenizer.get_vocab_size(true),
-            config.vocab_size
-        )));
-    }
+    let (config, _, _) = open_folder(dir)?;
     let files = weight_files(dir)?;
     let mut found: std::collections::HashMap<String, Vec<usize>> = Default::default();
     for file in &files {

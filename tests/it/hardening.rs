@@ -551,3 +551,35 @@ async fn small_ones_overflows_negative_steps_and_overlong_form_fields() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_parquet_row_over_the_row_limit_is_rejected_and_the_others_imported() {
+    // Parquet rows had no size check at all.
+    let server = TestServer::start_with(|c| c.limits.max_row_bytes = 64 << 10).await;
+    let api = Api::new(&server);
+    let row = |n: usize, thinking: String| still_tests::S1kRow {
+        question: format!("question {n}"),
+        thinking,
+        attempt: "42".into(),
+        solution: "42".into(),
+        cot_type: "math".into(),
+        source_type: "test".into(),
+        metadata: "{}".into(),
+    };
+    let rows = vec![
+        row(1, "short".into()),
+        row(2, "x".repeat(100 << 10)),
+        row(3, "short too".into()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-row.parquet");
+    still_tests::write_s1k_parquet(&path, &rows).unwrap();
+    let report: still_api::ImportReport = api.import(&path, &[("name", "pq")]).await.ok();
+    assert_eq!((report.n_imported, report.n_rejected), (2, 1));
+    assert_eq!(report.rejected[0].record, 2);
+    assert_eq!(
+        report.rejected[0].reason,
+        "row is longer than the 65536 byte limit"
+    );
+    server.stop().await;
+}

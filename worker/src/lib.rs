@@ -241,13 +241,7 @@ impl Client {
     /// Streams a GET's body into `dest` (through `dest.partial`, renamed once complete): never
     /// held in memory whatever its size. Returns the bytes written.
     pub fn download(&self, path: &str, dest: &Path) -> anyhow::Result<u64> {
-        let response = self.send(path, || {
-            self.agent
-                .get(self.url(path))
-                .header("Authorization", &self.auth)
-                .call()
-        })?;
-        let response = self.check(path, response)?;
+        let response = self.get(path)?;
         let mut partial_name = dest.file_name().unwrap_or_default().to_os_string();
         partial_name.push(".partial");
         let partial = dest.with_file_name(partial_name);
@@ -262,15 +256,20 @@ impl Client {
         Ok(n)
     }
 
-    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+    /// An authorized GET whose status was a success.
+    fn get(&self, path: &str) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let response = self.send(path, || {
             self.agent
                 .get(self.url(path))
                 .header("Authorization", &self.auth)
                 .call()
         })?;
+        self.check(path, response)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         Ok(self
-            .check(path, response)?
+            .get(path)?
             .body_mut()
             .with_config()
             .limit(u64::MAX)
