@@ -1035,6 +1035,38 @@ async fn cancel(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_new_tokenizer_reads_rows_only_up_to_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open(&dir.path().join("still.db")).await.unwrap();
+        let mut db = crate::db::write_tx(&pool).await.unwrap();
+        let dataset = datasets::create_or_find(
+            &mut db,
+            crate::DEFAULT_TEAM,
+            "d",
+            still_api::ImportMode::Create,
+        )
+        .await
+        .unwrap();
+        for i in 0..100 {
+            let row = still_api::ExampleFields {
+                question: format!("q{i:02} {}", "x".repeat(1000)),
+                ..Default::default()
+            };
+            crate::examples::insert(&mut db, dataset, None, None, &row)
+                .await
+                .unwrap();
+        }
+        db.commit().await.unwrap();
+        // Each row's text is 1,007 bytes: a 10,000-byte budget takes the first nine, in order.
+        let texts = tokenizer_texts(&pool, dataset, 10_000).await.unwrap();
+        assert_eq!(texts.len(), 9);
+        assert!(texts[8].starts_with("q08 "));
+        assert!(texts.iter().map(String::len).sum::<usize>() <= 10_000);
+        // A first row larger than the budget is still taken (a tokenizer needs some text).
+        assert_eq!(tokenizer_texts(&pool, dataset, 10).await.unwrap().len(), 1);
+    }
+
     #[test]
     fn run_params_override_the_s1_recipe_and_are_checked() {
         let c = train_config("sft", None, &RunParams::default()).unwrap();
