@@ -153,7 +153,7 @@ async fn main() {
         "| measurement | result | target |".to_string(),
         "|---|---|---|".to_string(),
         format!(
-            "| import {rows} rows ({:.0} MB JSONL, ~4 KB traces), HTTP upload | {import_s:.1} s = {:.0} rows/s | < 30 s |",
+            "| import {rows} rows ({:.0} MB JSONL, ~4 KB traces), HTTP upload | {import_s:.1} s = {:.0} rows/s | < 15 s on 2 cores |",
             size as f64 / 1e6,
             rows as f64 / import_s
         ),
@@ -179,7 +179,7 @@ async fn main() {
     )
     .await;
     lines.push(format!(
-        "| examples table, first page of 50 | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
+        "| examples table, first page of 50 | p50 {p50:.1} ms, p95 {p95:.1} ms | < 10 ms after an import |"
     ));
     let deep = rows as i64 - 100;
     let (p50, p95) = timed_gets(
@@ -193,7 +193,7 @@ async fn main() {
     ));
     let (p50, p95) = timed_gets(&client, &format!("{base}/api/datasets/pool/stats"), 10).await;
     lines.push(format!(
-        "| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | — |"
+        "| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | kept at import, no full scan |"
     ));
 
     lines.extend(
@@ -270,6 +270,9 @@ async fn versions_and_worker_download(
             .await
             .unwrap();
     }
+    // tokio's File finishes its last write in the background; the upload below reads the file.
+    tokio::io::AsyncWriteExt::flush(&mut out).await.unwrap();
+    drop(out);
     lines.push(format!(
         "| export version 1 ({:.0} MB JSONL), streamed | {:.1} s; server peak RSS so far {:.0} MiB | — |",
         bytes as f64 / 1e6,

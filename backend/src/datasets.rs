@@ -436,17 +436,28 @@ async fn list_imports(
 }
 
 /// Bins for a length histogram: equal width over [0, p99] plus everything above in the last bin.
-pub fn length_stats(field: &str, mut values: Vec<i64>, n_bins: usize) -> LengthStats {
-    values.sort_unstable();
-    let n = values.len();
+/// `counts` holds (length, number of rows with it), sorted by length, without zero counts.
+pub fn length_stats(field: &str, counts: &[(i64, i64)], n_bins: usize) -> LengthStats {
+    let n: i64 = counts.iter().map(|c| c.1).sum();
+    // The value at 0-based rank `r` of the sorted lengths.
+    let at_rank = |r: i64| -> i64 {
+        let mut seen = 0;
+        for &(value, k) in counts {
+            seen += k;
+            if seen > r {
+                return value;
+            }
+        }
+        0
+    };
     let pct = |p: f64| -> i64 {
         if n == 0 {
             0
         } else {
-            values[((p * (n - 1) as f64).round() as usize).min(n - 1)]
+            at_rank(((p * (n - 1) as f64).round() as i64).min(n - 1))
         }
     };
-    let max = values.last().copied().unwrap_or(0);
+    let max = counts.last().map_or(0, |c| c.0);
     let top = pct(0.99).max(1);
     let width = (top + n_bins as i64 - 1) / n_bins as i64;
     let width = width.max(1);
@@ -454,14 +465,13 @@ pub fn length_stats(field: &str, mut values: Vec<i64>, n_bins: usize) -> LengthS
     if let Some(last) = edges.last_mut() {
         *last = (*last).max(max);
     }
-    let mut counts = vec![0i64; n_bins];
-    for v in &values {
-        let bin = ((*v / width) as usize).min(n_bins - 1);
-        counts[bin] += 1;
+    let mut bins = vec![0i64; n_bins];
+    for &(value, k) in counts {
+        bins[((value / width) as usize).min(n_bins - 1)] += k;
     }
     LengthStats {
         field: field.to_string(),
-        min: values.first().copied().unwrap_or(0),
+        min: counts.first().map_or(0, |c| c.0),
         p50: pct(0.5),
         p90: pct(0.9),
         p99: pct(0.99),
@@ -469,38 +479,44 @@ pub fn length_stats(field: &str, mut values: Vec<i64>, n_bins: usize) -> LengthS
         mean: if n == 0 {
             0.0
         } else {
-            values.iter().sum::<i64>() as f64 / n as f64
+            counts.iter().map(|&(v, k)| v * k).sum::<i64>() as f64 / n as f64
         },
         edges,
-        counts,
+        counts: bins,
     }
 }
 
-/// Length histograms and facet counts over a dataset's live rows.
+/// Length histograms and facet counts over a dataset's live rows, from the counts kept with the
+/// rows (`example_counts`): a few hundred rows read, however large the dataset.
 pub async fn stats(pool: &SqlitePool, dataset_id: i64) -> Result<DatasetStats> {
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT question_words, thinking_words, answer_words FROM examples WHERE dataset_id = ? AND deleted_at IS NULL",
-    )
-    .bind(dataset_id)
-    .fetch_all(pool)
-    .await?;
-    let n_rows = rows.len() as i64;
+    let lengths_of = |facet: &'static str| async move {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT value, n FROM example_counts WHERE dataset_id = ? AND facet = ? AND n > 0 \
+             ORDER BY value",
+        )
+        .bind(dataset_id)
+        .bind(facet)
+        .fetch_all(pool)
+        .await
+    };
+    let question = lengths_of("question_words").await?;
+    let thinking = lengths_of("thinking_words").await?;
+    let answer = lengths_of("answer_words").await?;
+    let n_rows = question.iter().map(|c| c.1).sum();
     let lengths = vec![
-        length_stats("question", rows.iter().map(|r| r.0).collect(), 20),
-        length_stats("thinking", rows.iter().map(|r| r.1).collect(), 20),
-        length_stats("answer", rows.iter().map(|r| r.2).collect(), 20),
+        length_stats("question", &question, 20),
+        length_stats("thinking", &thinking, 20),
+        length_stats("answer", &answer, 20),
     ];
-    let facet = |column: &'static str| {
-        let sql = format!(
-            "SELECT {column}, count(*) FROM examples WHERE dataset_id = ? AND deleted_at IS NULL \
-             GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT 100"
-        );
-        async move {
-            sqlx::query_as::<_, (String, i64)>(&sql)
-                .bind(dataset_id)
-                .fetch_all(pool)
-                .await
-        }
+    let facet = |facet: &'static str| async move {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT value, n FROM example_counts WHERE dataset_id = ? AND facet = ? AND n > 0 \
+             ORDER BY n DESC, value LIMIT 100",
+        )
+        .bind(dataset_id)
+        .bind(facet)
+        .fetch_all(pool)
+        .await
     };
     let sources = facet("source").await?;
     let domains = facet("domain").await?;
@@ -548,13 +564,184 @@ mod tests {
     }
 
     #[test]
+    fn histogram_from_counts_equals_the_one_from_values() {
+        // 3 x 4 words, 1 x 10, 6 x 2: sorted 2,2,2,2,2,2,4,4,4,10.
+        let stats = length_stats("t", &[(2, 6), (4, 3), (10, 1)], 5);
+        assert_eq!((stats.min, stats.p50, stats.p90, stats.max), (2, 2, 4, 10));
+        assert_eq!(stats.mean, 3.4);
+        assert_eq!(stats.counts.iter().sum::<i64>(), 10);
+        let empty = length_stats("t", &[], 5);
+        assert_eq!((empty.min, empty.p50, empty.max, empty.mean), (0, 0, 0, 0.0));
+    }
+
+    #[test]
     fn histogram_counts_every_value_once() {
-        let stats = length_stats("q", vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1000], 5);
+        let counts: Vec<(i64, i64)> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1000]
+            .into_iter()
+            .map(|v| (v, 1))
+            .collect();
+        let stats = length_stats("q", &counts, 5);
         assert_eq!(stats.counts.iter().sum::<i64>(), 11);
         assert_eq!(stats.max, 1000);
         assert_eq!(*stats.edges.last().unwrap(), 1000);
         assert_eq!(stats.p50, 5);
         assert_eq!(stats.min, 0);
+    }
+
+    /// The statistics a full scan of the live rows gives (what `stats` computed before the
+    /// counts were kept with the rows).
+    async fn stats_by_scan(pool: &SqlitePool, dataset_id: i64) -> DatasetStats {
+        let rows: Vec<(i64, i64, i64, String, String)> = sqlx::query_as(
+            "SELECT question_words, thinking_words, answer_words, source, domain FROM examples \
+             WHERE dataset_id = ? AND deleted_at IS NULL",
+        )
+        .bind(dataset_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        fn counted<K: Ord + Clone>(values: impl Iterator<Item = K>) -> Vec<(K, i64)> {
+            let mut map = std::collections::BTreeMap::<K, i64>::new();
+            for v in values {
+                *map.entry(v).or_default() += 1;
+            }
+            map.into_iter().collect()
+        }
+        let facet = |values: Vec<String>| {
+            let mut c = counted(values.into_iter());
+            c.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            c.truncate(100);
+            c
+        };
+        let mut full = stats(pool, dataset_id).await.unwrap();
+        full.n_rows = rows.len() as i64;
+        full.lengths = vec![
+            length_stats("question", &counted(rows.iter().map(|r| r.0)), 20),
+            length_stats("thinking", &counted(rows.iter().map(|r| r.1)), 20),
+            length_stats("answer", &counted(rows.iter().map(|r| r.2)), 20),
+        ];
+        full.sources = facet(rows.iter().map(|r| r.3.clone()).collect());
+        full.domains = facet(rows.iter().map(|r| r.4.clone()).collect());
+        full
+    }
+
+    #[tokio::test]
+    async fn counts_kept_with_the_rows_match_a_full_scan_after_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open(&dir.path().join("still.db")).await.unwrap();
+        let write = |name: &str, rows: std::ops::Range<usize>| {
+            let path = dir.path().join(name);
+            let mut text = String::new();
+            for i in rows {
+                let source = ["amc", "aime", "123"][i % 3];
+                let row = serde_json::json!({
+                    "question": format!("question {i} {}", "word ".repeat(i % 7)),
+                    "thinking": format!("think{} {}", i / 10, "step ".repeat(i % 13)),
+                    "answer": "x ".repeat(1 + i % 3),
+                    "source": source,
+                    "domain": if i % 4 == 0 { "algebra" } else { "geometry" },
+                    "tags": if i % 9 == 0 { vec!["hard"] } else { vec![] },
+                });
+                text.push_str(&format!("{row}\n"));
+            }
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let import = |path: std::path::PathBuf, mode: ImportMode| {
+            let pool = pool.clone();
+            async move {
+                let opts = crate::import::ImportOptions {
+                    dataset: "d".into(),
+                    mode,
+                    ..Default::default()
+                };
+                crate::import::import_file(&pool, crate::DEFAULT_TEAM, &path, "rows.jsonl", &opts)
+                    .await
+                    .unwrap()
+            }
+        };
+        let check = |step: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM datasets WHERE name = 'd'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                let kept = stats(&pool, id).await.unwrap();
+                assert_eq!(kept, stats_by_scan(&pool, id).await, "after {step}");
+                (id, kept)
+            }
+        };
+
+        let report = import(write("a.jsonl", 0..200), ImportMode::Create).await;
+        assert_eq!(report.n_imported, 200);
+        let (id, kept) = check("the import").await;
+        assert_eq!(kept.n_rows, 200);
+        // A source that reads as a number stays text.
+        assert!(kept.sources.contains(&("123".to_string(), 66)), "{:?}", kept.sources);
+
+        let mut db = crate::db::write_tx(&pool).await.unwrap();
+        let fields = still_api::ExampleFields {
+            question: "added by hand".into(),
+            source: "manual".into(),
+            ..Default::default()
+        };
+        let added = crate::examples::insert(&mut db, id, None, None, &fields)
+            .await
+            .unwrap();
+        db.commit().await.unwrap();
+        check("a row added by hand").await;
+
+        let patch = still_api::ExamplePatch {
+            thinking: Some("a much longer trace than before ".repeat(20)),
+            source: Some("edited".into()),
+            ..Default::default()
+        };
+        crate::examples::apply_patch(&pool, added - 5, &patch).await.unwrap();
+        check("an edit").await;
+
+        sqlx::query(
+            "UPDATE examples SET deleted_at = 'now' WHERE dataset_id = ? AND id % 5 = 0",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (_, trashed) = check("moving rows to the trash").await;
+        assert!(trashed.n_rows < 201);
+        sqlx::query("UPDATE examples SET deleted_at = NULL WHERE dataset_id = ? AND id % 10 = 0")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        check("restoring some").await;
+        crate::versions::create(&pool, id, "v1").await.unwrap();
+        check("a version cut (the trash emptied)").await;
+
+        import(write("b.jsonl", 200..260), ImportMode::Append).await;
+        let (_, appended) = check("an appending import").await;
+        // The import indexed its own rows for search: a word only the new rows have.
+        let query = still_api::ExampleQuery {
+            q: Some("think25".into()),
+            ..Default::default()
+        };
+        let found = crate::examples::page(&pool, id, &query).await.unwrap();
+        assert_eq!(found.total, 10, "rows 250..260 mention think25");
+        let hand = still_api::ExampleQuery {
+            q: Some("hand".into()),
+            ..Default::default()
+        };
+        assert_eq!(crate::examples::page(&pool, id, &hand).await.unwrap().total, 1);
+
+        sqlx::query("DELETE FROM datasets WHERE id = ?")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM example_counts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!((left, appended.n_rows > 200), (0, true));
     }
 
     #[test]

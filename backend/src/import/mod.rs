@@ -172,6 +172,11 @@ pub async fn import_file(
 
     let mut db = crate::db::write_tx(pool).await?;
     let dataset_id = datasets::create_or_find(&mut db, team_id, &dataset_name, opts.mode).await?;
+    // Every row this import stores gets an id above this one (the transaction writes alone).
+    let after_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM examples")
+        .fetch_one(&mut *db)
+        .await?;
+    let mut imported = examples::ImportedRows::default();
     let import_id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO imports (dataset_id, file_name, format, preset, policy) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
@@ -192,6 +197,7 @@ pub async fn import_file(
     while let Some(item) = rx.recv().await {
         match item.row {
             Ok(example) if example.tags.is_empty() => {
+                imported.add(&example);
                 batch.push((item.record as i64, example));
                 if batch.len() == examples::INSERT_BATCH {
                     examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
@@ -200,6 +206,7 @@ pub async fn import_file(
                 n_imported += 1;
             }
             Ok(example) => {
+                imported.add(&example);
                 examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
                 batch.clear();
                 examples::insert(
@@ -256,6 +263,10 @@ pub async fn import_file(
             first.unwrap_or_default()
         )));
     }
+
+    imported
+        .finish(&mut db, dataset_id, import_id, after_id)
+        .await?;
 
     let mut report = ImportReport {
         import_id: Some(import_id),
