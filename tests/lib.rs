@@ -122,6 +122,16 @@ impl TestServer {
         &self.server.as_ref().expect("running").state.db
     }
 
+    /// Makes the running server fail once at `point`, as if it crashed there.
+    pub fn arm(&self, point: still_backend::failpoints::FailPoint) {
+        self.server
+            .as_ref()
+            .expect("running")
+            .state
+            .failpoints
+            .arm(point);
+    }
+
     pub fn api(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }
@@ -529,7 +539,7 @@ impl Api {
         server: &TestServer,
         work_dir: &Path,
     ) -> tokio::process::Child {
-        let (_, token) = still_backend::queue::create_worker(server.pool(), "test-worker")
+        let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "test-worker")
             .await
             .expect("worker created");
         spawn_worker(&server.url, &token, work_dir, &[])

@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 pub mod example;
+pub mod files;
 pub mod runs;
 
 pub use example::{Example, ExampleFields};
+pub use files::{CHECKPOINT_FILES, MODEL_FILES};
 pub use runs::*;
 
 /// `GET /api/health`.

@@ -165,13 +165,72 @@ pub struct RegisterWorker {
     pub models: Vec<String>,
 }
 
-/// A job handed to a worker by `POST /api/worker/claim`.
+/// The kinds of job the queue carries. The queue itself knows none of them: the server maps each
+/// to its area in one `match` (`backend/src/kinds.rs`), the worker to its module in another.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Train a run (SFT or KD) and upload its checkpoints and final model.
+    Train,
+}
+
+impl JobKind {
+    pub const ALL: &'static [JobKind] = &[JobKind::Train];
+
+    /// The name stored in `jobs.kind` and sent as `"kind"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Train => "train",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job handed to a worker by `POST /api/worker/claim`: the lease, then the work of its kind
+/// (`"kind"` and that kind's fields sit beside the lease's in the JSON object).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClaimedJob {
     pub job_id: i64,
-    pub kind: String,
+    /// The run the job reports its metrics, log lines and files to.
     pub run_id: i64,
     pub attempt: i64,
+    /// The lease lasts this long without a heartbeat.
+    pub lease_seconds: i64,
+    /// The step of the last checkpoint an earlier attempt uploaded: resume from it
+    /// (`GET /api/worker/jobs/{id}/checkpoint/{file}`).
+    pub resume_step: Option<i64>,
+    #[serde(flatten)]
+    pub work: JobWork,
+}
+
+/// What a claimed job is to do, by kind.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobWork {
+    Train(TrainWork),
+}
+
+impl JobWork {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobWork::Train(_) => JobKind::Train,
+        }
+    }
+}
+
+/// A training job's inputs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainWork {
+    /// The engine's `TrainConfig`.
     pub config: serde_json::Value,
     pub model_id: i64,
     /// The model's registered name (a worker with `--models-dir` looks for `DIR/<name>`).
@@ -186,11 +245,6 @@ pub struct ClaimedJob {
     #[serde(default)]
     pub teacher_origin: Option<String>,
     pub dataset_version_id: i64,
-    /// The lease lasts this long without a heartbeat.
-    pub lease_seconds: i64,
-    /// The step of the last checkpoint an earlier attempt uploaded: resume from it
-    /// (`GET /api/worker/jobs/{id}/checkpoint/{file}`).
-    pub resume_step: Option<i64>,
 }
 
 /// The answer to a heartbeat: whether the user asked to cancel.

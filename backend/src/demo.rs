@@ -5,9 +5,9 @@ use sqlx::SqlitePool;
 use still_api::{ExportShape, ImportMode, NewModel, Preset};
 
 use crate::Config;
+use crate::data::import::{self, ImportOptions};
 use crate::db;
 use crate::error::Error;
-use crate::import::{self, ImportOptions};
 
 /// 300 GSM8K training problems (MIT, © 2021 OpenAI; see `demo/LICENSE-gsm8k`).
 pub const GSM8K_SAMPLE: &[u8] = include_bytes!("../../demo/gsm8k-sample.jsonl");
@@ -34,7 +34,7 @@ pub async fn seed(pool: &SqlitePool, config: &Config) -> anyhow::Result<()> {
     let mut addition = Vec::new();
     for row in still_engine::synth::addition(ADDITION_DIGITS, ADDITION_ROWS, 1) {
         addition.extend_from_slice(
-            crate::versions::export_line(&row, ExportShape::Canonical).as_bytes(),
+            crate::data::versions::export_line(&row, ExportShape::Canonical).as_bytes(),
         );
     }
     import_demo(pool, config, ADDITION_NAME, Preset::Canonical, &addition).await?;
@@ -45,7 +45,7 @@ pub async fn seed(pool: &SqlitePool, config: &Config) -> anyhow::Result<()> {
         vocab_size: Some(TINY_MODEL_VOCAB),
         ..Default::default()
     };
-    match crate::runs::create(pool, &config.data_dir, crate::DEFAULT_TEAM, &model).await {
+    match crate::models::create(pool, &config.data_dir, crate::DEFAULT_TEAM, &model).await {
         Ok(m) => tracing::info!("demo model '{}': {} parameters", m.name, m.n_params),
         Err(Error::Conflict(_)) => {}
         Err(e) => return Err(anyhow::anyhow!("seeding the demo model: {e}")),

@@ -3,31 +3,26 @@
 //! `main.rs` only calls [`cli::main`]; everything else lives here so tests can build the app
 //! ([`app`]) or start a real server on a loopback port ([`start`]).
 
-pub mod artifacts;
 pub mod cli;
-pub mod datasets;
+pub mod data;
 pub mod db;
 pub mod demo;
-pub mod engine_cli;
 pub mod error;
-pub mod events;
-pub mod examples;
-pub mod guard;
-pub mod import;
-pub mod local_workers;
-pub mod logs;
-pub mod metrics;
-pub mod queue;
+pub mod failpoints;
+pub mod http;
+pub mod jobs;
+pub mod kinds;
+pub mod live;
+pub mod models;
+pub mod names;
 pub mod runs;
-pub mod versions;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use sqlx::SqlitePool;
 use still_api::Health;
@@ -35,7 +30,7 @@ use tokio::net::TcpListener;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
-use crate::error::{ApiJson, Error};
+use crate::error::ApiJson;
 
 /// The team every object belongs to until accounts exist.
 pub const DEFAULT_TEAM: i64 = 1;
@@ -50,7 +45,7 @@ pub struct Config {
     /// The built UI (Trunk's `dist/`); the API works without it.
     pub ui_dir: PathBuf,
     pub max_upload_bytes: u64,
-    pub limits: import::Limits,
+    pub limits: data::import::Limits,
     /// Import the demo datasets into an empty data directory.
     pub seed_demo: bool,
     /// How long a worker's lease lasts without a heartbeat.
@@ -63,9 +58,9 @@ impl Config {
             data_dir: data_dir.into(),
             ui_dir: PathBuf::from("dist"),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
-            limits: import::Limits::default(),
+            limits: data::import::Limits::default(),
             seed_demo: false,
-            lease_seconds: queue::LEASE_SECONDS,
+            lease_seconds: jobs::LEASE_SECONDS,
         }
     }
 
@@ -84,14 +79,9 @@ pub struct AppState {
     pub db: SqlitePool,
     pub config: Arc<Config>,
     /// Change notices for live run pages.
-    pub events: Arc<events::Events>,
-}
-
-impl AppState {
-    /// The caller's team. One team until the accounts issue adds sign-in.
-    pub fn team_id(&self) -> i64 {
-        DEFAULT_TEAM
-    }
+    pub events: Arc<store::notices::Events>,
+    /// Failures tests inject at named points (inert without the `failpoints` feature).
+    pub failpoints: Arc<failpoints::Armed>,
 }
 
 async fn health() -> ApiJson<Health> {
@@ -101,40 +91,23 @@ async fn health() -> ApiJson<Health> {
     })
 }
 
-async fn api_not_found(uri: axum::http::Uri) -> Error {
-    Error::NotFound(format!("no API route {}", uri.path()))
-}
-
-async fn ui_missing() -> impl IntoResponse {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(
-            "<!doctype html><title>Still</title><p>The Still UI is not built. Run \
-             <code>trunk build --release</code> (or <code>scripts/start</code>) and reload. \
-             The API is up under <code>/api</code>.</p>",
-        ),
-    )
-}
-
 /// The whole application: API routes plus the UI with a single-page-app fallback.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/health", get(health))
-        .merge(datasets::router(state.config.max_upload_bytes))
-        .merge(examples::router())
-        .merge(versions::router())
+        .merge(data::router(state.config.max_upload_bytes))
+        .merge(models::router())
         .merge(runs::router())
-        .merge(queue::router())
-        .merge(artifacts::router())
-        .merge(logs::router())
-        .merge(events::router())
-        .route("/api", any(api_not_found))
-        .route("/api/{*rest}", any(api_not_found));
+        .merge(jobs::router())
+        .merge(kinds::router())
+        .merge(live::router())
+        .route("/api", any(http::api_not_found))
+        .route("/api/{*rest}", any(http::api_not_found));
     let index = state.config.ui_dir.join("index.html");
     let router = if index.is_file() {
         api.fallback_service(ServeDir::new(&state.config.ui_dir).fallback(ServeFile::new(index)))
     } else {
-        api.fallback(ui_missing)
+        api.fallback(http::ui_missing)
     };
     router.layer(TraceLayer::new_for_http()).with_state(state)
 }
@@ -200,7 +173,8 @@ pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         db,
         config: Arc::new(config),
-        events: Arc::new(events::Events::default()),
+        events: Arc::new(store::notices::Events::default()),
+        failpoints: Arc::default(),
     })
 }
 
@@ -248,11 +222,14 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let addr = listener.local_addr()?;
-    let reaper = queue::spawn_reaper(state.clone());
+    let reaper = jobs::queue::spawn_reaper(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // Host and Origin checked on every request (DNS rebinding, cross-site requests).
-    let guard = std::sync::Arc::new(guard::Guard::new(addr));
-    let app = app(state.clone()).layer(axum::middleware::from_fn_with_state(guard, guard::layer));
+    let guard = std::sync::Arc::new(http::guard::Guard::new(addr));
+    let app = app(state.clone()).layer(axum::middleware::from_fn_with_state(
+        guard,
+        http::guard::layer,
+    ));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -60,8 +60,9 @@ async fn main() -> anyhow::Result<()> {
         "total_steps",
         "elapsed_s",
     ];
-    let (worker, token) = still_backend::queue::create_worker(server.pool(), "bench").await?;
-    let job = still_backend::queue::claim(server.pool(), worker, 600)
+    let (worker, token) =
+        still_backend::jobs::workers::create_worker(server.pool(), "bench").await?;
+    let job = still_backend::kinds::claim(server.pool(), worker, 600)
         .await?
         .expect("the run's job");
     let steps_list: Vec<i64> = (1..=steps).collect();

@@ -199,7 +199,8 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     still_tests::import_addition(&client, &server, "add", 64).await;
     let dir = tempfile::tempdir()?;
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "browser-test").await?;
+    let (_, token) =
+        still_backend::jobs::workers::create_worker(server.pool(), "browser-test").await?;
 
     let browser = Browser::start().await?;
     let c = &browser.client;

@@ -155,10 +155,10 @@ async fn complete_with(
     api: &Api,
     model_dir: &std::path::Path,
 ) -> reqwest::Response {
-    let (worker, token) = still_backend::queue::create_worker(server.pool(), "w")
+    let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "w")
         .await
         .unwrap();
-    let job = still_backend::queue::claim(server.pool(), worker, 30)
+    let job = still_backend::kinds::claim(server.pool(), worker, 30)
         .await
         .unwrap()
         .expect("a queued job");
@@ -280,7 +280,7 @@ async fn a_sharded_model_trains_on_a_worker() {
         .await
         .ok();
     assert_eq!(model.n_params, tiny.n_params);
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "lister")
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "lister")
         .await
         .unwrap();
     let listing: Vec<String> = api
@@ -504,10 +504,10 @@ async fn small_ones_overflows_negative_steps_and_overlong_form_fields() {
         config.message()
     );
     // A negative checkpoint step is refused before anything is stored.
-    let (worker, token) = still_backend::queue::create_worker(server.pool(), "w")
+    let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "w")
         .await
         .unwrap();
-    let job = still_backend::queue::claim(server.pool(), worker, 30)
+    let job = still_backend::kinds::claim(server.pool(), worker, 30)
         .await
         .unwrap()
         .unwrap();

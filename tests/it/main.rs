@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod datasets_api;
 mod hardening;
+mod layout;
 mod real_size;
 mod repo;
 mod runs_api;

@@ -187,10 +187,10 @@ async fn run_claimed(
     name: &str,
 ) -> (RunSummary, String, ClaimedJob) {
     let run = new_run(client, server, name, 5, 1).await;
-    let (worker, token) = still_backend::queue::create_worker(server.pool(), "w")
+    let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "w")
         .await
         .unwrap();
-    let job = still_backend::queue::claim(server.pool(), worker, 30)
+    let job = still_backend::kinds::claim(server.pool(), worker, 30)
         .await
         .unwrap()
         .unwrap();
@@ -230,10 +230,10 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
     );
     assert_eq!(run.config["grad_accum"], 1);
     let pool = server.pool().clone();
-    let (_, token_a) = still_backend::queue::create_worker(&pool, "a")
+    let (_, token_a) = still_backend::jobs::workers::create_worker(&pool, "a")
         .await
         .unwrap();
-    let (b_id, token_b) = still_backend::queue::create_worker(&pool, "b")
+    let (b_id, token_b) = still_backend::jobs::workers::create_worker(&pool, "b")
         .await
         .unwrap();
 
@@ -329,7 +329,7 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
     assert!(reply.cancel);
 
     // Revoked: 401 and nothing changes.
-    still_backend::queue::revoke_worker(&pool, b_id)
+    still_backend::jobs::workers::revoke_worker(&pool, b_id)
         .await
         .unwrap();
     let r = client
@@ -361,17 +361,17 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
     let server = server_with_model(&client).await;
     let pool = server.pool().clone();
     let run = new_run(&client, &server, "flaky", 5, 2).await;
-    let (worker, _) = still_backend::queue::create_worker(&pool, "w")
+    let (worker, _) = still_backend::jobs::workers::create_worker(&pool, "w")
         .await
         .unwrap();
     // A zero-second lease expires at once: the worker "died".
-    let first = still_backend::queue::claim(&pool, worker, 0)
+    let first = still_backend::kinds::claim(&pool, worker, 0)
         .await
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        still_backend::queue::reap(&pool).await.unwrap(),
+        still_backend::jobs::queue::reap(&pool).await.unwrap(),
         vec![run.id]
     );
     assert_eq!(run_status(&client, &server, run.id).await.status, "queued");
@@ -385,18 +385,18 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         "{lines:#?}"
     );
     // The old owner lost its lease: it can change nothing.
-    let err = still_backend::queue::heartbeat(&pool, first.job_id, worker, 30)
+    let err = still_backend::jobs::queue::heartbeat(&pool, first.job_id, worker, 30)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("does not hold its lease"), "{err}");
-    let second = still_backend::queue::claim(&pool, worker, 0)
+    let second = still_backend::kinds::claim(&pool, worker, 0)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((second.job_id, second.attempt), (first.job_id, 2));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        still_backend::queue::reap(&pool).await.unwrap(),
+        still_backend::jobs::queue::reap(&pool).await.unwrap(),
         vec![run.id]
     );
     assert!(has_line(
@@ -413,7 +413,7 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
 async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     let client = reqwest::Client::new();
     let server = server_with_model(&client).await;
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "proc")
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "proc")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -602,7 +602,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     let client = reqwest::Client::new();
     // A short lease so the test does not wait 30 s for the reaper.
     let server = server_with_model_and(&client, |c| c.lease_seconds = 2).await;
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "doomed")
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "doomed")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -686,10 +686,69 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion_are_recovered() {
+    use still_backend::failpoints::FailPoint;
+    let client = reqwest::Client::new();
+    let server = server_with_model_and(&client, |c| c.lease_seconds = 2).await;
+    // Each point fails once, deterministically: the first claim's answer is lost (attempt 1
+    // never starts), the step-20 checkpoint is uploaded but never committed, and attempt 2's
+    // completion is never recorded (attempt 3 resumes from its last committed checkpoint, the
+    // one the trainer writes at its final step, and completes).
+    server.arm(FailPoint::AfterClaim);
+    server.arm(FailPoint::BetweenUploadAndCommit);
+    server.arm(FailPoint::BeforeCompletion);
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "steady")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let total = 50;
+    let run = new_run_with(&client, &server, "crashes", total, 5, Some(20)).await;
+    let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
+    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(180), finished).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(
+        done.attempts, 3,
+        "a lost claim and a lost completion: two retries"
+    );
+    assert_eq!(
+        loss_steps(&client, &server, run.id).await,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "every step once"
+    );
+    // The uncommitted checkpoint is never offered; the committed one and the final model are.
+    let folders: Vec<ArtifactFolder> =
+        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    let names: Vec<&str> = folders.iter().map(|f| f.folder.as_str()).collect();
+    assert!(
+        names.contains(&"final") && names.contains(&"step-40"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"step-20"), "{names:?}");
+    let lines = log_lines(&client, &server, run.id).await;
+    for needle in [
+        "queued again for attempt 2",
+        "worker warn checkpoint step 20 not uploaded",
+        "checkpoint step 40 stored",
+        "queued again for attempt 3",
+        "worker info resuming from the checkpoint at step 50",
+        "succeeded; the final model is registered as 'crashes-final'",
+    ] {
+        assert!(has_line(&lines, needle), "{needle}: {lines:#?}");
+    }
+    // One final model, registered once although two attempts uploaded one.
+    let models: Vec<ModelSummary> = get_json(&client, &server, "/api/models").await;
+    let finals: Vec<&ModelSummary> = models.iter().filter(|m| m.run_id == Some(run.id)).collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert_eq!(finals[0].name, "crashes-final");
+    worker.kill().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
     let client = reqwest::Client::new();
     let mut server = server_with_model_and(&client, |c| c.lease_seconds = 20).await;
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "steady")
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "steady")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -788,13 +847,13 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
                 .unwrap()
         }
     };
-    let (cpu, cpu_token) = still_backend::queue::create_worker(&pool, "cpu")
+    let (cpu, cpu_token) = still_backend::jobs::workers::create_worker(&pool, "cpu")
         .await
         .unwrap();
-    let (gpu, gpu_token) = still_backend::queue::create_worker(&pool, "gpu")
+    let (gpu, gpu_token) = still_backend::jobs::workers::create_worker(&pool, "gpu")
         .await
         .unwrap();
-    let (small, small_token) = still_backend::queue::create_worker(&pool, "small")
+    let (small, small_token) = still_backend::jobs::workers::create_worker(&pool, "small")
         .await
         .unwrap();
     assert_eq!(register(cpu_token, "cpu", 8 << 30).await.status(), 200);
@@ -861,18 +920,18 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
     assert_eq!(on_cuda.min_memory_bytes, e.total_bytes);
     // The CPU workers pass it by; the GPU worker takes it.
     assert!(
-        still_backend::queue::claim(&pool, cpu, 30)
+        still_backend::kinds::claim(&pool, cpu, 30)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        still_backend::queue::claim(&pool, small, 30)
+        still_backend::kinds::claim(&pool, small, 30)
             .await
             .unwrap()
             .is_none()
     );
-    let job = still_backend::queue::claim(&pool, gpu, 30)
+    let job = still_backend::kinds::claim(&pool, gpu, 30)
         .await
         .unwrap()
         .unwrap();
@@ -886,13 +945,13 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
         .unwrap();
     assert_eq!(any.status(), 201);
     assert!(
-        still_backend::queue::claim(&pool, small, 30)
+        still_backend::kinds::claim(&pool, small, 30)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        still_backend::queue::claim(&pool, cpu, 30)
+        still_backend::kinds::claim(&pool, cpu, 30)
             .await
             .unwrap()
             .is_some()
@@ -1020,7 +1079,7 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
     );
 
     // A worker without the folder never claims it, and cannot download it.
-    let (without, token) = still_backend::queue::create_worker(&pool, "without")
+    let (without, token) = still_backend::jobs::workers::create_worker(&pool, "without")
         .await
         .unwrap();
     let r = client
@@ -1032,7 +1091,7 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        still_backend::queue::claim(&pool, without, 30)
+        still_backend::kinds::claim(&pool, without, 30)
             .await
             .unwrap()
             .is_none()
@@ -1052,7 +1111,7 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
     );
 
     // A worker started with --models-dir has it, claims the run and trains from its own copy.
-    let (_, token) = still_backend::queue::create_worker(&pool, "with")
+    let (_, token) = still_backend::jobs::workers::create_worker(&pool, "with")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -1203,7 +1262,7 @@ async fn a_teacher_top_k_table_is_computed_once_per_dataset_on_a_worker() {
     assert!(sparse.estimate.teacher_bytes > 0);
     assert_ne!(sparse.estimate.teacher_bytes, full.estimate.teacher_bytes);
 
-    let (_, token) = still_backend::queue::create_worker(server.pool(), "kd")
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "kd")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -1,13 +1,9 @@
 //! Run logs: the server's lines (claims, checkpoints, lease expiries, outcomes) and the
 //! workers' lines in one table, read as a tail.
 
-use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use sqlx::SqlitePool;
 use still_api::{LogLine, RunLogEntry};
 
-use crate::AppState;
 use crate::error::{Error, Result};
 
 /// A longer line is cut here (and says so).
@@ -16,10 +12,6 @@ pub const MAX_LINE_CHARS: usize = 4_000;
 pub const MAX_LINES_PER_REQUEST: usize = 1_000;
 /// The most lines one read returns.
 pub const MAX_TAIL: i64 = 1_000;
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/runs/{run}/logs", get(tail_route))
-}
 
 fn clip(message: &str) -> String {
     match message.char_indices().nth(MAX_LINE_CHARS) {
@@ -130,21 +122,4 @@ pub async fn tail(
             },
         )
         .collect())
-}
-
-#[derive(serde::Deserialize)]
-struct TailQuery {
-    after: Option<i64>,
-    limit: Option<i64>,
-}
-
-async fn tail_route(
-    State(state): State<AppState>,
-    Path(run): Path<String>,
-    Query(q): Query<TailQuery>,
-) -> Result<Json<Vec<RunLogEntry>>> {
-    let run = crate::runs::load_run(&state.db, state.team_id(), &run).await?;
-    Ok(Json(
-        tail(&state.db, run.id, q.after, q.limit.unwrap_or(200)).await?,
-    ))
 }

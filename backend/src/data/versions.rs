@@ -17,9 +17,10 @@ use still_api::{DatasetVersion, ExampleFields, ExportShape, NewVersion};
 use tokio::sync::mpsc;
 
 use crate::AppState;
-use crate::datasets;
+use crate::data::datasets;
+use crate::data::examples::{EXAMPLE_COLUMNS, ExampleRecord};
 use crate::error::{Error, Result};
-use crate::examples::{EXAMPLE_COLUMNS, ExampleRecord};
+use crate::http::Team;
 
 /// Rows read per round trip while snapshotting or exporting.
 const BATCH: i64 = 1000;
@@ -187,18 +188,20 @@ pub async fn find(pool: &SqlitePool, dataset_id: i64, version: i64) -> Result<Da
 
 async fn list_versions(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
 ) -> Result<Json<Vec<DatasetVersion>>> {
-    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
     Ok(Json(list(&state.db, row.id).await?))
 }
 
 async fn create_version(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<DatasetVersion>)> {
-    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
     // The body is optional: an empty POST cuts a version without a message.
     let request: NewVersion = if body.iter().all(u8::is_ascii_whitespace) {
         NewVersion::default()
@@ -293,10 +296,11 @@ struct ExportParams {
 
 async fn export(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
     Query(params): Query<ExportParams>,
 ) -> Result<Response> {
-    let row = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
     let version = match params.version {
         Some(v) => Some(find(&state.db, row.id, v).await?),
         None => None,

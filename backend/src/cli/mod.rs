@@ -5,12 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+pub mod engine;
+pub mod local_workers;
+
 use clap::{Args, Parser, Subcommand};
 use still_api::{BadRowPolicy, ExportShape, FieldMapping, FileFormat, ImportMode, Preset};
 use tokio::io::AsyncWriteExt;
 
-use crate::import::{self, ImportOptions, Limits};
-use crate::{Config, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TEAM, datasets, db, versions};
+use crate::data::import::{self, ImportOptions, Limits};
+use crate::data::{datasets, versions};
+use crate::{Config, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TEAM, db};
 
 #[derive(Parser)]
 #[command(
@@ -42,19 +46,19 @@ enum Command {
     /// List datasets: id, name, rows.
     Datasets,
     /// Write a synthetic reasoning dataset (canonical JSONL).
-    Synth(crate::engine_cli::SynthArgs),
+    Synth(engine::SynthArgs),
     /// Models: `still model new`.
     #[command(subcommand)]
-    Model(crate::engine_cli::ModelCommand),
+    Model(engine::ModelCommand),
     /// Train a model (SFT on traces, or logit distillation).
-    Train(crate::engine_cli::TrainArgs),
+    Train(engine::TrainArgs),
     /// Compute a teacher's top-k next-token table for a dataset once, for KD runs without the
     /// teacher in memory (`still train --method kd --teacher FILE`).
-    TeacherTopk(crate::engine_cli::TeacherTopKArgs),
+    TeacherTopk(engine::TeacherTopKArgs),
     /// Generate a completion.
-    Generate(crate::engine_cli::GenerateArgs),
+    Generate(engine::GenerateArgs),
     /// Greedy generation on each question; prints accuracy and writes per-row results.
-    Eval(crate::engine_cli::EvalArgs),
+    Eval(engine::EvalArgs),
     /// Run jobs for a server (training on this machine's CPU or GPU).
     Worker(WorkerArgs),
     /// Manage worker tokens.
@@ -196,12 +200,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Engine commands are synchronous and CPU-bound: no async runtime for them.
     let engine_result = match cli.command {
-        Command::Synth(args) => Some(crate::engine_cli::synth_cmd(args)),
-        Command::Model(command) => Some(crate::engine_cli::model_cmd(command)),
-        Command::Train(args) => Some(crate::engine_cli::train_cmd(args)),
-        Command::TeacherTopk(args) => Some(crate::engine_cli::teacher_topk_cmd(args)),
-        Command::Generate(args) => Some(crate::engine_cli::generate_cmd(args)),
-        Command::Eval(args) => Some(crate::engine_cli::eval_cmd(args)),
+        Command::Synth(args) => Some(engine::synth_cmd(args)),
+        Command::Model(command) => Some(engine::model_cmd(command)),
+        Command::Train(args) => Some(engine::train_cmd(args)),
+        Command::TeacherTopk(args) => Some(engine::teacher_topk_cmd(args)),
+        Command::Generate(args) => Some(engine::generate_cmd(args)),
+        Command::Eval(args) => Some(engine::eval_cmd(args)),
         Command::Worker(args) => Some(still_worker::run(still_worker::WorkerOptions {
             server: args.server,
             token: args.token,
@@ -265,7 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_row_bytes: args.max_row_bytes,
                 },
                 seed_demo: !args.no_demo,
-                lease_seconds: crate::queue::LEASE_SECONDS,
+                lease_seconds: crate::jobs::LEASE_SECONDS,
             };
             if !config.ui_dir.join("index.html").is_file() {
                 tracing::warn!(
@@ -283,7 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let server = crate::start(config, args.addr).await?;
-            let _workers = crate::local_workers::spawn(
+            let _workers = local_workers::spawn(
                 &server.state.db,
                 &server.state.config.data_dir,
                 server.url(),
@@ -376,11 +380,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = open_db(&cli.data_dir).await?;
             match command {
                 WorkerTokenCommand::Create { name } => {
-                    let (id, token) = crate::queue::create_worker(&pool, &name).await?;
+                    let (id, token) = crate::jobs::workers::create_worker(&pool, &name).await?;
                     println!("worker {id} '{name}': {token}");
                 }
                 WorkerTokenCommand::Revoke { id } => {
-                    crate::queue::revoke_worker(&pool, id).await?;
+                    crate::jobs::workers::revoke_worker(&pool, id).await?;
                     println!("worker {id}: token revoked");
                 }
             }

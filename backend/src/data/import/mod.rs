@@ -19,9 +19,9 @@ use still_api::{
 };
 use tokio::sync::mpsc;
 
-use crate::datasets;
+use crate::data::datasets;
+use crate::data::examples;
 use crate::error::{Error, Result};
-use crate::examples;
 pub use formats::Limits;
 use formats::{FileError, Record};
 use mapping::Mapper;
@@ -158,7 +158,7 @@ pub async fn import_file(
     file_name: &str,
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
-    let dataset_name = datasets::validate_name("dataset", &opts.dataset)?;
+    let dataset_name = crate::names::validate_name("dataset", &opts.dataset)?;
     let format = resolve_format(path, file_name, opts.format)?;
     let (tx, mut rx) = mpsc::channel::<Item>(512);
     let reader = spawn_reader(

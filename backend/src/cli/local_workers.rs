@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::SqlitePool;
 
-use crate::queue;
+use crate::jobs::workers;
 
 /// Reads the local worker's token from `DATA_DIR/local-worker-N.token`, or makes a new worker.
 async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Result<String> {
@@ -18,14 +18,14 @@ async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Re
         let known: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
         )
-        .bind(queue::token_hash(token.trim()))
+        .bind(crate::http::token_hash(token.trim()))
         .fetch_optional(pool)
         .await?;
         if known.is_some() {
             return Ok(token.trim().to_string());
         }
     }
-    let (_, token) = queue::create_worker(pool, &format!("local-{n}")).await?;
+    let (_, token) = workers::create_worker(pool, &format!("local-{n}")).await?;
     write_private(&file, &token)?;
     Ok(token)
 }

@@ -1,6 +1,6 @@
 //! The artifact store: checkpoint and model files named by their SHA-256 under
 //! `DATA_DIR/artifacts/<2 hex>/<sha256>`, the run folders that name them (`step-N`, `final`),
-//! and downloads of one file or of a whole folder as a tar archive.
+//! and the tar archive a folder downloads as (the download routes are the runs area's).
 //!
 //! A file is hashed while it streams to a temporary file and then renamed into place, so the
 //! store never holds a partial file under a hash name and an identical file is kept once.
@@ -8,24 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use still_api::{ArtifactFile, ArtifactFolder};
 
-use crate::AppState;
 use crate::error::{Error, Result};
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/runs/{run}/artifacts", get(list_route))
-        .route("/api/runs/{run}/artifacts/{folder}", get(folder_route))
-        .route("/api/runs/{run}/artifacts/{folder}/{file}", get(file_route))
-}
 
 /// Where the content with this hash lives.
 pub fn blob_path(data_dir: &Path, sha256: &str) -> PathBuf {
@@ -101,28 +88,13 @@ impl Drop for RemoveOnDrop {
 /// `lease` is (job, worker): the file is recorded only while that worker still holds the job
 /// (an upload can take minutes; a worker that lost the lease meanwhile changes nothing).
 pub async fn put_run_file(
-    pool: &SqlitePool,
-    lease: (i64, i64),
+    db: &mut sqlx::SqliteConnection,
     run: i64,
     folder: &str,
     name: &str,
     sha256: &str,
     size: u64,
 ) -> Result<()> {
-    let mut db = crate::db::write_tx(pool).await?;
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
-    )
-    .bind(lease.0)
-    .bind(lease.1)
-    .fetch_optional(&mut *db)
-    .await?;
-    if held.is_none() {
-        return Err(Error::Conflict(format!(
-            "job {}: this worker lost its lease while uploading {folder}/{name}; nothing recorded",
-            lease.0
-        )));
-    }
     sqlx::query("INSERT OR IGNORE INTO artifacts (sha256, size) VALUES (?, ?)")
         .bind(sha256)
         .bind(size as i64)
@@ -140,7 +112,6 @@ pub async fn put_run_file(
     .bind(size as i64)
     .execute(&mut *db)
     .await?;
-    db.commit().await?;
     Ok(())
 }
 
@@ -243,114 +214,8 @@ pub async fn materialize(
     Ok(())
 }
 
-async fn list_route(
-    State(state): State<AppState>,
-    UrlPath(run): UrlPath<String>,
-) -> Result<Json<Vec<ArtifactFolder>>> {
-    let run = crate::runs::load_run(&state.db, state.team_id(), &run).await?;
-    Ok(Json(folders(&state.db, run.id).await?))
-}
-
-async fn committed_folder(
-    state: &AppState,
-    run: &str,
-    folder: &str,
-) -> Result<(String, ArtifactFolder)> {
-    let run = crate::runs::load_run(&state.db, state.team_id(), run).await?;
-    let found = folders(&state.db, run.id)
-        .await?
-        .into_iter()
-        .find(|f| f.folder == folder)
-        .ok_or_else(|| Error::not_found(format!("run '{}' folder '{folder}'", run.name)))?;
-    Ok((run.name, found))
-}
-
-#[derive(serde::Deserialize)]
-struct FolderQuery {
-    /// `tar` downloads the folder as one archive; otherwise the listing.
-    format: Option<String>,
-}
-
-async fn folder_route(
-    State(state): State<AppState>,
-    UrlPath((run, folder)): UrlPath<(String, String)>,
-    Query(query): Query<FolderQuery>,
-) -> Result<Response> {
-    let (run_name, found) = committed_folder(&state, &run, &folder).await?;
-    match query.format.as_deref() {
-        None | Some("json") => Ok(Json(found).into_response()),
-        Some("tar") => {
-            // At most 100 + 1 + the folder's name: always fits a ustar prefix.
-            let base = format!(
-                "{}-{}",
-                safe_name(&run_name).chars().take(100).collect::<String>(),
-                found.folder
-            );
-            let entries: Vec<(String, PathBuf, u64)> = found
-                .files
-                .iter()
-                .map(|f| {
-                    (
-                        format!("{base}/{}", f.name),
-                        blob_path(&state.config.data_dir, &f.sha256),
-                        f.size as u64,
-                    )
-                })
-                .collect();
-            // Every header is checked before the response starts, not halfway through it.
-            for (name, _, size) in &entries {
-                tar_header(name, *size)?;
-            }
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "application/x-tar".to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{base}.tar\""),
-                    ),
-                    (
-                        header::CONTENT_LENGTH,
-                        tar_size(found.files.iter().map(|f| f.size as u64)).to_string(),
-                    ),
-                ],
-                tar_stream(entries),
-            )
-                .into_response())
-        }
-        Some(other) => Err(Error::BadRequest(format!(
-            "format: '{other}' is not one of json, tar"
-        ))),
-    }
-}
-
-async fn file_route(
-    State(state): State<AppState>,
-    UrlPath((run, folder, file)): UrlPath<(String, String, String)>,
-) -> Result<Response> {
-    let (_, found) = committed_folder(&state, &run, &folder).await?;
-    let entry = found
-        .files
-        .iter()
-        .find(|f| f.name == file)
-        .ok_or_else(|| Error::not_found(format!("file '{file}' in folder '{folder}'")))?;
-    let handle = tokio::fs::File::open(blob_path(&state.config.data_dir, &entry.sha256)).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", entry.name),
-            ),
-            (header::CONTENT_LENGTH, entry.size.to_string()),
-            (header::ETAG, format!("\"{}\"", entry.sha256)),
-        ],
-        Body::from_stream(tokio_util::io::ReaderStream::new(handle)),
-    )
-        .into_response())
-}
-
 /// A name safe as a file name in a download (letters, digits, `-`, `_`, `.`).
-fn safe_name(name: &str) -> String {
+pub fn safe_name(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -366,7 +231,7 @@ const BLOCK: u64 = 512;
 
 /// The size of a tar archive holding files of these sizes (header + padded content each, then
 /// two zero blocks).
-fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
+pub fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
     sizes
         .map(|s| BLOCK + s.div_ceil(BLOCK) * BLOCK)
         .sum::<u64>()
@@ -375,7 +240,7 @@ fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
 
 /// A POSIX ustar header for a regular file (sizes of 8 GiB and more in GNU base-256 form).
 /// A path over 100 bytes goes in two parts: the folder in `prefix` (≤ 155), the file in `name`.
-fn tar_header(path: &str, size: u64) -> Result<[u8; 512]> {
+pub fn tar_header(path: &str, size: u64) -> Result<[u8; 512]> {
     let mut h = [0u8; 512];
     let (prefix, name) = if path.len() <= 100 {
         ("", path)
@@ -411,7 +276,7 @@ fn tar_header(path: &str, size: u64) -> Result<[u8; 512]> {
 }
 
 /// Streams files as a tar archive without reading any of them whole.
-fn tar_stream(entries: Vec<(String, PathBuf, u64)>) -> Body {
+pub fn tar_stream(entries: Vec<(String, PathBuf, u64)>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;

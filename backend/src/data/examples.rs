@@ -12,8 +12,9 @@ use still_api::{
 };
 
 use crate::AppState;
-use crate::datasets;
+use crate::data::datasets;
 use crate::error::{ApiJson, Error, Result};
+use crate::http::Team;
 
 /// Longest tag, in characters (also a CHECK in the schema).
 pub const MAX_TAG_CHARS: usize = 100;
@@ -118,7 +119,11 @@ impl ImportedRows {
     /// Counts one stored row (tagged or not).
     pub fn add(&mut self, fields: &ExampleFields) {
         let (qw, tw, aw, _) = lengths(fields);
-        for key in [("question_words", qw), ("thinking_words", tw), ("answer_words", aw)] {
+        for key in [
+            ("question_words", qw),
+            ("thinking_words", tw),
+            ("answer_words", aw),
+        ] {
             *self.lengths.entry(key).or_default() += 1;
         }
         for key in [("source", &fields.source), ("domain", &fields.domain)] {
@@ -143,12 +148,19 @@ impl ImportedRows {
         .bind(import_id)
         .execute(&mut *db)
         .await?;
-        let lengths = self.lengths.into_iter().map(|((f, v), n)| (f, CountValue::Int(v), n));
-        let facets = self.facets.into_iter().map(|((f, v), n)| (f, CountValue::Text(v), n));
+        let lengths = self
+            .lengths
+            .into_iter()
+            .map(|((f, v), n)| (f, CountValue::Int(v), n));
+        let facets = self
+            .facets
+            .into_iter()
+            .map(|((f, v), n)| (f, CountValue::Text(v), n));
         let all: Vec<_> = lengths.chain(facets).collect();
         for chunk in all.chunks(200) {
-            let mut query =
-                sqlx::QueryBuilder::new("INSERT INTO example_counts (dataset_id, facet, value, n) ");
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO example_counts (dataset_id, facet, value, n) ",
+            );
             query.push_values(chunk, |mut b, (facet, value, n)| {
                 b.push_bind(dataset_id).push_bind(*facet);
                 match value {
@@ -461,16 +473,21 @@ pub async fn page(pool: &SqlitePool, dataset_id: i64, query: &ExampleQuery) -> R
 
 async fn list_examples(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
     Query(query): Query<ExampleQuery>,
 ) -> Result<Json<ExamplePage>> {
-    let dataset = datasets::resolve(&state.db, state.team_id(), &dataset).await?;
+    let dataset = datasets::resolve(&state.db, team.id(), &dataset).await?;
     Ok(Json(page(&state.db, dataset.id, &query).await?))
 }
 
-async fn get_example(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Example>> {
+async fn get_example(
+    State(state): State<AppState>,
+    team: Team,
+    Path(id): Path<i64>,
+) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
+    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
     Ok(Json(example))
 }
 
@@ -544,11 +561,12 @@ pub async fn apply_patch(pool: &SqlitePool, id: i64, patch: &ExamplePatch) -> Re
 
 async fn patch_example(
     State(state): State<AppState>,
+    team: Team,
     Path(id): Path<i64>,
     ApiJson(patch): ApiJson<ExamplePatch>,
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
+    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
     Ok(Json(apply_patch(&state.db, id, &patch).await?))
 }
 
@@ -567,9 +585,9 @@ async fn change_rows<'q>(
     Ok(())
 }
 
-async fn set_deleted(state: &AppState, id: i64, deleted: bool) -> Result<Example> {
+async fn set_deleted(state: &AppState, team: Team, id: i64, deleted: bool) -> Result<Example> {
     let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
+    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
     let sql = if deleted {
         "UPDATE examples SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND deleted_at IS NULL"
     } else {
@@ -590,25 +608,28 @@ async fn set_deleted(state: &AppState, id: i64, deleted: bool) -> Result<Example
 
 async fn delete_example(
     State(state): State<AppState>,
+    team: Team,
     Path(id): Path<i64>,
 ) -> Result<Json<Example>> {
-    Ok(Json(set_deleted(&state, id, true).await?))
+    Ok(Json(set_deleted(&state, team, id, true).await?))
 }
 
 async fn restore_example(
     State(state): State<AppState>,
+    team: Team,
     Path(id): Path<i64>,
 ) -> Result<Json<Example>> {
-    Ok(Json(set_deleted(&state, id, false).await?))
+    Ok(Json(set_deleted(&state, team, id, false).await?))
 }
 
 async fn add_tag(
     State(state): State<AppState>,
+    team: Team,
     Path(id): Path<i64>,
     ApiJson(request): ApiJson<TagRequest>,
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
+    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
     let tag = check_tag(&request.tag)?;
     let insert = sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
         .bind(id)
@@ -619,10 +640,11 @@ async fn add_tag(
 
 async fn remove_tag(
     State(state): State<AppState>,
+    team: Team,
     Path((id, tag)): Path<(i64, String)>,
 ) -> Result<Json<Example>> {
     let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, state.team_id()).await?;
+    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
     let delete = sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
         .bind(id)
         .bind(tag.trim().to_string());

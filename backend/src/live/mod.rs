@@ -2,7 +2,7 @@
 //! (`snapshot`) carries everything so far (downsampled metrics, the log tail, the artifacts);
 //! then `metrics`, `logs`, `run` and `artifacts` events carry what changed.
 //!
-//! Writers (handlers and the reaper) call [`Events::touch`] with the run they changed; a stream
+//! Writers (handlers and the reaper) call `store::notices::Events::touch` with the run they changed; a stream
 //! wakes on that (or after a safety-net period) and reads what is new since its cursors. The stream ends when the server shuts down, so a graceful stop never waits on it.
 
 use std::collections::VecDeque;
@@ -19,46 +19,20 @@ use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
 use crate::error::{Error, Result};
+use crate::http::Team;
 
 /// Points per metric in a snapshot.
 pub const SNAPSHOT_POINTS: usize = 1_000;
 /// Log lines in a snapshot.
 pub const SNAPSHOT_LOG_LINES: i64 = 200;
 
-/// Change notices (run ids) and the server's closing signal.
-pub struct Events {
-    changed: broadcast::Sender<i64>,
-    closing: watch::Sender<bool>,
-}
-
-impl Default for Events {
-    fn default() -> Self {
-        Self {
-            changed: broadcast::channel(1024).0,
-            closing: watch::channel(false).0,
-        }
-    }
-}
-
-impl Events {
-    /// Tells live streams of `run` that something changed.
-    pub fn touch(&self, run: i64) {
-        let _ = self.changed.send(run);
-    }
-
-    /// Ends every live stream (the server is stopping).
-    pub fn close(&self) {
-        self.closing.send_replace(true);
-    }
-}
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/runs/{run}/events", get(events_route))
 }
 
 /// Everything a run page shows, as of now, and the last step it includes.
-pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> {
-    let summary = crate::runs::load_run(&state.db, state.team_id(), &run.to_string()).await?;
+pub async fn snapshot(state: &AppState, team: Team, run: i64) -> Result<(RunSnapshot, i64)> {
+    let summary = crate::runs::load_run(&state.db, team.id(), &run.to_string()).await?;
     // The cursor first: a point stored while the snapshot is read comes again as an update
     // (the page keeps one point per step), never not at all.
     let last_step: Option<i64> =
@@ -68,9 +42,9 @@ pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> 
             .await?;
     let snapshot = RunSnapshot {
         run: summary,
-        metrics: crate::metrics::downsampled(&state.db, run, None, SNAPSHOT_POINTS).await?,
-        logs: crate::logs::tail(&state.db, run, None, SNAPSHOT_LOG_LINES).await?,
-        artifacts: crate::artifacts::folders(&state.db, run).await?,
+        metrics: crate::store::metrics::downsampled(&state.db, run, None, SNAPSHOT_POINTS).await?,
+        logs: crate::store::logs::tail(&state.db, run, None, SNAPSHOT_LOG_LINES).await?,
+        artifacts: crate::store::artifacts::folders(&state.db, run).await?,
     };
     Ok((snapshot, last_step.unwrap_or(-1)))
 }
@@ -78,6 +52,7 @@ pub async fn snapshot(state: &AppState, run: i64) -> Result<(RunSnapshot, i64)> 
 /// What a stream has sent so far.
 struct Cursor {
     state: AppState,
+    team: Team,
     run: i64,
     step: i64,
     log_id: i64,
@@ -104,16 +79,16 @@ fn event(name: &str, value: &impl serde::Serialize) -> Result<Event> {
 impl Cursor {
     /// Queues events for whatever changed since the last look.
     async fn poll(&mut self) -> Result<()> {
-        let points = crate::metrics::after(&self.state.db, self.run, self.step).await?;
+        let points = crate::store::metrics::after(&self.state.db, self.run, self.step).await?;
         if let Some(max) = points.iter().map(|p| p.step).max() {
             self.step = max;
             self.pending.push_back(event("metrics", &points)?);
         }
-        let lines = crate::logs::tail(
+        let lines = crate::store::logs::tail(
             &self.state.db,
             self.run,
             Some(self.log_id),
-            crate::logs::MAX_TAIL,
+            crate::store::logs::MAX_TAIL,
         )
         .await?;
         if let Some(last) = lines.last() {
@@ -121,15 +96,14 @@ impl Cursor {
             self.pending.push_back(event("logs", &lines)?);
         }
         let summary =
-            crate::runs::load_run(&self.state.db, self.state.team_id(), &self.run.to_string())
-                .await?;
+            crate::runs::load_run(&self.state.db, self.team.id(), &self.run.to_string()).await?;
         let json = serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?;
         if json != self.run_json {
             self.run_json = json;
             self.finished = is_finished(&summary.status);
             self.pending.push_back(event("run", &summary)?);
         }
-        let folders = crate::artifacts::folders(&self.state.db, self.run).await?;
+        let folders = crate::store::artifacts::folders(&self.state.db, self.run).await?;
         let json = serde_json::to_string(&folders).map_err(|e| Error::Internal(e.to_string()))?;
         if json != self.artifacts_json {
             self.artifacts_json = json;
@@ -165,14 +139,16 @@ impl Cursor {
 
 async fn events_route(
     State(state): State<AppState>,
+    team: Team,
     Path(run): Path<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let run = crate::runs::load_run(&state.db, state.team_id(), &run).await?;
+    let run = crate::runs::load_run(&state.db, team.id(), &run).await?;
     // Subscribe before reading, so no change between the snapshot and the stream is missed.
-    let changed = state.events.changed.subscribe();
-    let closing = state.events.closing.subscribe();
-    let (first, step) = snapshot(&state, run.id).await?;
+    let changed = state.events.subscribe();
+    let closing = state.events.closing();
+    let (first, step) = snapshot(&state, team, run.id).await?;
     let cursor = Cursor {
+        team,
         run: run.id,
         step,
         log_id: first.logs.last().map_or(0, |l| l.id),

@@ -12,11 +12,9 @@ use still_api::{
 use tokio::io::AsyncWriteExt;
 
 use crate::AppState;
+use crate::data::import::{self, ImportOptions};
 use crate::error::{Error, Result, on_unique};
-use crate::import::{self, ImportOptions};
-
-/// Longest dataset name, in characters (also a CHECK in the schema).
-pub const MAX_NAME_CHARS: usize = 200;
+use crate::http::Team;
 
 pub fn router(max_upload_bytes: u64) -> Router<AppState> {
     // Multipart overhead on top of the file itself.
@@ -37,28 +35,6 @@ pub fn router(max_upload_bytes: u64) -> Router<AppState> {
         )
         .route("/api/datasets/{dataset}/stats", get(get_stats))
         .route("/api/datasets/{dataset}/imports", get(list_imports))
-}
-
-/// Trims and checks the name of a `kind` of object (dataset, run, model): the message names it.
-pub fn validate_name(kind: &str, name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(Error::BadRequest(format!("name: a {kind} needs a name")));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::BadRequest(format!(
-            "name: longer than {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(Error::BadRequest(format!(
-            "name: '{name}' is all digits, which would read as a {kind} id"
-        )));
-    }
-    if name.contains('/') {
-        return Err(Error::BadRequest(format!("name: '{name}' contains '/'")));
-    }
-    Ok(name.to_string())
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -196,23 +172,28 @@ pub async fn summary(pool: &SqlitePool, dataset_id: i64) -> Result<DatasetSummar
     Ok(row.into())
 }
 
-async fn list_datasets(State(state): State<AppState>) -> Result<Json<Vec<DatasetSummary>>> {
-    Ok(Json(list(&state.db, state.team_id()).await?))
+async fn list_datasets(
+    State(state): State<AppState>,
+    team: Team,
+) -> Result<Json<Vec<DatasetSummary>>> {
+    Ok(Json(list(&state.db, team.id()).await?))
 }
 
 async fn get_dataset(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
 ) -> Result<Json<DatasetSummary>> {
-    let row = resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = resolve(&state.db, team.id(), &dataset).await?;
     Ok(Json(summary(&state.db, row.id).await?))
 }
 
 async fn delete_dataset(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
 ) -> Result<StatusCode> {
-    let row = resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = resolve(&state.db, team.id(), &dataset).await?;
     let mut db = crate::db::write_tx(&state.db).await?;
     let runs: Vec<String> =
         sqlx::query_scalar("SELECT name FROM runs WHERE dataset_id = ? ORDER BY id LIMIT 4")
@@ -392,12 +373,13 @@ pub async fn read_upload(state: &AppState, multipart: &mut Multipart) -> Result<
 
 async fn import_upload(
     State(state): State<AppState>,
+    team: Team,
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<ImportReport>)> {
     let upload = read_upload(&state, &mut multipart).await?;
     let report = import::import_file(
         &state.db,
-        state.team_id(),
+        team.id(),
         upload.file.path(),
         &upload.file_name,
         &upload.options,
@@ -418,9 +400,10 @@ async fn preview_upload(
 
 async fn list_imports(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
 ) -> Result<Json<Vec<ImportRecord>>> {
-    let row = resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = resolve(&state.db, team.id(), &dataset).await?;
     let records: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, report FROM imports WHERE dataset_id = ? ORDER BY id DESC")
             .bind(row.id)
@@ -540,28 +523,16 @@ pub async fn stats(pool: &SqlitePool, dataset_id: i64) -> Result<DatasetStats> {
 
 async fn get_stats(
     State(state): State<AppState>,
+    team: Team,
     Path(dataset): Path<String>,
 ) -> Result<Json<DatasetStats>> {
-    let row = resolve(&state.db, state.team_id(), &dataset).await?;
+    let row = resolve(&state.db, team.id(), &dataset).await?;
     Ok(Json(stats(&state.db, row.id).await?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert_eq!(validate_name("dataset", "  gsm8k ").unwrap(), "gsm8k");
-        assert!(validate_name("dataset", "").is_err());
-        assert!(
-            validate_name("run", "123")
-                .unwrap_err()
-                .to_string()
-                .contains("all digits, which would read as a run id")
-        );
-        assert!(validate_name("model", &"x".repeat(201)).is_err());
-    }
 
     #[test]
     fn histogram_from_counts_equals_the_one_from_values() {
@@ -571,7 +542,10 @@ mod tests {
         assert_eq!(stats.mean, 3.4);
         assert_eq!(stats.counts.iter().sum::<i64>(), 10);
         let empty = length_stats("t", &[], 5);
-        assert_eq!((empty.min, empty.p50, empty.max, empty.mean), (0, 0, 0, 0.0));
+        assert_eq!(
+            (empty.min, empty.p50, empty.max, empty.mean),
+            (0, 0, 0, 0.0)
+        );
     }
 
     #[test]
@@ -649,14 +623,20 @@ mod tests {
         let import = |path: std::path::PathBuf, mode: ImportMode| {
             let pool = pool.clone();
             async move {
-                let opts = crate::import::ImportOptions {
+                let opts = crate::data::import::ImportOptions {
                     dataset: "d".into(),
                     mode,
                     ..Default::default()
                 };
-                crate::import::import_file(&pool, crate::DEFAULT_TEAM, &path, "rows.jsonl", &opts)
-                    .await
-                    .unwrap()
+                crate::data::import::import_file(
+                    &pool,
+                    crate::DEFAULT_TEAM,
+                    &path,
+                    "rows.jsonl",
+                    &opts,
+                )
+                .await
+                .unwrap()
             }
         };
         let check = |step: &'static str| {
@@ -677,7 +657,11 @@ mod tests {
         let (id, kept) = check("the import").await;
         assert_eq!(kept.n_rows, 200);
         // A source that reads as a number stays text.
-        assert!(kept.sources.contains(&("123".to_string(), 66)), "{:?}", kept.sources);
+        assert!(
+            kept.sources.contains(&("123".to_string(), 66)),
+            "{:?}",
+            kept.sources
+        );
 
         let mut db = crate::db::write_tx(&pool).await.unwrap();
         let fields = still_api::ExampleFields {
@@ -685,7 +669,7 @@ mod tests {
             source: "manual".into(),
             ..Default::default()
         };
-        let added = crate::examples::insert(&mut db, id, None, None, &fields)
+        let added = crate::data::examples::insert(&mut db, id, None, None, &fields)
             .await
             .unwrap();
         db.commit().await.unwrap();
@@ -696,16 +680,16 @@ mod tests {
             source: Some("edited".into()),
             ..Default::default()
         };
-        crate::examples::apply_patch(&pool, added - 5, &patch).await.unwrap();
+        crate::data::examples::apply_patch(&pool, added - 5, &patch)
+            .await
+            .unwrap();
         check("an edit").await;
 
-        sqlx::query(
-            "UPDATE examples SET deleted_at = 'now' WHERE dataset_id = ? AND id % 5 = 0",
-        )
-        .bind(id)
-        .execute(&pool)
-        .await
-        .unwrap();
+        sqlx::query("UPDATE examples SET deleted_at = 'now' WHERE dataset_id = ? AND id % 5 = 0")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
         let (_, trashed) = check("moving rows to the trash").await;
         assert!(trashed.n_rows < 201);
         sqlx::query("UPDATE examples SET deleted_at = NULL WHERE dataset_id = ? AND id % 10 = 0")
@@ -714,7 +698,9 @@ mod tests {
             .await
             .unwrap();
         check("restoring some").await;
-        crate::versions::create(&pool, id, "v1").await.unwrap();
+        crate::data::versions::create(&pool, id, "v1")
+            .await
+            .unwrap();
         check("a version cut (the trash emptied)").await;
 
         import(write("b.jsonl", 200..260), ImportMode::Append).await;
@@ -724,13 +710,21 @@ mod tests {
             q: Some("think25".into()),
             ..Default::default()
         };
-        let found = crate::examples::page(&pool, id, &query).await.unwrap();
+        let found = crate::data::examples::page(&pool, id, &query)
+            .await
+            .unwrap();
         assert_eq!(found.total, 10, "rows 250..260 mention think25");
         let hand = still_api::ExampleQuery {
             q: Some("hand".into()),
             ..Default::default()
         };
-        assert_eq!(crate::examples::page(&pool, id, &hand).await.unwrap().total, 1);
+        assert_eq!(
+            crate::data::examples::page(&pool, id, &hand)
+                .await
+                .unwrap()
+                .total,
+            1
+        );
 
         sqlx::query("DELETE FROM datasets WHERE id = ?")
             .bind(id)

@@ -1,0 +1,406 @@
+//! The job queue in SQLite: enqueue, claim, heartbeat, finish, cancel and the reaper. It reads
+//! and writes only `jobs` and `workers` (and a job's run log, in `store::logs`): what a kind of
+//! job needs claimed, done or completed is its area's, reached through `crate::kinds`.
+//!
+//! A claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) … RETURNING`, so two workers racing for
+//! one job cannot both get it. Every write a worker makes about a job (heartbeat, metrics,
+//! completion) carries `AND lease_owner = ?`: a worker that lost its lease changes nothing. The
+//! reaper puts expired leases back in the queue, or fails the job after `max_attempts`.
+
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use still_api::{JobKind, MetricPoint};
+
+use crate::AppState;
+use crate::error::{Error, Result};
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE_SECONDS: i64 = 30;
+
+/// A job to queue: its kind, the run it reports to, and what a worker needs to claim it.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub team_id: i64,
+    pub kind: JobKind,
+    pub run_id: i64,
+    pub max_attempts: i64,
+    /// `cpu` or `cuda`; `None` runs anywhere.
+    pub device: Option<&'a str>,
+    pub min_memory_bytes: i64,
+    /// Models the job uses that live only on workers' disks: a worker must have every one.
+    pub worker_models: Vec<String>,
+}
+
+/// Queues a job in the caller's transaction; returns its id.
+pub async fn enqueue(db: &mut SqliteConnection, job: &NewJob<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO jobs (team_id, kind, run_id, max_attempts, device, min_memory_bytes, worker_models) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(job.team_id)
+    .bind(job.kind.as_str())
+    .bind(job.run_id)
+    .bind(job.max_attempts)
+    .bind(job.device)
+    .bind(job.min_memory_bytes)
+    .bind(serde_json::to_string(&job.worker_models).map_err(|e| Error::Internal(e.to_string()))?)
+    .fetch_one(&mut *db)
+    .await?)
+}
+
+/// A job a worker holds the lease of.
+#[derive(Debug, Clone, Copy)]
+pub struct Leased {
+    pub job_id: i64,
+    pub worker_id: i64,
+    pub kind: JobKind,
+    pub run_id: i64,
+    pub attempt: i64,
+}
+
+fn kind_of(job_id: i64, kind: &str) -> Result<JobKind> {
+    JobKind::parse(kind)
+        .ok_or_else(|| Error::Internal(format!("job {job_id} has an unknown kind '{kind}'")))
+}
+
+/// The job `job_id` if `worker_id` holds its lease; 409 otherwise.
+pub async fn leased(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<Leased> {
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT kind, run_id, attempts FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?;
+    let (kind, run_id, attempt) = row.ok_or_else(|| lease_lost(job_id))?;
+    Ok(Leased {
+        job_id,
+        worker_id,
+        kind: kind_of(job_id, &kind)?,
+        run_id,
+        attempt,
+    })
+}
+
+#[derive(FromRow)]
+struct ClaimRow {
+    id: i64,
+    kind: String,
+    run_id: i64,
+    attempts: i64,
+    resume_from: Option<String>,
+}
+
+/// A job just claimed, in the claim's transaction: its kind's area adds what the worker needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Leased,
+    pub lease_seconds: i64,
+    pub resume_step: Option<i64>,
+}
+
+/// Claims the next queued job `worker_id` can run (its device kind, enough memory, every model
+/// it needs from workers' disks), or `None`, in the caller's transaction (with its log line).
+pub async fn claim(
+    db: &mut SqliteConnection,
+    worker_id: i64,
+    lease_seconds: i64,
+) -> Result<Option<Claimed>> {
+    let row: Option<ClaimRow> = sqlx::query_as(
+        "UPDATE jobs SET status = 'running', lease_owner = ?1, last_worker = ?1, attempts = attempts + 1, \
+         lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
+         started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+         WHERE id = (SELECT j.id FROM jobs j JOIN workers w ON w.id = ?1 \
+                     WHERE j.status = 'queued' AND j.cancel_requested = 0 \
+                     AND NOT EXISTS (SELECT 1 FROM json_each(j.worker_models) need \
+                                     WHERE need.value NOT IN (SELECT value FROM json_each(w.models))) \
+                     AND (j.device IS NULL OR j.device = CASE WHEN w.device LIKE 'cuda%' THEN 'cuda' ELSE w.device END) \
+                     AND (w.memory_bytes = 0 OR j.min_memory_bytes <= w.memory_bytes) \
+                     ORDER BY j.priority DESC, j.id LIMIT 1) AND status = 'queued' \
+         RETURNING id, kind, run_id, attempts, resume_from",
+    )
+    .bind(worker_id)
+    .bind(format!("+{lease_seconds} seconds"))
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (worker, device): (String, String) =
+        sqlx::query_as("SELECT name, device FROM workers WHERE id = ?")
+            .bind(worker_id)
+            .fetch_one(&mut *db)
+            .await?;
+    let resume = row
+        .resume_from
+        .as_deref()
+        .map(|f| format!(", resuming from checkpoint {f}"))
+        .unwrap_or_default();
+    crate::store::logs::server_line(
+        &mut *db,
+        row.run_id,
+        "info",
+        &format!(
+            "attempt {} started on worker '{worker}' (#{worker_id}, {device}){resume}",
+            row.attempts
+        ),
+    )
+    .await?;
+    Ok(Some(Claimed {
+        job: Leased {
+            job_id: row.id,
+            worker_id,
+            kind: kind_of(row.id, &row.kind)?,
+            run_id: row.run_id,
+            attempt: row.attempts,
+        },
+        lease_seconds,
+        resume_step: row
+            .resume_from
+            .as_deref()
+            .and_then(|folder| folder.strip_prefix("step-"))
+            .and_then(|s| s.parse().ok()),
+    }))
+}
+
+/// Checks, in the caller's transaction, that the worker still holds the job's lease (what it
+/// writes next is recorded only if so); `what` names the write for the 409.
+pub async fn check_held(db: &mut SqliteConnection, job: &Leased, what: &str) -> Result<()> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.worker_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    if held.is_none() {
+        return Err(Error::Conflict(format!(
+            "job {}: this worker lost its lease while {what}; nothing recorded",
+            job.job_id
+        )));
+    }
+    Ok(())
+}
+
+/// Marks a held job succeeded, in the caller's transaction (its area stored the results in it).
+pub async fn succeed(db: &mut SqliteConnection, job: &Leased) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job.job_id)
+    .bind(job.worker_id)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(lease_lost(job.job_id));
+    }
+    Ok(())
+}
+
+/// Makes the checkpoint folder `folder` where a later attempt of a held job resumes.
+pub async fn set_resume_point(db: &mut SqliteConnection, job: &Leased, folder: &str) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET resume_from = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(folder)
+    .bind(job.job_id)
+    .bind(job.worker_id)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(lease_lost(job.job_id));
+    }
+    Ok(())
+}
+
+/// The checkpoint folder a job resumes from, if any.
+pub async fn resume_point(pool: &SqlitePool, job_id: i64) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT resume_from FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub fn lease_lost(job_id: i64) -> Error {
+    Error::Conflict(format!(
+        "job {job_id}: this worker does not hold its lease (expired or reassigned)"
+    ))
+}
+
+/// Extends the lease; answers whether a cancel was requested.
+pub async fn heartbeat(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    lease_seconds: i64,
+) -> Result<bool> {
+    let cancel: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) \
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING cancel_requested",
+    )
+    .bind(format!("+{lease_seconds} seconds"))
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?;
+    cancel.map(|c| c != 0).ok_or_else(|| lease_lost(job_id))
+}
+
+/// Records metric points; a point already recorded for (run, name, step) is kept, not duplicated.
+/// Returns the run and how many points were new.
+pub async fn record_metrics(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    points: &[MetricPoint],
+) -> Result<(i64, u64)> {
+    let mut db = crate::db::write_tx(pool).await?;
+    let run_id: Option<i64> = sqlx::query_scalar(
+        "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let run_id = run_id.ok_or_else(|| lease_lost(job_id))?;
+    for p in points {
+        if !p.value.is_finite() {
+            return Err(Error::BadRequest(format!(
+                "metric '{}' at step {} is not a finite number",
+                p.name, p.step
+            )));
+        }
+        if p.step < 0 {
+            return Err(Error::BadRequest(format!(
+                "metric '{}': step {} is negative",
+                p.name, p.step
+            )));
+        }
+    }
+    let fresh = crate::store::metrics::insert(&mut db, run_id, points).await?;
+    crate::store::metrics::roll_up(&mut db, run_id, &fresh).await?;
+    db.commit().await?;
+    Ok((run_id, fresh.len() as u64))
+}
+
+/// Ends a job the worker holds: `failed` or `cancelled` (success goes through completion).
+/// Returns the job's run.
+pub async fn finish(
+    pool: &SqlitePool,
+    job_id: i64,
+    worker_id: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<i64> {
+    let mut db = crate::db::write_tx(pool).await?;
+    let run: Option<i64> = sqlx::query_scalar(
+        "UPDATE jobs SET status = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(job_id)
+    .bind(worker_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let run = run.ok_or_else(|| lease_lost(job_id))?;
+    let (level, line) = match (status, error) {
+        ("cancelled", _) => ("warn", "cancelled by the user".to_string()),
+        (_, Some(e)) => ("error", format!("{status}: {e}")),
+        _ => ("info", status.to_string()),
+    };
+    crate::store::logs::server_line(&mut *db, run, level, &line).await?;
+    db.commit().await?;
+    Ok(run)
+}
+
+/// Re-queues jobs whose lease expired (the next claim resumes them), or fails them after
+/// `max_attempts`. Returns the runs it changed.
+pub async fn reap(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let mut db = crate::db::write_tx(pool).await?;
+    let failed: Vec<(i64, i64)> = sqlx::query_as(
+        "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
+         error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
+         finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         AND attempts >= max_attempts RETURNING run_id, attempts",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let requeued: Vec<(i64, i64, String)> = sqlx::query_as(
+        "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+         lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = CASE WHEN cancel_requested = 1 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END \
+         WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         RETURNING run_id, attempts, status",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    for (run, attempts) in &failed {
+        crate::store::logs::server_line(
+            &mut *db,
+            *run,
+            "error",
+            &format!(
+                "the worker stopped answering (lease expired); giving up after {attempts} attempts"
+            ),
+        )
+        .await?;
+    }
+    for (run, attempts, status) in &requeued {
+        let line = if status == "cancelled" {
+            "the worker stopped answering (lease expired); the run was being cancelled: cancelled"
+                .to_string()
+        } else {
+            format!(
+                "the worker stopped answering (lease expired); queued again for attempt {}",
+                attempts + 1
+            )
+        };
+        crate::store::logs::server_line(&mut *db, *run, "warn", &line).await?;
+    }
+    db.commit().await?;
+    Ok(failed
+        .into_iter()
+        .map(|(r, _)| r)
+        .chain(requeued.into_iter().map(|(r, _, _)| r))
+        .collect())
+}
+
+/// Asks a run's job to stop: a queued job is cancelled at once, a running one at its worker's
+/// next heartbeat.
+pub async fn cancel_for_run(pool: &SqlitePool, run_id: i64) -> Result<()> {
+    let mut db = crate::db::write_tx(pool).await?;
+    let changed = sqlx::query(
+        "UPDATE jobs SET cancel_requested = 1, \
+         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
+         finished_at = CASE WHEN status = 'queued' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END \
+         WHERE run_id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(run_id)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if changed > 0 {
+        crate::store::logs::server_line(&mut *db, run_id, "warn", "cancel requested").await?;
+    }
+    db.commit().await?;
+    Ok(())
+}
+
+/// Runs the reaper every few seconds until the server stops.
+pub fn spawn_reaper(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            match reap(&state.db).await {
+                Ok(runs) => runs.into_iter().for_each(|r| state.events.touch(r)),
+                Err(e) => tracing::warn!(error = %e, "reaper"),
+            }
+        }
+    })
+}
