@@ -698,10 +698,31 @@ mod tests {
             .await
             .unwrap();
         check("restoring some").await;
+        let zeros = || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM example_counts WHERE dataset_id = ? AND n = 0",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        // The only "edited" row goes to the trash: its source's count falls to 0.
+        sqlx::query("UPDATE examples SET deleted_at = 'now' WHERE id = ?")
+            .bind(added - 5)
+            .execute(&pool)
+            .await
+            .unwrap();
+        check("trashing the edited row").await;
+        assert!(zeros().await > 0, "the trash left a count at 0");
         crate::data::versions::create(&pool, id, "v1")
             .await
             .unwrap();
         check("a version cut (the trash emptied)").await;
+        assert_eq!(zeros().await, 0, "counts at 0 go with the trash");
 
         import(write("b.jsonl", 200..260), ImportMode::Append).await;
         let (_, appended) = check("an appending import").await;

@@ -97,6 +97,11 @@ pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result
         .bind(dataset_id)
         .execute(&mut *db)
         .await?;
+    // Counts that edits and the trash brought to 0 go with the trash (readers skip them anyway).
+    sqlx::query("DELETE FROM example_counts WHERE dataset_id = ? AND n = 0")
+        .bind(dataset_id)
+        .execute(&mut *db)
+        .await?;
     let version: i64 = sqlx::query_scalar(
         "SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE dataset_id = ?",
     )
