@@ -132,40 +132,11 @@ impl TestServer {
             .arm(point);
     }
 
-    pub fn api(&self, path: &str) -> String {
-        format!("{}{}", self.url, path)
-    }
-
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("server stops cleanly");
         }
     }
-}
-
-/// Posts a file to `/api/datasets/import` with extra form fields.
-pub async fn upload(
-    client: &reqwest::Client,
-    server: &TestServer,
-    route: &str,
-    path: &Path,
-    fields: &[(&str, &str)],
-) -> reqwest::Response {
-    let bytes = std::fs::read(path).expect("readable fixture");
-    let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let mut form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(file_name),
-    );
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    client
-        .post(server.api(route))
-        .multipart(form)
-        .send()
-        .await
-        .expect("request sent")
 }
 
 /// Starts `still worker` against `server_url` with `token`, working in `work_dir`, plus `extra`
@@ -190,32 +161,6 @@ pub fn spawn_worker(
         .kill_on_drop(true)
         .spawn()
         .expect("still worker starts")
-}
-
-/// Imports `rows` synthetic two-digit addition rows (canonical JSONL, seed 1) as dataset
-/// `name` through the upload route.
-pub async fn import_addition(
-    client: &reqwest::Client,
-    server: &TestServer,
-    name: &str,
-    rows: usize,
-) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join(format!("{name}.jsonl"));
-    let text: String = still_engine::synth::addition(2, rows, 1)
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("row serialises") + "\n")
-        .collect();
-    std::fs::write(&path, text).expect("fixture written");
-    let response = upload(
-        client,
-        server,
-        "/api/datasets/import",
-        &path,
-        &[("name", name)],
-    )
-    .await;
-    assert_eq!(response.status(), 201, "importing {name}");
 }
 
 /// Writes s1K-shaped rows (`thinking_trajectories` as a Parquet LIST) to a Parquet file.
@@ -423,17 +368,40 @@ impl Browser {
     }
 }
 
+/// Calls `probe` every 50 ms until `done` holds for what it returned or `within` has passed;
+/// the last value seen.
+pub async fn wait_until<T, F, Fut>(within: Duration, mut probe: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen = probe().await;
+        if done(&seen) || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A typed client for the studio's API, over one server: the request shapes in one place.
+/// Every test request goes through it; what the typed methods do not cover (a guard test's
+/// forged header, a malformed body, a multipart edge case, a stream) goes through
+/// [`Api::request`], so the base URL and the way a reply is read stay here.
 #[derive(Clone)]
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
 }
 
-/// A response's status and JSON body (`Null` when the body is not JSON).
+/// A response's status and body: as JSON (`Null` when the body is not JSON) and as text.
 pub struct Reply {
+    /// The request, as "METHOD /path", for failure messages.
+    pub what: String,
     pub status: u16,
     pub body: serde_json::Value,
+    pub text: String,
 }
 
 impl Reply {
@@ -441,11 +409,21 @@ impl Reply {
     pub fn ok<T: serde::de::DeserializeOwned>(self) -> T {
         assert!(
             (200..300).contains(&self.status),
-            "HTTP {}: {}",
+            "{}: HTTP {}: {}",
+            self.what,
             self.status,
-            self.body
+            self.text
         );
-        serde_json::from_value(self.body).expect("the body has the expected shape")
+        let (what, text) = (self.what, self.text);
+        serde_json::from_value(self.body).unwrap_or_else(|e| {
+            panic!("{what}: the body does not have the expected shape ({e}): {text}")
+        })
+    }
+
+    /// The error body of a failed request (a panic if the body is not one).
+    pub fn error(&self) -> still_api::ErrorBody {
+        serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("{}: not an error body ({e}): {}", self.what, self.text))
     }
 
     /// The error message of a failed request.
@@ -457,44 +435,171 @@ impl Reply {
     }
 }
 
-impl Api {
-    pub fn new(server: &TestServer) -> Self {
-        Self {
-            client: reqwest::Client::new(),
-            base: server.url.clone(),
-        }
+/// A download: status, headers and the body's bytes as they came.
+pub struct Download {
+    /// The request, as "METHOD /path", for failure messages.
+    pub what: String,
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Download {
+    /// The bytes, asserting the status was a success.
+    pub fn ok(self) -> Vec<u8> {
+        assert!(
+            (200..300).contains(&self.status),
+            "{}: HTTP {}: {}",
+            self.what,
+            self.status,
+            self.text()
+        );
+        self.bytes
     }
 
-    async fn reply(response: reqwest::Response) -> Reply {
+    /// The body as text (invalid UTF-8 replaced, as `reqwest::Response::text` does).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// A request being built through [`Api::request`]: for headers, raw bodies and forms the typed
+/// methods do not send.
+pub struct Request {
+    what: String,
+    builder: reqwest::RequestBuilder,
+}
+
+impl Request {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// The worker protocol's `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn json(mut self, body: &impl serde::Serialize) -> Self {
+        self.builder = self.builder.json(body);
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.body(body);
+        self
+    }
+
+    pub fn multipart(mut self, form: reqwest::multipart::Form) -> Self {
+        self.builder = self.builder.multipart(form);
+        self
+    }
+
+    /// Sends it and reads the whole body as a [`Reply`].
+    pub async fn send(self) -> Reply {
+        let what = self.what.clone();
+        let response = self.response().await;
         let status = response.status().as_u16();
         let text = response.text().await.expect("a body");
         Reply {
+            what,
             status,
             body: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            text,
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        Self::reply(request.send().await.expect("request sent")).await
+    /// Sends it and reads the whole body as bytes.
+    pub async fn bytes(self) -> Download {
+        let what = self.what.clone();
+        let response = self.response().await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body").to_vec();
+        Download {
+            what,
+            status,
+            headers,
+            bytes,
+        }
+    }
+
+    /// Sends it and hands back the response unread (for streams).
+    pub async fn response(self) -> reqwest::Response {
+        self.builder
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: request not sent: {e}", self.what))
+    }
+}
+
+/// `path`, with `?query` when there is one.
+fn with_query(path: String, query: &str) -> String {
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+impl Api {
+    pub fn new(server: &TestServer) -> Self {
+        Self::at(&server.url)
+    }
+
+    /// A client for the server at `base` (`http://127.0.0.1:PORT`).
+    pub fn at(base: &str) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: base.to_string(),
+        }
+    }
+
+    /// A request to `path` (under the server's address) to finish by hand.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> Request {
+        Request {
+            what: format!("{method} {path}"),
+            builder: self.client.request(method, format!("{}{path}", self.base)),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(self.client.get(format!("{}{path}", self.base)))
+        self.request(reqwest::Method::GET, path).send().await
+    }
+
+    /// A download: the body's bytes and the headers.
+    pub async fn get_bytes(&self, path: &str) -> Download {
+        self.request(reqwest::Method::GET, path).bytes().await
+    }
+
+    /// A POST with a JSON body.
+    pub async fn post(&self, path: &str, body: impl serde::Serialize) -> Reply {
+        self.request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
             .await
     }
 
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+    /// A POST without a body.
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::POST, path).send().await
+    }
+
+    /// A PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, body: impl serde::Serialize) -> Reply {
+        self.request(reqwest::Method::PATCH, path)
+            .json(&body)
+            .send()
             .await
     }
 
     pub async fn delete(&self, path: &str) -> Reply {
-        self.send(self.client.delete(format!("{}{path}", self.base)))
-            .await
+        self.request(reqwest::Method::DELETE, path).send().await
     }
 
-    /// Imports a file through the upload route with extra form fields.
-    pub async fn import(&self, path: &Path, fields: &[(&str, &str)]) -> Reply {
+    /// Posts a file to an upload `route` (import or preview) with extra form fields.
+    pub async fn upload(&self, route: &str, path: &Path, fields: &[(&str, &str)]) -> Reply {
         let bytes = std::fs::read(path).expect("readable fixture");
         let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
         let mut form = reqwest::multipart::Form::new().part(
@@ -504,32 +609,135 @@ impl Api {
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());
         }
-        self.send(
-            self.client
-                .post(format!("{}/api/datasets/import", self.base))
-                .multipart(form),
-        )
+        self.request(reqwest::Method::POST, route)
+            .multipart(form)
+            .send()
+            .await
+    }
+
+    /// Imports a file through the upload route with extra form fields.
+    pub async fn import(&self, path: &Path, fields: &[(&str, &str)]) -> Reply {
+        self.upload("/api/datasets/import", path, fields).await
+    }
+
+    /// Imports `rows` synthetic two-digit addition rows (canonical JSONL, seed 1) as dataset
+    /// `name` through the upload route.
+    pub async fn import_addition(&self, name: &str, rows: usize) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(format!("{name}.jsonl"));
+        let text: String = still_engine::synth::addition(2, rows, 1)
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("row serialises") + "\n")
+            .collect();
+        std::fs::write(&path, text).expect("fixture written");
+        let reply = self.import(&path, &[("name", name)]).await;
+        assert_eq!(reply.status, 201, "importing {name}");
+    }
+
+    pub async fn datasets(&self) -> Vec<still_api::DatasetSummary> {
+        self.get("/api/datasets").await.ok()
+    }
+
+    pub async fn dataset(&self, name: &str) -> still_api::DatasetSummary {
+        self.get(&format!("/api/datasets/{name}")).await.ok()
+    }
+
+    /// A page of a dataset's rows; `query` as in the URL (`q=frac&limit=1`).
+    pub async fn examples(&self, dataset: &str, query: &str) -> still_api::ExamplePage {
+        self.get(&with_query(
+            format!("/api/datasets/{dataset}/examples"),
+            query,
+        ))
         .await
+        .ok()
+    }
+
+    pub async fn example(&self, id: i64) -> still_api::Example {
+        self.get(&format!("/api/examples/{id}")).await.ok()
+    }
+
+    /// A dataset's export; `query` as in the URL (`version=1`, `shape=s1k`, or empty).
+    pub async fn export(&self, dataset: &str, query: &str) -> Download {
+        self.get_bytes(&with_query(
+            format!("/api/datasets/{dataset}/export"),
+            query,
+        ))
+        .await
+    }
+
+    pub async fn create_model(&self, body: serde_json::Value) -> Reply {
+        self.post("/api/models", body).await
+    }
+
+    /// A model by name or id.
+    pub async fn model(&self, key: impl std::fmt::Display) -> still_api::ModelSummary {
+        self.get(&format!("/api/models/{key}")).await.ok()
+    }
+
+    pub async fn models(&self) -> Vec<still_api::ModelSummary> {
+        self.get("/api/models").await.ok()
+    }
+
+    pub async fn create_run(&self, body: serde_json::Value) -> Reply {
+        self.post("/api/runs", body).await
+    }
+
+    pub async fn estimate(&self, body: serde_json::Value) -> Reply {
+        self.post("/api/runs/estimate", body).await
     }
 
     pub async fn run(&self, id: i64) -> still_api::RunSummary {
         self.get(&format!("/api/runs/{id}")).await.ok()
     }
 
-    /// Polls a run every 100 ms until `done` holds or `within` passed; the last state seen.
+    pub async fn cancel(&self, id: i64) -> Reply {
+        self.post_empty(&format!("/api/runs/{id}/cancel")).await
+    }
+
+    /// A run's metric points; `query` as in the URL (`name=loss&max_points=100`, or empty).
+    pub async fn metrics(&self, id: i64, query: &str) -> Vec<still_api::MetricPoint> {
+        self.get(&with_query(format!("/api/runs/{id}/metrics"), query))
+            .await
+            .ok()
+    }
+
+    /// A run's whole log (up to 1,000 lines).
+    pub async fn logs(&self, id: i64) -> Vec<still_api::RunLogEntry> {
+        self.get(&format!("/api/runs/{id}/logs?limit=1000"))
+            .await
+            .ok()
+    }
+
+    pub async fn artifacts(&self, id: i64) -> Vec<still_api::ArtifactFolder> {
+        self.get(&format!("/api/runs/{id}/artifacts")).await.ok()
+    }
+
+    /// A run's Server-Sent Events: the response unread, to be streamed.
+    pub async fn events(&self, id: i64) -> reqwest::Response {
+        self.request(reqwest::Method::GET, &format!("/api/runs/{id}/events"))
+            .response()
+            .await
+    }
+
+    pub async fn workers(&self) -> Vec<still_api::WorkerSummary> {
+        self.get("/api/workers").await.ok()
+    }
+
+    /// Polls a run until `done` holds or `within` passed; the last state seen.
     pub async fn wait_for_run(
         &self,
         id: i64,
         within: Duration,
         done: impl Fn(&still_api::RunSummary) -> bool,
     ) -> still_api::RunSummary {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let run = self.run(id).await;
-            if done(&run) || std::time::Instant::now() >= deadline {
-                return run;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_until(within, || self.run(id), done).await
+    }
+
+    /// The worker protocol as the worker holding `token`.
+    pub fn worker(&self, token: &str) -> WorkerApi {
+        WorkerApi {
+            api: self.clone(),
+            token: token.to_string(),
         }
     }
 
@@ -543,6 +751,101 @@ impl Api {
             .await
             .expect("worker created");
         spawn_worker(&server.url, &token, work_dir, &[])
+    }
+}
+
+/// The worker protocol (`/api/worker/...`) as one worker: every request carries its token.
+#[derive(Clone)]
+pub struct WorkerApi {
+    api: Api,
+    token: String,
+}
+
+impl WorkerApi {
+    /// A request with the worker's token, to finish by hand.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> Request {
+        self.api.request(method, path).bearer(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path).send().await
+    }
+
+    /// A POST with a JSON body.
+    pub async fn post(&self, path: &str, body: impl serde::Serialize) -> Reply {
+        self.request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+    }
+
+    /// A PUT of raw bytes.
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.request(reqwest::Method::PUT, path)
+            .body(body)
+            .send()
+            .await
+    }
+
+    /// Announces the worker's device, memory and (optionally) models.
+    pub async fn register(&self, body: serde_json::Value) -> Reply {
+        self.post("/api/worker/register", body).await
+    }
+
+    /// Asks for a job without waiting.
+    pub async fn claim(&self) -> Reply {
+        self.post("/api/worker/claim?wait_ms=0", serde_json::json!({}))
+            .await
+    }
+
+    pub async fn heartbeat(&self, job_id: i64) -> Reply {
+        self.post(
+            &format!("/api/worker/jobs/{job_id}/heartbeat"),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn metrics(&self, job_id: i64, points: &[still_api::MetricPoint]) -> Reply {
+        self.post(&format!("/api/worker/jobs/{job_id}/metrics"), points)
+            .await
+    }
+
+    pub async fn logs(&self, job_id: i64, lines: &serde_json::Value) -> Reply {
+        self.post(&format!("/api/worker/jobs/{job_id}/logs"), lines)
+            .await
+    }
+
+    /// Uploads one file of the final model, announcing its SHA-256.
+    pub async fn put_final(
+        &self,
+        job_id: i64,
+        file: &str,
+        body: impl Into<reqwest::Body>,
+        sha256: &str,
+    ) -> Reply {
+        self.request(
+            reqwest::Method::PUT,
+            &format!("/api/worker/jobs/{job_id}/final/{file}"),
+        )
+        .header("x-content-sha256", sha256)
+        .body(body)
+        .send()
+        .await
+    }
+
+    pub async fn complete(&self, job_id: i64) -> Reply {
+        self.post(
+            &format!("/api/worker/jobs/{job_id}/complete"),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// The files of a model's folder, as a worker downloads them.
+    pub async fn model_files(&self, model_id: i64) -> Reply {
+        self.get(&format!("/api/worker/models/{model_id}/files"))
+            .await
     }
 }
 

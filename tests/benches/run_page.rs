@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use still_tests::{Browser, TestServer};
+use still_tests::{Api, Browser, TestServer};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
@@ -31,21 +31,16 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
-    still_tests::import_addition(&client, &server, "add", 64).await;
-    let r = client
-        .post(server.api("/api/models"))
-        .json(&json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 201);
-    let run: serde_json::Value = client
-        .post(server.api("/api/runs"))
-        .json(&json!({"name": "long", "method": "sft", "model": "tiny", "dataset": "add"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let api = Api::new(&server);
+    api.import_addition("add", 64).await;
+    let r = api
+        .create_model(json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .await;
+    assert_eq!(r.status, 201);
+    let run: serde_json::Value = api
+        .create_run(json!({"name": "long", "method": "sft", "model": "tiny", "dataset": "add"}))
+        .await
+        .body;
     let run_id = run["id"].as_i64().unwrap();
 
     // A 100k-step run's points, sent the way a worker sends them (batches of 125 steps).
@@ -65,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let job = still_backend::kinds::claim(server.pool(), worker, 600)
         .await?
         .expect("the run's job");
+    let worker = api.worker(&token);
     let steps_list: Vec<i64> = (1..=steps).collect();
     for chunk in steps_list.chunks(125) {
         let batch: Vec<still_api::MetricPoint> = chunk
@@ -87,13 +83,8 @@ async fn main() -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let r = client
-            .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
-            .header("Authorization", format!("Bearer {token}"))
-            .json(&batch)
-            .send()
-            .await?;
-        assert!(r.status().is_success(), "{}", r.status());
+        let r = worker.metrics(job.job_id, &batch).await;
+        assert!((200..300).contains(&r.status), "{}", r.status);
     }
     eprintln!(
         "stored {} points in {:.1} s",
@@ -105,24 +96,17 @@ async fn main() -> anyhow::Result<()> {
     let mut api_ms = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let body = client
-            .get(server.api(&format!("/api/runs/{run_id}/metrics?max_points=1000")))
-            .send()
-            .await?
-            .bytes()
-            .await?;
+        let body = api
+            .get_bytes(&format!("/api/runs/{run_id}/metrics?max_points=1000"))
+            .await;
         api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert!(!body.is_empty());
+        assert!(!body.bytes.is_empty());
     }
     let mut sse_ms = Vec::new();
     for _ in 0..5 {
         use futures_util::StreamExt;
         let t = Instant::now();
-        let mut stream = client
-            .get(server.api(&format!("/api/runs/{run_id}/events")))
-            .send()
-            .await?
-            .bytes_stream();
+        let mut stream = api.events(run_id).await.bytes_stream();
         let mut seen = String::new();
         while let Some(chunk) = stream.next().await {
             seen.push_str(&String::from_utf8_lossy(&chunk?));

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use fantoccini::Locator;
-use still_tests::{Browser, TestServer, count_lines, test_data};
+use still_tests::{Api, Browser, TestServer, count_lines, test_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
@@ -139,11 +139,10 @@ async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
         .await?;
 
     // The server agrees.
-    let example: still_api::Example =
-        reqwest::get(server.api(&format!("/api/examples/{example_id}")))
-            .await?
-            .json()
-            .await?;
+    let example: still_api::Example = Api::new(&server)
+        .get(&format!("/api/examples/{example_id}"))
+        .await
+        .ok();
     assert_eq!(example.fields.answer, "EDITED-ANSWER-42");
     assert_eq!(example.fields.tags, vec!["reviewed"]);
 
@@ -155,22 +154,12 @@ async fn upload_search_open_edit_and_reload() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
-    let response = still_tests::upload(
-        &client,
-        &server,
-        "/api/datasets/import",
-        &test_data("math500/test.jsonl"),
-        &[("name", "math")],
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    let page: still_api::ExamplePage = client
-        .get(server.api("/api/datasets/math/examples?q=frac&limit=1"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let api = Api::new(&server);
+    let response = api
+        .import(&test_data("math500/test.jsonl"), &[("name", "math")])
+        .await;
+    assert_eq!(response.status, 201);
+    let page = api.examples("math", "q=frac&limit=1").await;
     let id = page.items[0].id;
 
     let browser = Browser::start().await?;
@@ -196,8 +185,8 @@ async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
-    still_tests::import_addition(&client, &server, "add", 64).await;
+    let api = Api::new(&server);
+    api.import_addition("add", 64).await;
     let dir = tempfile::tempdir()?;
     let (_, token) =
         still_backend::jobs::workers::create_worker(server.pool(), "browser-test").await?;
@@ -306,13 +295,7 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     // Download the final model folder from its link: a tar holding a loadable HF folder.
     let link = browser.wait_for("[data-test=download-final]").await?;
     let href = link.attr("href").await?.expect("a download link");
-    let tar = client
-        .get(format!("{}{href}", server.url))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
+    let tar = api.get_bytes(&href).await.ok();
     let unpacked = tempfile::tempdir()?;
     tar::Archive::new(&tar[..]).unpack(unpacked.path())?;
     still_engine::hf::load(

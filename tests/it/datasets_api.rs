@@ -8,53 +8,27 @@ use still_api::{
     DatasetStats, DatasetSummary, DatasetVersion, ErrorBody, Example, ExamplePage, ImportPreview,
     ImportReport, Preset,
 };
-use still_tests::{S1kRow, TestServer, count_lines, test_data, upload, write_s1k_parquet};
+use still_tests::{Api, S1kRow, TestServer, count_lines, test_data, write_s1k_parquet};
 
-const IMPORT: &str = "/api/datasets/import";
-
-async fn import_ok(
-    client: &reqwest::Client,
-    server: &TestServer,
-    path: &std::path::Path,
-    fields: &[(&str, &str)],
-) -> ImportReport {
-    let response = upload(client, server, IMPORT, path, fields).await;
-    let status = response.status();
-    let body = response.text().await.unwrap();
-    assert_eq!(status, 201, "import of {} failed: {body}", path.display());
-    serde_json::from_str(&body).unwrap()
+async fn import_ok(api: &Api, path: &std::path::Path, fields: &[(&str, &str)]) -> ImportReport {
+    let reply = api.import(path, fields).await;
+    assert_eq!(
+        reply.status,
+        201,
+        "import of {} failed: {}",
+        path.display(),
+        reply.text
+    );
+    reply.ok()
 }
 
 async fn import_err(
-    client: &reqwest::Client,
-    server: &TestServer,
+    api: &Api,
     path: &std::path::Path,
     fields: &[(&str, &str)],
 ) -> (u16, ErrorBody) {
-    let response = upload(client, server, IMPORT, path, fields).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-async fn datasets(client: &reqwest::Client, server: &TestServer) -> Vec<DatasetSummary> {
-    client
-        .get(server.api("/api/datasets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: String) -> T {
-    let response = client.get(&url).send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "GET {url}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+    let reply = api.import(path, fields).await;
+    (reply.status, reply.error())
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -70,15 +44,15 @@ fn temp_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, std::path::Path
 #[tokio::test]
 async fn health_answers_with_the_version() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
-    let health: Value = get_json(&client, server.api("/api/health")).await;
+    let api = Api::new(&server);
+    let health: Value = api.get("/api/health").await.ok();
     assert_eq!(
         health,
         json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
     );
-    let missing = client.get(server.api("/api/nope")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
-    let body: ErrorBody = missing.json().await.unwrap();
+    let missing = api.get("/api/nope").await;
+    assert_eq!(missing.status, 404);
+    let body: ErrorBody = missing.error();
     assert_eq!(body.code, "not_found");
     server.stop().await;
 }
@@ -86,7 +60,7 @@ async fn health_answers_with_the_version() {
 #[tokio::test]
 async fn imports_every_real_file_with_its_preset_and_row_count() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let cases = [
         ("gsm8k/test.jsonl", "gsm8k-test", Preset::Gsm8k),
         ("gsm8k/train.jsonl", "gsm8k-train", Preset::Gsm8k),
@@ -104,28 +78,20 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
     ];
     for (file, name, preset) in cases {
         let path = test_data(file);
-        let report = import_ok(&client, &server, &path, &[("name", name)]).await;
+        let report = import_ok(&api, &path, &[("name", name)]).await;
         assert_eq!(report.preset, preset, "{file}");
         assert_eq!(report.n_rejected, 0, "{file}: {:?}", report.rejected);
         assert_eq!(report.n_imported as usize, count_lines(&path), "{file}");
     }
-    let listed = datasets(&client, &server).await;
+    let listed = api.datasets().await;
     for (file, name, _) in cases {
         let d = listed.iter().find(|d| d.name == name).expect("listed");
         assert_eq!(d.n_rows as usize, count_lines(&test_data(file)), "{name}");
     }
 
     // GSM8K: the final number after '####' is the answer, the worked solution the thinking.
-    let page: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/gsm8k-train/examples?limit=1"),
-    )
-    .await;
-    let first: Example = get_json(
-        &client,
-        server.api(&format!("/api/examples/{}", page.items[0].id)),
-    )
-    .await;
+    let page: ExamplePage = api.examples("gsm8k-train", "limit=1").await;
+    let first: Example = api.example(page.items[0].id).await;
     assert_eq!(first.fields.answer, "72");
     assert!(
         first
@@ -136,16 +102,8 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
     assert_eq!(first.fields.source, "gsm8k");
 
     // MATH-500: subject becomes the domain; level and unique_id stay in metadata.
-    let page: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/math500/examples?limit=1"),
-    )
-    .await;
-    let first: Example = get_json(
-        &client,
-        server.api(&format!("/api/examples/{}", page.items[0].id)),
-    )
-    .await;
+    let page: ExamplePage = api.examples("math500", "limit=1").await;
+    let first: Example = api.example(page.items[0].id).await;
     let raw: Value = serde_json::from_str(
         std::fs::read_to_string(test_data("math500/test.jsonl"))
             .unwrap()
@@ -161,13 +119,9 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
     assert_eq!(first.fields.metadata["unique_id"], raw["unique_id"]);
 
     // Long traces: split at **Final Answer**; the boxed answer is what remains.
-    let page: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/limo-r1/examples?limit=5"),
-    )
-    .await;
+    let page: ExamplePage = api.examples("limo-r1", "limit=5").await;
     for row in page.items {
-        let ex: Example = get_json(&client, server.api(&format!("/api/examples/{}", row.id))).await;
+        let ex: Example = api.example(row.id).await;
         assert!(
             ex.fields.thinking.len() > 1000,
             "thinking is the long trace"
@@ -186,7 +140,7 @@ async fn imports_every_real_file_with_its_preset_and_row_count() {
 #[tokio::test]
 async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let math = std::fs::read_to_string(test_data("math500/test.jsonl")).unwrap();
     let rows: Vec<Value> = math
         .lines()
@@ -198,7 +152,7 @@ async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
         "math.json",
         serde_json::to_string_pretty(&rows).unwrap().as_bytes(),
     );
-    let report = import_ok(&client, &server, &json_path, &[("name", "math-json")]).await;
+    let report = import_ok(&api, &json_path, &[("name", "math-json")]).await;
     assert_eq!((report.n_imported, report.preset), (500, Preset::Math));
 
     // CSV with quoting, commas and newlines inside fields.
@@ -217,22 +171,14 @@ async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
             .unwrap();
     }
     let (_d2, csv_path) = temp_file("math.csv", &csv_writer.into_inner().unwrap());
-    let report = import_ok(&client, &server, &csv_path, &[("name", "math-csv")]).await;
+    let report = import_ok(&api, &csv_path, &[("name", "math-csv")]).await;
     assert_eq!((report.n_imported, report.preset), (500, Preset::Math));
 
     // The same first row through all three formats.
     for name in ["math-json", "math-csv"] {
-        let page: ExamplePage = get_json(
-            &client,
-            server.api(&format!("/api/datasets/{name}/examples?limit=500")),
-        )
-        .await;
+        let page: ExamplePage = api.examples(name, "limit=500").await;
         assert_eq!(page.items.len(), 500);
-        let ex: Example = get_json(
-            &client,
-            server.api(&format!("/api/examples/{}", page.items[7].id)),
-        )
-        .await;
+        let ex: Example = api.example(page.items[7].id).await;
         assert_eq!(
             ex.fields.question,
             rows[7]["problem"].as_str().unwrap(),
@@ -270,18 +216,10 @@ async fn json_array_csv_and_parquet_give_the_same_rows_as_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let parquet_path = dir.path().join("s1k.parquet");
     write_s1k_parquet(&parquet_path, &s1k).unwrap();
-    let report = import_ok(&client, &server, &parquet_path, &[("name", "s1k-parquet")]).await;
+    let report = import_ok(&api, &parquet_path, &[("name", "s1k-parquet")]).await;
     assert_eq!((report.n_imported, report.preset), (40, Preset::S1k));
-    let page: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/s1k-parquet/examples?limit=1"),
-    )
-    .await;
-    let ex: Example = get_json(
-        &client,
-        server.api(&format!("/api/examples/{}", page.items[0].id)),
-    )
-    .await;
+    let page: ExamplePage = api.examples("s1k-parquet", "limit=1").await;
+    let ex: Example = api.example(page.items[0].id).await;
     assert_eq!(ex.fields.thinking, s1k[0].thinking);
     assert_eq!(ex.fields.answer, s1k[0].attempt);
     assert_eq!(ex.fields.source, "limo");
@@ -311,16 +249,10 @@ fn bad_jsonl() -> Vec<u8> {
 #[tokio::test]
 async fn malformed_rows_are_reported_by_line_and_reason() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let (_dir, path) = temp_file("mixed.jsonl", &bad_jsonl());
 
-    let report = import_ok(
-        &client,
-        &server,
-        &path,
-        &[("name", "mixed"), ("preset", "gsm8k")],
-    )
-    .await;
+    let report = import_ok(&api, &path, &[("name", "mixed"), ("preset", "gsm8k")]).await;
     assert_eq!(report.n_imported, 4);
     assert_eq!(report.n_rejected, 3);
     let lines: Vec<Option<u64>> = report.rejected.iter().map(|r| r.line).collect();
@@ -337,19 +269,13 @@ async fn malformed_rows_are_reported_by_line_and_reason() {
     );
 
     // The report is kept with the dataset.
-    let imports: Vec<still_api::ImportRecord> =
-        get_json(&client, server.api("/api/datasets/mixed/imports")).await;
+    let imports: Vec<still_api::ImportRecord> = api.get("/api/datasets/mixed/imports").await.ok();
     assert_eq!(imports.len(), 1);
     assert_eq!(imports[0].report.rejected, report.rejected);
 
     // "Reject the file": a 422 naming the first bad row, and no dataset.
-    let (status, error) = import_err(
-        &client,
-        &server,
-        &path,
-        &[("name", "strict"), ("policy", "reject")],
-    )
-    .await;
+    let (status, error) =
+        import_err(&api, &path, &[("name", "strict"), ("policy", "reject")]).await;
     assert_eq!(status, 422);
     assert!(
         error
@@ -359,43 +285,30 @@ async fn malformed_rows_are_reported_by_line_and_reason() {
         error.message
     );
     assert!(error.message.contains("nothing was stored"));
-    assert!(
-        datasets(&client, &server)
-            .await
-            .iter()
-            .all(|d| d.name != "strict")
-    );
+    assert!(api.datasets().await.iter().all(|d| d.name != "strict"));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_failed_import_changes_nothing_already_stored() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let gsm8k = test_data("gsm8k/test.jsonl");
-    import_ok(&client, &server, &gsm8k, &[("name", "gsm8k")]).await;
-    let before = datasets(&client, &server).await;
-    let export_before = client
-        .get(server.api("/api/datasets/gsm8k/export"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    import_ok(&api, &gsm8k, &[("name", "gsm8k")]).await;
+    let before = api.datasets().await;
+    let export_before = api.export("gsm8k", "").await.text();
 
     // Appending a bad file under "reject": refused, the dataset keeps its rows.
     let (_dir, bad) = temp_file("bad.jsonl", &bad_jsonl());
     let (status, _) = import_err(
-        &client,
-        &server,
+        &api,
         &bad,
         &[("name", "gsm8k"), ("mode", "append"), ("policy", "reject")],
     )
     .await;
     assert_eq!(status, 422);
     // The name is taken without mode=append: 409.
-    let (status, error) = import_err(&client, &server, &gsm8k, &[("name", "gsm8k")]).await;
+    let (status, error) = import_err(&api, &gsm8k, &[("name", "gsm8k")]).await;
     assert_eq!(status, 409);
     assert!(
         error.message.contains("already exists"),
@@ -404,13 +317,8 @@ async fn a_failed_import_changes_nothing_already_stored() {
     );
     // A file that is not what it claims: a clear file-level error.
     let (_dir2, not_parquet) = temp_file("data.parquet", b"{\"question\": \"x\"}\n");
-    let (status, error) = import_err(
-        &client,
-        &server,
-        &not_parquet,
-        &[("name", "gsm8k"), ("mode", "append")],
-    )
-    .await;
+    let (status, error) =
+        import_err(&api, &not_parquet, &[("name", "gsm8k"), ("mode", "append")]).await;
     assert_eq!(status, 422);
     assert!(
         error
@@ -424,13 +332,7 @@ async fn a_failed_import_changes_nothing_already_stored() {
         "rows.json",
         b"[{\"question\": \"a\", \"answer\": \"#### 1\"},\n{\"question\": ",
     );
-    let (status, error) = import_err(
-        &client,
-        &server,
-        &broken,
-        &[("name", "gsm8k"), ("mode", "append")],
-    )
-    .await;
+    let (status, error) = import_err(&api, &broken, &[("name", "gsm8k"), ("mode", "append")]).await;
     assert_eq!(status, 422);
     assert!(
         error
@@ -440,19 +342,11 @@ async fn a_failed_import_changes_nothing_already_stored() {
         error.message
     );
 
-    let after = datasets(&client, &server).await;
+    let after = api.datasets().await;
     assert_eq!(before, after);
-    let export_after = client
-        .get(server.api("/api/datasets/gsm8k/export"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export_after = api.export("gsm8k", "").await.text();
     assert_eq!(export_before, export_after);
-    let imports: Vec<still_api::ImportRecord> =
-        get_json(&client, server.api("/api/datasets/gsm8k/imports")).await;
+    let imports: Vec<still_api::ImportRecord> = api.get("/api/datasets/gsm8k/imports").await.ok();
     assert_eq!(imports.len(), 1, "failed imports leave no import record");
     server.stop().await;
 }
@@ -464,14 +358,9 @@ async fn uploads_over_the_limit_get_413_and_rows_over_the_limit_are_rejected() {
         c.limits.max_row_bytes = 300;
     })
     .await;
-    let client = reqwest::Client::new();
-    let (status, error) = import_err(
-        &client,
-        &server,
-        &test_data("math500/test.jsonl"),
-        &[("name", "big")],
-    )
-    .await;
+    let api = Api::new(&server);
+    let (status, error) =
+        import_err(&api, &test_data("math500/test.jsonl"), &[("name", "big")]).await;
     assert_eq!(status, 413);
     assert!(
         error.message.contains("exceeds the 48.8 KiB limit"),
@@ -486,18 +375,13 @@ async fn uploads_over_the_limit_get_413_and_rows_over_the_limit_are_rejected() {
         "long ".repeat(100)
     ));
     let (_dir, path) = temp_file("rows.jsonl", text.as_bytes());
-    let report = import_ok(&client, &server, &path, &[("name", "rows")]).await;
+    let report = import_ok(&api, &path, &[("name", "rows")]).await;
     assert_eq!((report.n_imported, report.n_rejected), (1, 1));
     assert_eq!(
         report.rejected[0].reason,
         "row is longer than the 300 byte limit"
     );
-    assert!(
-        datasets(&client, &server)
-            .await
-            .iter()
-            .all(|d| d.name != "big")
-    );
+    assert!(api.datasets().await.iter().all(|d| d.name != "big"));
     server.stop().await;
 }
 
@@ -511,9 +395,9 @@ fn words_of(text: &str) -> Vec<String> {
 #[tokio::test]
 async fn search_pagination_filters_and_edits() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let path = test_data("gsm8k/test.jsonl");
-    import_ok(&client, &server, &path, &[("name", "g")]).await;
+    import_ok(&api, &path, &[("name", "g")]).await;
     let raw: Vec<Value> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
@@ -533,11 +417,7 @@ async fn search_pagination_filters_and_edits() {
         })
         .count();
     assert!(expected > 1);
-    let page: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/g/examples?q=Janet&limit=500"),
-    )
-    .await;
+    let page: ExamplePage = api.examples("g", "q=Janet&limit=500").await;
     assert_eq!(page.total as usize, expected);
     assert_eq!(page.items.len(), expected);
     for row in &page.items {
@@ -553,19 +433,13 @@ async fn search_pagination_filters_and_edits() {
         assert_eq!(hit.to_lowercase(), "janet", "{snippet}");
     }
     // Two words: both must match.
-    let both: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/g/examples?q=Janet%20ducks&limit=500"),
-    )
-    .await;
+    let both: ExamplePage = api.examples("g", "q=Janet%20ducks&limit=500").await;
     assert!(both.total >= 1 && both.total < page.total);
     // FTS operators typed by a user are taken literally, not as syntax errors.
-    let odd = client
-        .get(server.api("/api/datasets/g/examples?q=%22unbalanced%20OR%20("))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(odd.status(), 200);
+    let odd = api
+        .get("/api/datasets/g/examples?q=%22unbalanced%20OR%20(")
+        .await;
+    assert_eq!(odd.status, 200);
 
     // Keyset pagination walks every row once, in id order, and back.
     let mut seen = Vec::new();
@@ -576,7 +450,7 @@ async fn search_pagination_filters_and_edits() {
             Some(a) => format!("/api/datasets/g/examples?limit=100&after={a}"),
             None => "/api/datasets/g/examples?limit=100".to_string(),
         };
-        let page: ExamplePage = get_json(&client, server.api(&url)).await;
+        let page: ExamplePage = api.get(&url).await.ok();
         assert_eq!(page.total, 1319);
         seen.extend(page.items.iter().map(|r| r.id));
         pages.push(page.clone());
@@ -587,86 +461,60 @@ async fn search_pagination_filters_and_edits() {
     }
     assert_eq!(seen.len(), 1319);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
-    let back: ExamplePage = get_json(
-        &client,
-        server.api(&format!(
+    let back: ExamplePage = api
+        .get(&format!(
             "/api/datasets/g/examples?limit=100&before={}",
             pages[2].prev_before.unwrap()
-        )),
-    )
-    .await;
+        ))
+        .await
+        .ok();
     assert_eq!(back.items, pages[1].items);
 
     // Edit: the search index follows, the lengths too.
     let id = pages[0].items[0].id;
     let patch = json!({"answer": "zyxwvut 18", "tags": ["checked", "easy"]});
-    let edited: Example = client
-        .patch(server.api(&format!("/api/examples/{id}")))
-        .json(&patch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let edited: Example = api.patch(&format!("/api/examples/{id}"), &patch).await.ok();
     assert_eq!(edited.fields.answer, "zyxwvut 18");
     assert_eq!(edited.fields.tags, vec!["checked", "easy"]);
-    let hits: ExamplePage =
-        get_json(&client, server.api("/api/datasets/g/examples?q=zyxwvut")).await;
+    let hits: ExamplePage = api.examples("g", "q=zyxwvut").await;
     assert_eq!(
         hits.items.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![id]
     );
     assert_eq!(hits.items[0].answer_words, 2);
     // Tag filter and tag removal.
-    let tagged: ExamplePage =
-        get_json(&client, server.api("/api/datasets/g/examples?tag=easy")).await;
+    let tagged: ExamplePage = api.examples("g", "tag=easy").await;
     assert_eq!(tagged.total, 1);
-    let untagged: Example = client
-        .delete(server.api(&format!("/api/examples/{id}/tags/easy")))
-        .send()
+    let untagged: Example = api
+        .delete(&format!("/api/examples/{id}/tags/easy"))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .ok();
     assert_eq!(untagged.fields.tags, vec!["checked"]);
     // Bad edits are refused with the field named.
-    let bad = client
-        .patch(server.api(&format!("/api/examples/{id}")))
-        .json(&json!({"question": "  "}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    assert_eq!(
-        bad.json::<ErrorBody>().await.unwrap().message,
-        "question: must not be empty"
-    );
-    let bad = client
-        .patch(server.api(&format!("/api/examples/{id}")))
+    let bad = api
+        .patch(&format!("/api/examples/{id}"), json!({"question": "  "}))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.error().message, "question: must not be empty");
+    // Raw on purpose: a body that is not JSON, which the typed `patch` cannot send.
+    let bad = api
+        .request(reqwest::Method::PATCH, &format!("/api/examples/{id}"))
         .body("{not json")
         .header("content-type", "application/json")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+        .await;
+    assert_eq!(bad.status, 400);
 
     // Source filter over facet values from the stats.
-    let stats: DatasetStats = get_json(&client, server.api("/api/datasets/g/stats")).await;
+    let stats: DatasetStats = api.get("/api/datasets/g/stats").await.ok();
     assert_eq!(stats.n_rows, 1319);
     assert_eq!(stats.sources, vec![("gsm8k".to_string(), 1319)]);
     for l in &stats.lengths {
         assert_eq!(l.counts.iter().sum::<i64>(), 1319, "{}", l.field);
     }
-    let by_source: ExamplePage = get_json(
-        &client,
-        server.api("/api/datasets/g/examples?source=gsm8k&limit=1"),
-    )
-    .await;
+    let by_source: ExamplePage = api.examples("g", "source=gsm8k&limit=1").await;
     assert_eq!(by_source.total, 1319);
-    let none: ExamplePage =
-        get_json(&client, server.api("/api/datasets/g/examples?source=other")).await;
+    let none: ExamplePage = api.examples("g", "source=other").await;
     assert_eq!(none.total, 0);
     server.stop().await;
 }
@@ -674,148 +522,72 @@ async fn search_pagination_filters_and_edits() {
 #[tokio::test]
 async fn trash_versions_and_export_round_trip() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let path = test_data("math500/test.jsonl");
-    import_ok(&client, &server, &path, &[("name", "m")]).await;
-    let page: ExamplePage = get_json(&client, server.api("/api/datasets/m/examples?limit=3")).await;
+    import_ok(&api, &path, &[("name", "m")]).await;
+    let page: ExamplePage = api.examples("m", "limit=3").await;
     let (a, b) = (page.items[0].id, page.items[1].id);
 
     // Trash is recoverable until a version is cut.
-    let trashed: Example = client
-        .delete(server.api(&format!("/api/examples/{a}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let trashed: Example = api.delete(&format!("/api/examples/{a}")).await.ok();
     assert!(trashed.deleted_at.is_some());
-    let d: DatasetSummary = get_json(&client, server.api("/api/datasets/m")).await;
+    let d: DatasetSummary = api.dataset("m").await;
     assert_eq!((d.n_rows, d.n_deleted), (499, 1));
-    let trash: ExamplePage =
-        get_json(&client, server.api("/api/datasets/m/examples?deleted=true")).await;
+    let trash: ExamplePage = api.examples("m", "deleted=true").await;
     assert_eq!(
         trash.items.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![a]
     );
-    client
-        .post(server.api(&format!("/api/examples/{a}/restore")))
-        .send()
-        .await
-        .unwrap();
-    client
-        .delete(server.api(&format!("/api/examples/{b}")))
-        .send()
-        .await
-        .unwrap();
+    api.post_empty(&format!("/api/examples/{a}/restore")).await;
+    api.delete(&format!("/api/examples/{b}")).await;
 
-    let v1: DatasetVersion = client
-        .post(server.api("/api/datasets/m/versions"))
-        .json(&json!({"message": "first"}))
-        .send()
+    let v1: DatasetVersion = api
+        .post("/api/datasets/m/versions", json!({"message": "first"}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .ok();
     assert_eq!(
         (v1.version, v1.n_rows, v1.message.as_str()),
         (1, 499, "first")
     );
-    let d: DatasetSummary = get_json(&client, server.api("/api/datasets/m")).await;
+    let d: DatasetSummary = api.dataset("m").await;
     assert_eq!((d.n_rows, d.n_deleted, d.n_versions), (499, 0, 1));
-    let gone = client
-        .get(server.api(&format!("/api/examples/{b}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404, "the trash is emptied by a version");
+    let gone = api.get(&format!("/api/examples/{b}")).await;
+    assert_eq!(gone.status, 404, "the trash is emptied by a version");
 
     // A version without changes has the same content hash; after an edit it differs.
-    let v2: DatasetVersion = client
-        .post(server.api("/api/datasets/m/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v2: DatasetVersion = api.post_empty("/api/datasets/m/versions").await.ok();
     assert_eq!(v2.content_hash, v1.content_hash);
-    let v1_export = client
-        .get(server.api("/api/datasets/m/export?version=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    client
-        .patch(server.api(&format!("/api/examples/{a}")))
-        .json(&json!({"answer": "changed"}))
-        .send()
-        .await
-        .unwrap();
-    let v3: DatasetVersion = client
-        .post(server.api("/api/datasets/m/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v1_export = api.export("m", "version=1").await.text();
+    api.patch(&format!("/api/examples/{a}"), json!({"answer": "changed"}))
+        .await;
+    let v3: DatasetVersion = api.post_empty("/api/datasets/m/versions").await.ok();
     assert_ne!(v3.content_hash, v1.content_hash);
     // Editing never changes what an old version holds.
-    let v1_again = client
-        .get(server.api("/api/datasets/m/export?version=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let v1_again = api.export("m", "version=1").await.text();
     assert_eq!(v1_export, v1_again);
     assert_eq!(v1_export.lines().count(), 499);
-    let versions: Vec<DatasetVersion> =
-        get_json(&client, server.api("/api/datasets/m/versions")).await;
+    let versions: Vec<DatasetVersion> = api.get("/api/datasets/m/versions").await.ok();
     assert_eq!(
         versions.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![3, 2, 1]
     );
 
     // Canonical export re-imports to the same rows.
-    let live = client
-        .get(server.api("/api/datasets/m/export"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.headers()["content-type"], "application/x-ndjson");
-    let live = live.text().await.unwrap();
+    let live = api.export("m", "").await;
+    assert_eq!(live.headers["content-type"], "application/x-ndjson");
+    let live = live.text();
     assert!(live.contains("\"answer\":\"changed\""));
     let (_dir, exported) = temp_file("m.jsonl", live.as_bytes());
-    let report = import_ok(&client, &server, &exported, &[("name", "m-again")]).await;
+    let report = import_ok(&api, &exported, &[("name", "m-again")]).await;
     assert_eq!((report.n_imported, report.preset), (499, Preset::Canonical));
-    let again = client
-        .get(server.api("/api/datasets/m-again/export"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = api.export("m-again", "").await.text();
     assert_eq!(
         again, live,
         "canonical export → import → export is the identity"
     );
 
     // s1K shape.
-    let s1k = client
-        .get(server.api("/api/datasets/m/export?shape=s1k"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let s1k = api.export("m", "shape=s1k").await.text();
     let first: Value = serde_json::from_str(s1k.lines().next().unwrap()).unwrap();
     for key in [
         "question",
@@ -831,35 +603,19 @@ async fn trash_versions_and_export_round_trip() {
     assert!(first["thinking_trajectories"].is_array());
 
     // Deleting the dataset removes it.
-    let deleted = client
-        .delete(server.api("/api/datasets/m"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
-    assert_eq!(
-        client
-            .get(server.api("/api/datasets/m"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    let deleted = api.delete("/api/datasets/m").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(api.get("/api/datasets/m").await.status, 404);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn preview_maps_the_first_rows_and_a_hand_mapping_imports() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let text = "{\"prompt\": \"What is 2+2?\", \"reasoning\": \"2 and 2 make 4\", \"final\": \"4\", \"kind\": \"arith\"}\n";
     let (_dir, path) = temp_file("custom.jsonl", text.repeat(30).as_bytes());
-    let preview: ImportPreview = upload(&client, &server, "/api/datasets/preview", &path, &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let preview: ImportPreview = api.upload("/api/datasets/preview", &path, &[]).await.ok();
     assert_eq!(preview.preset, Preset::Generic);
     assert_eq!(
         preview.columns,
@@ -872,21 +628,10 @@ async fn preview_maps_the_first_rows_and_a_hand_mapping_imports() {
     let mapping =
         json!({"question": "prompt", "thinking": "reasoning", "answer": "final", "domain": "kind"})
             .to_string();
-    let report = import_ok(
-        &client,
-        &server,
-        &path,
-        &[("name", "custom"), ("mapping", &mapping)],
-    )
-    .await;
+    let report = import_ok(&api, &path, &[("name", "custom"), ("mapping", &mapping)]).await;
     assert_eq!(report.n_imported, 30);
-    let page: ExamplePage =
-        get_json(&client, server.api("/api/datasets/custom/examples?limit=1")).await;
-    let ex: Example = get_json(
-        &client,
-        server.api(&format!("/api/examples/{}", page.items[0].id)),
-    )
-    .await;
+    let page: ExamplePage = api.examples("custom", "limit=1").await;
+    let ex: Example = api.example(page.items[0].id).await;
     assert_eq!(
         (
             ex.fields.thinking.as_str(),
@@ -897,17 +642,10 @@ async fn preview_maps_the_first_rows_and_a_hand_mapping_imports() {
     );
     assert_eq!(ex.fields.metadata, json!({}));
 
-    let bad = upload(
-        &client,
-        &server,
-        IMPORT,
-        &path,
-        &[("name", "x"), ("format", "xml")],
-    )
-    .await;
-    assert_eq!(bad.status(), 400);
+    let bad = api.import(&path, &[("name", "x"), ("format", "xml")]).await;
+    assert_eq!(bad.status, 400);
     assert_eq!(
-        bad.json::<ErrorBody>().await.unwrap().message,
+        bad.error().message,
         "format: 'xml' is not one of auto, jsonl, json, csv, parquet"
     );
     server.stop().await;
@@ -916,20 +654,16 @@ async fn preview_maps_the_first_rows_and_a_hand_mapping_imports() {
 #[tokio::test]
 async fn demo_data_is_seeded_once() {
     let server = TestServer::start_with(|c| c.seed_demo = true).await;
-    let client = reqwest::Client::new();
-    let list = datasets(&client, &server).await;
+    let api = Api::new(&server);
+    let list = api.datasets().await;
     let mut seeded: Vec<(&str, i64)> = list.iter().map(|d| (d.name.as_str(), d.n_rows)).collect();
     seeded.sort();
     assert_eq!(seeded, [("addition-demo", 2000), ("gsm8k-sample", 300)]);
     let dir = server.data_dir.path().to_path_buf();
     // Deleting them and restarting on the same data directory does not bring them back.
     for name in ["gsm8k-sample", "addition-demo"] {
-        let deleted = client
-            .delete(server.api(&format!("/api/datasets/{name}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 204);
+        let deleted = api.delete(&format!("/api/datasets/{name}")).await;
+        assert_eq!(deleted.status, 204);
     }
     let TestServer {
         server: running,
@@ -942,14 +676,7 @@ async fn demo_data_is_seeded_once() {
     let again = still_backend::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let list: Vec<DatasetSummary> = client
-        .get(format!("{}/api/datasets", again.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<DatasetSummary> = Api::at(&again.url()).datasets().await;
     assert!(list.is_empty());
     again.stop().await.unwrap();
     drop(data_dir);
@@ -961,7 +688,7 @@ async fn an_import_waits_for_another_writer_instead_of_failing() {
     // answers "database is locked" at once. Writers therefore begin IMMEDIATE; this holds the
     // lock (as the queue's reaper does every few seconds) while an import starts.
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
+    let api = Api::new(&server);
     let mut conn = server.pool().acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
@@ -972,8 +699,7 @@ async fn an_import_waits_for_another_writer_instead_of_failing() {
         sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
     });
     let report = import_ok(
-        &client,
-        &server,
+        &api,
         &test_data("math500/test.jsonl"),
         &[("name", "waited")],
     )

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use still_api::{DatasetSummary, ExamplePage, ModelSummary, RunSummary};
-use still_tests::{Api, TestServer, import_addition, spawn_worker};
+use still_tests::{Api, Reply, TestServer, spawn_worker};
 
 fn sha256_of(path: &std::path::Path) -> String {
     still_worker::sha256_file(path).unwrap()
@@ -13,7 +13,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 async fn server_with_addition(rows: usize) -> (TestServer, Api) {
     let server = TestServer::start().await;
     let api = Api::new(&server);
-    import_addition(&api.client, &server, "add", rows).await;
+    api.import_addition("add", rows).await;
     (server, api)
 }
 
@@ -150,11 +150,7 @@ async fn trash_restore_and_tags_mark_the_dataset_changed_for_the_next_run() {
 }
 
 /// Claims `run`'s job as a fresh worker, uploads `model_dir` as its final model and completes.
-async fn complete_with(
-    server: &TestServer,
-    api: &Api,
-    model_dir: &std::path::Path,
-) -> reqwest::Response {
+async fn complete_with(server: &TestServer, api: &Api, model_dir: &std::path::Path) -> Reply {
     let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "w")
         .await
         .unwrap();
@@ -162,32 +158,20 @@ async fn complete_with(
         .await
         .unwrap()
         .expect("a queued job");
+    let worker = api.worker(&token);
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         let path = model_dir.join(file);
-        let put = api
-            .client
-            .put(format!(
-                "{}/api/worker/jobs/{}/final/{file}",
-                api.base, job.job_id
-            ))
-            .header("Authorization", format!("Bearer {token}"))
-            .header("x-content-sha256", sha256_of(&path))
-            .body(std::fs::read(&path).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 200);
+        let put = worker
+            .put_final(
+                job.job_id,
+                file,
+                std::fs::read(&path).unwrap(),
+                &sha256_of(&path),
+            )
+            .await;
+        assert_eq!(put.status, 200);
     }
-    api.client
-        .post(format!(
-            "{}/api/worker/jobs/{}/complete",
-            api.base, job.job_id
-        ))
-        .header("Authorization", format!("Bearer {token}"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
+    worker.complete(job.job_id).await
 }
 
 #[tokio::test]
@@ -210,13 +194,10 @@ async fn run_names_leave_room_for_the_final_model_and_a_taken_final_name_is_not_
     // 194 characters: its final model is exactly 200.
     let longest = sft_run(&api, &"r".repeat(194)).await;
     let done = complete_with(&server, &api, std::path::Path::new(&tiny.path)).await;
-    assert_eq!(done.status(), 200, "{}", done.text().await.unwrap());
+    assert_eq!(done.status, 200, "{}", done.text);
     let run = api.run(longest.id).await;
     assert_eq!(run.status, "succeeded");
-    let model: ModelSummary = api
-        .get(&format!("/api/models/{}", run.output_model_id.unwrap()))
-        .await
-        .ok();
+    let model: ModelSummary = api.model(run.output_model_id.unwrap()).await;
     assert_eq!(model.name, format!("{}-final", "r".repeat(194)));
 
     // Someone already named a model `<run>-final`: the run registers another name and the
@@ -224,14 +205,11 @@ async fn run_names_leave_room_for_the_final_model_and_a_taken_final_name_is_not_
     let squatter = tiny_model(&api, "mine-final").await;
     let run = sft_run(&api, "mine").await;
     let done = complete_with(&server, &api, std::path::Path::new(&tiny.path)).await;
-    assert_eq!(done.status(), 200);
+    assert_eq!(done.status, 200);
     let run = api.run(run.id).await;
-    let model: ModelSummary = api
-        .get(&format!("/api/models/{}", run.output_model_id.unwrap()))
-        .await
-        .ok();
+    let model: ModelSummary = api.model(run.output_model_id.unwrap()).await;
     assert_eq!(model.name, format!("mine-final-run{}", run.id));
-    let kept: ModelSummary = api.get("/api/models/mine-final").await.ok();
+    let kept: ModelSummary = api.model("mine-final").await;
     assert_eq!((kept.id, kept.path), (squatter.id, squatter.path));
     server.stop().await;
 }
@@ -283,30 +261,18 @@ async fn a_sharded_model_trains_on_a_worker() {
     let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "lister")
         .await
         .unwrap();
-    let listing: Vec<String> = api
-        .client
-        .get(format!("{}/api/worker/models/{}/files", api.base, model.id))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let worker = api.worker(&token);
+    let listing: Vec<String> = worker.model_files(model.id).await.ok();
     assert!(listing.contains(&"model.safetensors.index.json".to_string()));
     assert!(listing.contains(&"model-00002-of-00002.safetensors".to_string()));
     // A file the folder does not name is not served.
-    let other = api
-        .client
-        .get(format!(
-            "{}/api/worker/models/{}/files/../still.db",
-            api.base, model.id
+    let other = worker
+        .get(&format!(
+            "/api/worker/models/{}/files/../still.db",
+            model.id
         ))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(other.status().is_client_error());
+        .await;
+    assert!((400..500).contains(&other.status));
     let run = sft_run(&api, "on-shards").await;
     let work = tempfile::tempdir().unwrap();
     let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
@@ -423,16 +389,15 @@ async fn a_second_server_on_the_same_data_directory_is_refused_and_changes_nothi
 #[tokio::test]
 async fn other_sites_and_rebound_host_names_are_refused() {
     let (server, api) = server_with_addition(8).await;
-    let url = |p: &str| format!("{}{p}", api.base);
+    // Raw requests on purpose (through `Api::request`): each forges a header the guard checks.
+    use reqwest::Method;
     // DNS rebinding: the request comes to 127.0.0.1 but names another host.
     let rebound = api
-        .client
-        .get(url("/api/datasets"))
+        .request(Method::GET, "/api/datasets")
         .header("host", "attacker.example:80")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(rebound.status(), 403);
+        .await;
+    assert_eq!(rebound.status, 403);
     // A cross-site form post (a simple request: no preflight) changes nothing.
     let form = reqwest::multipart::Form::new()
         .text("name", "injected")
@@ -442,35 +407,29 @@ async fn other_sites_and_rebound_host_names_are_refused() {
                 .file_name("x.jsonl"),
         );
     let posted = api
-        .client
-        .post(url("/api/datasets/import"))
+        .request(Method::POST, "/api/datasets/import")
         .header("origin", "https://attacker.example")
         .multipart(form)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 403);
+        .await;
+    assert_eq!(posted.status, 403);
     let version = api
-        .client
-        .post(url("/api/datasets/add/versions"))
+        .request(Method::POST, "/api/datasets/add/versions")
         .header("origin", "null")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(version.status(), 403);
+        .await;
+    assert_eq!(version.status, 403);
     let versions: Vec<still_api::DatasetVersion> = api.get("/api/datasets/add/versions").await.ok();
     assert!(versions.is_empty());
     let datasets: Vec<DatasetSummary> = api.get("/api/datasets").await.ok();
     assert_eq!(datasets.len(), 1);
     // The studio's own page is answered.
     let own = api
-        .client
-        .post(url("/api/datasets/add/versions"))
-        .header("origin", api.base.clone())
+        .request(Method::POST, "/api/datasets/add/versions")
+        .header("origin", &api.base)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(own.status(), 201);
+        .await;
+    assert_eq!(own.status, 201);
     server.stop().await;
 }
 
@@ -512,23 +471,20 @@ async fn small_ones_overflows_negative_steps_and_overlong_form_fields() {
         .unwrap()
         .unwrap();
     let put = api
-        .client
-        .put(format!(
-            "{}/api/worker/jobs/{}/checkpoints/-3/config.json",
-            api.base, job.job_id
-        ))
-        .header("Authorization", format!("Bearer {token}"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 400);
+        .worker(&token)
+        .put(
+            &format!("/api/worker/jobs/{}/checkpoints/-3/config.json", job.job_id),
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 400);
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts")
         .fetch_one(server.pool())
         .await
         .unwrap();
     assert_eq!(stored, 0);
-    // Form text fields are read up to their limit, not whole.
+    // Form text fields are read up to their limit, not whole. A raw form on purpose (through
+    // `Api::request`): the long field comes before the file.
     let form = reqwest::multipart::Form::new()
         .text("name", "x".repeat(64 << 10))
         .part(
@@ -536,17 +492,13 @@ async fn small_ones_overflows_negative_steps_and_overlong_form_fields() {
             reqwest::multipart::Part::bytes(b"{}\n".to_vec()).file_name("x.jsonl"),
         );
     let long = api
-        .client
-        .post(format!("{}/api/datasets/import", api.base))
+        .request(reqwest::Method::POST, "/api/datasets/import")
         .multipart(form)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(long.status(), 400);
+        .await;
+    assert_eq!(long.status, 400);
     assert!(
-        long.text()
-            .await
-            .unwrap()
+        long.text
             .contains("form field 'name' is longer than 4096 bytes")
     );
     server.stop().await;

@@ -4,110 +4,53 @@ use std::time::Duration;
 
 use serde_json::json;
 use still_api::{
-    ArtifactFolder, ClaimedJob, ErrorBody, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
-    RunLogEntry, RunSnapshot, RunSummary, WorkerSummary,
+    ArtifactFolder, ClaimedJob, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
+    RunSnapshot, RunSummary, WorkerSummary,
 };
-use still_tests::{TestServer, spawn_worker};
+use still_tests::{Api, TestServer, run_finished, spawn_worker};
 
 /// A server with a small synthetic dataset and a tiny model made from it.
-async fn server_with_model(client: &reqwest::Client) -> TestServer {
-    server_with_model_and(client, |_| {}).await
+async fn server_with_model() -> (TestServer, Api) {
+    server_with_model_and(|_| {}).await
 }
 
 async fn server_with_model_and(
-    client: &reqwest::Client,
     adjust: impl FnOnce(&mut still_backend::Config),
-) -> TestServer {
+) -> (TestServer, Api) {
     let server = TestServer::start_with(adjust).await;
-    still_tests::import_addition(client, &server, "add", 64).await;
-    let model = client
-        .post(server.api("/api/models"))
-        .json(&json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(model.status(), 201, "{}", model.text().await.unwrap());
-    server
+    let api = Api::new(&server);
+    api.import_addition("add", 64).await;
+    let model = api
+        .create_model(json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .await;
+    assert_eq!(model.status, 201, "{}", model.text);
+    (server, api)
 }
 
-async fn new_run(
-    client: &reqwest::Client,
-    server: &TestServer,
-    name: &str,
-    max_steps: usize,
-    max_attempts: i64,
-) -> RunSummary {
-    new_run_with(client, server, name, max_steps, max_attempts, None).await
+async fn new_run(api: &Api, name: &str, max_steps: usize, max_attempts: i64) -> RunSummary {
+    new_run_with(api, name, max_steps, max_attempts, None).await
 }
 
 async fn new_run_with(
-    client: &reqwest::Client,
-    server: &TestServer,
+    api: &Api,
     name: &str,
     max_steps: usize,
     max_attempts: i64,
     checkpoint_every: Option<usize>,
 ) -> RunSummary {
-    let response = client
-        .post(server.api("/api/runs"))
-        .json(&json!({"name": name, "method": "sft", "model": "tiny", "dataset": "add", "max_attempts": max_attempts,
+    let response = api
+        .create_run(json!({"name": name, "method": "sft", "model": "tiny", "dataset": "add", "max_attempts": max_attempts,
                       "params": {"max_steps": max_steps, "epochs": 100000, "lr": 3e-3, "batch_size": 8, "grad_accum": 1,
                                  "max_seq_len": 128, "checkpoint_every": checkpoint_every}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-async fn run_status(client: &reqwest::Client, server: &TestServer, id: i64) -> RunSummary {
-    client
-        .get(server.api(&format!("/api/runs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls the run every 50 ms until `done` holds or `within` has passed; the last state seen.
-async fn wait_for_run(
-    client: &reqwest::Client,
-    server: &TestServer,
-    id: i64,
-    within: Duration,
-    done: impl Fn(&RunSummary) -> bool,
-) -> RunSummary {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let run = run_status(client, server, id).await;
-        if done(&run) || std::time::Instant::now() >= deadline {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    server: &TestServer,
-    path: &str,
-) -> T {
-    let response = client.get(server.api(path)).send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "GET {path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+        .await;
+    assert_eq!(response.status, 201);
+    response.ok()
 }
 
 /// The run's whole log as "source level message" lines.
-async fn log_lines(client: &reqwest::Client, server: &TestServer, id: i64) -> Vec<String> {
-    let lines: Vec<RunLogEntry> =
-        get_json(client, server, &format!("/api/runs/{id}/logs?limit=1000")).await;
-    lines
+async fn log_lines(api: &Api, id: i64) -> Vec<String> {
+    api.logs(id)
+        .await
         .into_iter()
         .map(|l| format!("{} {} {}", l.source, l.level, l.message))
         .collect()
@@ -118,9 +61,8 @@ fn has_line(lines: &[String], needle: &str) -> bool {
 }
 
 /// Steps of a run's loss curve.
-async fn loss_steps(client: &reqwest::Client, server: &TestServer, id: i64) -> Vec<i64> {
-    let loss: Vec<MetricPoint> =
-        get_json(client, server, &format!("/api/runs/{id}/metrics?name=loss")).await;
+async fn loss_steps(api: &Api, id: i64) -> Vec<i64> {
+    let loss = api.metrics(id, "name=loss").await;
     loss.iter().map(|p| p.step).collect()
 }
 
@@ -165,7 +107,7 @@ async fn read_events(
                 }
                 "run" => {
                     let run: RunSummary = serde_json::from_str(&data).unwrap();
-                    if until_finished && finished(&run) {
+                    if until_finished && run_finished(&run) {
                         return (snapshot.expect("the snapshot comes first"), points);
                     }
                 }
@@ -182,11 +124,11 @@ async fn read_events(
 
 /// A queued run whose job a fresh worker ("w") has claimed: the run, the worker's token, the job.
 async fn run_claimed(
-    client: &reqwest::Client,
     server: &TestServer,
+    api: &Api,
     name: &str,
 ) -> (RunSummary, String, ClaimedJob) {
-    let run = new_run(client, server, name, 5, 1).await;
+    let run = new_run(api, name, 5, 1).await;
     let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "w")
         .await
         .unwrap();
@@ -197,29 +139,13 @@ async fn run_claimed(
     (run, token, job)
 }
 
-fn finished(run: &RunSummary) -> bool {
-    matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled")
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
-    let models: Vec<ModelSummary> = client
-        .get(server.api("/api/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (server, api) = server_with_model().await;
+    let models = api.models().await;
     assert_eq!(models[0].origin, "scratch");
     assert!(models[0].n_params > 0);
-    let run = new_run(&client, &server, "race", 5, 3).await;
+    let run = new_run(&api, "race", 5, 3).await;
     assert_eq!(
         (
             run.status.as_str(),
@@ -239,17 +165,11 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
 
     // Two workers race for the one job: exactly one wins.
     let claim = |token: String| {
-        let (client, url) = (client.clone(), server.api("/api/worker/claim?wait_ms=0"));
+        let worker = api.worker(&token);
         async move {
-            let r = client
-                .post(url)
-                .header("authorization", bearer(&token))
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Option<ClaimedJob>>().await.unwrap()
+            let r = worker.claim().await;
+            assert_eq!(r.status, 200);
+            r.ok::<Option<ClaimedJob>>()
         }
     };
     let (a, b) = tokio::join!(claim(token_a.clone()), claim(token_b.clone()));
@@ -262,21 +182,16 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
     assert_eq!((job.run_id, job.attempt), (run.id, 1));
 
     // The loser touches nothing; a wrong token gets 401.
+    let job_id = job.job_id;
     let hb = |token: String| {
-        client
-            .post(server.api(&format!("/api/worker/jobs/{}/heartbeat", job.job_id)))
-            .header("authorization", bearer(&token))
-            .json(&json!({}))
-            .send()
+        let worker = api.worker(&token);
+        async move { worker.heartbeat(job_id).await }
     };
-    assert_eq!(hb(other.clone()).await.unwrap().status(), 409);
-    let wrong = hb("stw_not_a_token".into()).await.unwrap();
-    assert_eq!(wrong.status(), 401);
-    assert_eq!(
-        wrong.json::<ErrorBody>().await.unwrap().message,
-        "worker token is wrong or revoked"
-    );
-    let reply: HeartbeatReply = hb(owner.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(hb(other.clone()).await.status, 409);
+    let wrong = hb("stw_not_a_token".into()).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.error().message, "worker token is wrong or revoked");
+    let reply: HeartbeatReply = hb(owner.clone()).await.ok();
     assert!(!reply.cancel);
 
     // Metrics: a retried batch is stored once.
@@ -288,66 +203,27 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
         })
         .collect();
     for _ in 0..2 {
-        let r = client
-            .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
-            .header("authorization", bearer(&owner))
-            .json(&points)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let r = api.worker(&owner).metrics(job.job_id, &points).await;
+        assert_eq!(r.status, 200);
     }
-    let r = client
-        .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
-        .header("authorization", bearer(&other))
-        .json(&points)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "only the lease owner writes metrics");
-    let stored: Vec<MetricPoint> = client
-        .get(server.api(&format!("/api/runs/{}/metrics", run.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = api.worker(&other).metrics(job.job_id, &points).await;
+    assert_eq!(r.status, 409, "only the lease owner writes metrics");
+    let stored = api.metrics(run.id, "").await;
     assert_eq!(stored, points);
 
     // Cancel reaches the worker through its heartbeat.
-    let cancelled: RunSummary = client
-        .post(server.api(&format!("/api/runs/{}/cancel", run.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cancelled: RunSummary = api.cancel(run.id).await.ok();
     assert!(cancelled.cancel_requested);
-    let reply: HeartbeatReply = hb(owner.clone()).await.unwrap().json().await.unwrap();
+    let reply: HeartbeatReply = hb(owner.clone()).await.ok();
     assert!(reply.cancel);
 
     // Revoked: 401 and nothing changes.
     still_backend::jobs::workers::revoke_worker(&pool, b_id)
         .await
         .unwrap();
-    let r = client
-        .post(server.api("/api/worker/claim?wait_ms=0"))
-        .header("authorization", bearer(&token_b))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let workers: Vec<WorkerSummary> = client
-        .get(server.api("/api/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = api.worker(&token_b).claim().await;
+    assert_eq!(r.status, 401);
+    let workers = api.workers().await;
     assert_eq!(
         workers.iter().find(|w| w.id == b_id).unwrap().state,
         "revoked"
@@ -357,10 +233,9 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let pool = server.pool().clone();
-    let run = new_run(&client, &server, "flaky", 5, 2).await;
+    let run = new_run(&api, "flaky", 5, 2).await;
     let (worker, _) = still_backend::jobs::workers::create_worker(&pool, "w")
         .await
         .unwrap();
@@ -374,8 +249,8 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         still_backend::jobs::queue::reap(&pool).await.unwrap(),
         vec![run.id]
     );
-    assert_eq!(run_status(&client, &server, run.id).await.status, "queued");
-    let lines = log_lines(&client, &server, run.id).await;
+    assert_eq!(api.run(run.id).await.status, "queued");
+    let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "server info attempt 1 started on worker 'w'")
             && has_line(
@@ -400,10 +275,10 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         vec![run.id]
     );
     assert!(has_line(
-        &log_lines(&client, &server, run.id).await,
+        &log_lines(&api, run.id).await,
         "giving up after 2 attempts"
     ));
-    let failed = run_status(&client, &server, run.id).await;
+    let failed = api.run(run.id).await;
     assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 2));
     assert!(failed.error.unwrap().contains("lease expired"));
     server.stop().await;
@@ -411,19 +286,14 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "proc")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let run = new_run_with(&client, &server, "short", 6, 3, Some(3)).await;
+    let run = new_run_with(&api, "short", 6, 3, Some(3)).await;
     // A live page subscribed before the worker exists sees the whole run go by.
-    let events = client
-        .get(server.api(&format!("/api/runs/{}/events", run.id)))
-        .send()
-        .await
-        .unwrap();
+    let events = api.events(run.id).await;
     assert_eq!(events.status(), 200);
     assert!(
         events.headers()["content-type"]
@@ -433,10 +303,12 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     );
     let live = tokio::spawn(read_events_until_finished(events));
     let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
+    let done = api
+        .wait_for_run(run.id, Duration::from_secs(60), run_finished)
+        .await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
-        loss_steps(&client, &server, run.id).await,
+        loss_steps(&api, run.id).await,
         vec![1, 2, 3, 4, 5, 6],
         "every step exactly once"
     );
@@ -458,7 +330,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     );
 
     // The log tells the story: server lines and worker lines, one attempt.
-    let lines = log_lines(&client, &server, run.id).await;
+    let lines = log_lines(&api, run.id).await;
     for needle in [
         "server info queued: sft of model 'tiny' on dataset 'add' v1",
         "server info attempt 1 started on worker 'proc'",
@@ -475,8 +347,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     }
 
     // Artifacts: the final model and both checkpoints, each file named by its content hash.
-    let folders: Vec<ArtifactFolder> =
-        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    let folders: Vec<ArtifactFolder> = api.artifacts(run.id).await;
     assert_eq!(
         folders
             .iter()
@@ -506,29 +377,25 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         assert_eq!(std::fs::metadata(&blob).unwrap().len() as i64, file.size);
     }
     // One file, then the whole folder as a tar that unpacks into a loadable HF folder.
-    let config = client
-        .get(server.api(&format!("/api/runs/{}/artifacts/final/config.json", run.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(config.status(), 200);
+    let config = api
+        .get_bytes(&format!("/api/runs/{}/artifacts/final/config.json", run.id))
+        .await;
+    assert_eq!(config.status, 200);
     assert!(
-        config.headers()["content-disposition"]
+        config.headers["content-disposition"]
             .to_str()
             .unwrap()
             .contains("config.json")
     );
     assert_eq!(
-        config.bytes().await.unwrap(),
+        config.bytes,
         std::fs::read(local_final.join("config.json")).unwrap()
     );
-    let tar = client
-        .get(server.api(&format!("/api/runs/{}/artifacts/final?format=tar", run.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(tar.status(), 200);
-    let tar = tar.bytes().await.unwrap();
+    let tar = api
+        .get_bytes(&format!("/api/runs/{}/artifacts/final?format=tar", run.id))
+        .await;
+    assert_eq!(tar.status, 200);
+    let tar = tar.bytes;
     let unpacked = tempfile::tempdir().unwrap();
     tar::Archive::new(&tar[..]).unpack(unpacked.path()).unwrap();
     let folder = unpacked.path().join("short-final");
@@ -545,20 +412,11 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         &still_engine::candle::Device::Cpu,
     )
     .expect("the downloaded folder loads as a model");
-    let missing = client
-        .get(server.api(&format!("/api/runs/{}/artifacts/step-4?format=tar", run.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    let model: ModelSummary = client
-        .get(server.api("/api/models/short-final"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let missing = api
+        .get_bytes(&format!("/api/runs/{}/artifacts/step-4?format=tar", run.id))
+        .await;
+    assert_eq!(missing.status, 404);
+    let model: ModelSummary = api.model("short-final").await;
     assert_eq!((model.origin.as_str(), model.run_id), ("run", Some(run.id)));
     assert!(
         std::path::Path::new(&model.path)
@@ -567,18 +425,13 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     );
 
     // A long run, cancelled once it has started: the worker stops within seconds.
-    let long = new_run(&client, &server, "long", 100_000, 3).await;
-    wait_for_run(&client, &server, long.id, Duration::from_secs(30), |r| {
-        r.last_step.is_some()
-    })
-    .await;
-    client
-        .post(server.api(&format!("/api/runs/{}/cancel", long.id)))
-        .send()
-        .await
-        .unwrap();
+    let long = new_run(&api, "long", 100_000, 3).await;
+    api.wait_for_run(long.id, Duration::from_secs(30), |r| r.last_step.is_some())
+        .await;
+    api.cancel(long.id).await;
     let asked = std::time::Instant::now();
-    let status = wait_for_run(&client, &server, long.id, Duration::from_secs(20), finished)
+    let status = api
+        .wait_for_run(long.id, Duration::from_secs(20), run_finished)
         .await
         .status;
     assert_eq!(status, "cancelled");
@@ -587,7 +440,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         "stopped after {:?}",
         asked.elapsed()
     );
-    let lines = log_lines(&client, &server, long.id).await;
+    let lines = log_lines(&api, long.id).await;
     assert!(
         has_line(&lines, "server warn cancel requested")
             && has_line(&lines, "server warn cancelled by the user"),
@@ -599,23 +452,23 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
-    let client = reqwest::Client::new();
     // A short lease so the test does not wait 30 s for the reaper.
-    let server = server_with_model_and(&client, |c| c.lease_seconds = 2).await;
+    let (server, api) = server_with_model_and(|c| c.lease_seconds = 2).await;
     let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "doomed")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
     let spawn_worker = |dir: &str| spawn_worker(&server.url, &token, &work.path().join(dir), &[]);
     let total = 150;
-    let run = new_run_with(&client, &server, "resumable", total, 3, Some(20)).await;
+    let run = new_run_with(&api, "resumable", total, 3, Some(20)).await;
     let mut first = spawn_worker("a");
-    let killed_at = wait_for_run(&client, &server, run.id, Duration::from_secs(120), |r| {
-        r.last_step >= Some(45)
-    })
-    .await
-    .last_step
-    .unwrap_or(0);
+    let killed_at = api
+        .wait_for_run(run.id, Duration::from_secs(120), |r| {
+            r.last_step >= Some(45)
+        })
+        .await
+        .last_step
+        .unwrap_or(0);
     assert!(
         killed_at >= 45 && killed_at < total as i64,
         "the run must be mid-way: step {killed_at}"
@@ -623,17 +476,12 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     first.kill().await.unwrap(); // SIGKILL: no goodbye, the lease just stops being renewed
 
     let mut second = spawn_worker("b");
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(120), finished).await;
+    let done = api
+        .wait_for_run(run.id, Duration::from_secs(120), run_finished)
+        .await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(done.attempts, 2);
-    let loss: Vec<MetricPoint> = client
-        .get(server.api(&format!("/api/runs/{}/metrics?name=loss", run.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let loss = api.metrics(run.id, "name=loss").await;
     let steps: Vec<i64> = loss.iter().map(|p| p.step).collect();
     assert_eq!(
         steps,
@@ -648,7 +496,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
             .filter(|n| n.starts_with("resume-"))
             .collect();
     assert_eq!(resumed.len(), 1, "{resumed:?}");
-    let lines = log_lines(&client, &server, run.id).await;
+    let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "queued again for attempt 2")
             && has_line(&lines, "attempt 2 started on worker 'doomed'")
@@ -688,8 +536,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion_are_recovered() {
     use still_backend::failpoints::FailPoint;
-    let client = reqwest::Client::new();
-    let server = server_with_model_and(&client, |c| c.lease_seconds = 2).await;
+    let (server, api) = server_with_model_and(|c| c.lease_seconds = 2).await;
     // Each point fails once, deterministically: the first claim's answer is lost (attempt 1
     // never starts), the step-20 checkpoint is uploaded but never committed, and attempt 2's
     // completion is never recorded (attempt 3 resumes from its last committed checkpoint, the
@@ -702,29 +549,30 @@ async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion
         .unwrap();
     let work = tempfile::tempdir().unwrap();
     let total = 50;
-    let run = new_run_with(&client, &server, "crashes", total, 5, Some(20)).await;
+    let run = new_run_with(&api, "crashes", total, 5, Some(20)).await;
     let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(180), finished).await;
+    let done = api
+        .wait_for_run(run.id, Duration::from_secs(180), run_finished)
+        .await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
         done.attempts, 3,
         "a lost claim and a lost completion: two retries"
     );
     assert_eq!(
-        loss_steps(&client, &server, run.id).await,
+        loss_steps(&api, run.id).await,
         (1..=total as i64).collect::<Vec<_>>(),
         "every step once"
     );
     // The uncommitted checkpoint is never offered; the committed one and the final model are.
-    let folders: Vec<ArtifactFolder> =
-        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    let folders: Vec<ArtifactFolder> = api.artifacts(run.id).await;
     let names: Vec<&str> = folders.iter().map(|f| f.folder.as_str()).collect();
     assert!(
         names.contains(&"final") && names.contains(&"step-40"),
         "{names:?}"
     );
     assert!(!names.contains(&"step-20"), "{names:?}");
-    let lines = log_lines(&client, &server, run.id).await;
+    let lines = log_lines(&api, run.id).await;
     for needle in [
         "queued again for attempt 2",
         "worker warn checkpoint step 20 not uploaded",
@@ -736,7 +584,7 @@ async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion
         assert!(has_line(&lines, needle), "{needle}: {lines:#?}");
     }
     // One final model, registered once although two attempts uploaded one.
-    let models: Vec<ModelSummary> = get_json(&client, &server, "/api/models").await;
+    let models: Vec<ModelSummary> = api.models().await;
     let finals: Vec<&ModelSummary> = models.iter().filter(|m| m.run_id == Some(run.id)).collect();
     assert_eq!(finals.len(), 1, "{finals:?}");
     assert_eq!(finals[0].name, "crashes-final");
@@ -746,30 +594,26 @@ async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
-    let client = reqwest::Client::new();
-    let mut server = server_with_model_and(&client, |c| c.lease_seconds = 20).await;
+    let (mut server, api) = server_with_model_and(|c| c.lease_seconds = 20).await;
     let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "steady")
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
     let total = 150;
-    let run = new_run_with(&client, &server, "through-restart", total, 3, Some(25)).await;
+    let run = new_run_with(&api, "through-restart", total, 3, Some(25)).await;
     let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
-    let before = wait_for_run(&client, &server, run.id, Duration::from_secs(120), |r| {
-        r.last_step >= Some(30)
-    })
-    .await;
+    let before = api
+        .wait_for_run(run.id, Duration::from_secs(120), |r| {
+            r.last_step >= Some(30)
+        })
+        .await;
     assert!(
         before.last_step < Some(total as i64 - 20),
         "mid-way: {:?}",
         before.last_step
     );
     // A page opened mid-run gets the history, then live points; the server's stop ends it.
-    let events = client
-        .get(server.api(&format!("/api/runs/{}/events", run.id)))
-        .send()
-        .await
-        .unwrap();
+    let events = api.events(run.id).await;
     let live = tokio::spawn(read_all_events(events));
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Down for 3 s while the worker keeps training and buffering.
@@ -799,19 +643,20 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
         !after_snapshot.is_empty() && after_snapshot.iter().all(|s| s > history.last().unwrap()),
         "live points continue after the history: {after_snapshot:?}"
     );
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(120), finished).await;
+    let done = api
+        .wait_for_run(run.id, Duration::from_secs(120), run_finished)
+        .await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(
         done.attempts, 1,
         "the worker kept its lease through the restart"
     );
     assert_eq!(
-        loss_steps(&client, &server, run.id).await,
+        loss_steps(&api, run.id).await,
         (1..=total as i64).collect::<Vec<_>>(),
         "every step recorded once, none lost while the server was down"
     );
-    let folders: Vec<ArtifactFolder> =
-        get_json(&client, &server, &format!("/api/runs/{}/artifacts", run.id)).await;
+    let folders: Vec<ArtifactFolder> = api.artifacts(run.id).await;
     assert_eq!(folders[0].folder, "final");
     assert!(
         folders
@@ -819,7 +664,7 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
             .any(|f| f.step.is_some_and(|s| s <= before.last_step.unwrap())),
         "checkpoints from before the restart survive: {folders:?}"
     );
-    let lines = log_lines(&client, &server, run.id).await;
+    let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "worker info training ")
             && has_line(&lines, "worker info final model uploaded")
@@ -832,19 +677,14 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let pool = server.pool().clone();
     let register = |token: String, device: &'static str, memory: i64| {
-        let (client, url) = (client.clone(), server.api("/api/worker/register"));
+        let worker = api.worker(&token);
         async move {
-            client
-                .post(url)
-                .header("Authorization", bearer(&token))
-                .json(&json!({"device": device, "memory_bytes": memory}))
-                .send()
+            worker
+                .register(json!({"device": device, "memory_bytes": memory}))
                 .await
-                .unwrap()
         }
     };
     let (cpu, cpu_token) = still_backend::jobs::workers::create_worker(&pool, "cpu")
@@ -856,35 +696,22 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
     let (small, small_token) = still_backend::jobs::workers::create_worker(&pool, "small")
         .await
         .unwrap();
-    assert_eq!(register(cpu_token, "cpu", 8 << 30).await.status(), 200);
-    assert_eq!(register(gpu_token, "cuda:0", 80 << 30).await.status(), 200);
+    assert_eq!(register(cpu_token, "cpu", 8 << 30).await.status, 200);
+    assert_eq!(register(gpu_token, "cuda:0", 80 << 30).await.status, 200);
     assert_eq!(
-        register(small_token.clone(), "cpu", 1 << 20).await.status(),
+        register(small_token.clone(), "cpu", 1 << 20).await.status,
         200
     );
     let bad = register(small_token, "tpu", 1).await;
-    assert_eq!(bad.status(), 400);
-    assert!(
-        bad.text()
-            .await
-            .unwrap()
-            .contains("'tpu' is not cpu, cuda or cuda:N")
-    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.text.contains("'tpu' is not cpu, cuda or cuda:N"));
 
     let body = |device: &str| {
         json!({"name": format!("on-{device}"), "method": "sft", "model": "tiny", "dataset": "add",
                "params": {"max_steps": 5, "batch_size": 64, "max_seq_len": 256, "device": device}})
     };
     // The estimate names the parts and the workers that can take the run.
-    let estimate: RunEstimate = client
-        .post(server.api("/api/runs/estimate"))
-        .json(&body("cuda"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let estimate: RunEstimate = api.estimate(body("cuda")).await.ok();
     let e = &estimate.estimate;
     assert!(e.n_params > 0 && e.activations_bytes > 0);
     assert_eq!(e.optimizer_bytes, 2 * e.params_bytes);
@@ -907,15 +734,7 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
     );
     assert!(estimate.feasible, "{}", estimate.message);
 
-    let on_cuda: RunSummary = client
-        .post(server.api("/api/runs"))
-        .json(&body("cuda"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let on_cuda: RunSummary = api.create_run(body("cuda")).await.ok();
     assert_eq!(on_cuda.device.as_deref(), Some("cuda"));
     assert_eq!(on_cuda.min_memory_bytes, e.total_bytes);
     // The CPU workers pass it by; the GPU worker takes it.
@@ -937,13 +756,8 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
         .unwrap();
     assert_eq!(job.run_id, on_cuda.id);
     // A run for any device is still too big for the small CPU worker, but not for the other.
-    let any = client
-        .post(server.api("/api/runs"))
-        .json(&body("any"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(any.status(), 201);
+    let any = api.create_run(body("any")).await;
+    assert_eq!(any.status, 201);
     assert!(
         still_backend::kinds::claim(&pool, small, 30)
             .await
@@ -956,22 +770,16 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
             .unwrap()
             .is_some()
     );
-    let bad = client
-        .post(server.api("/api/runs/estimate"))
-        .json(&body("tpu"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let bad = api.estimate(body("tpu")).await;
+    assert_eq!(bad.status, 400);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let pool = server.pool().clone();
-    let (run, token, job) = run_claimed(&client, &server, "long-curve").await;
+    let (run, token, job) = run_claimed(&server, &api, "long-curve").await;
     let value = |step: i64| {
         if step == 3333 {
             50.0
@@ -988,28 +796,12 @@ async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
                 value: value(step),
             })
             .collect();
-        let r = client
-            .post(server.api(&format!("/api/worker/jobs/{}/metrics", job.job_id)))
-            .header("Authorization", bearer(&token))
-            .json(&points)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let r = api.worker(&token).metrics(job.job_id, &points).await;
+        assert_eq!(r.status, 200);
     }
-    let all: Vec<MetricPoint> = get_json(
-        &client,
-        &server,
-        &format!("/api/runs/{}/metrics?name=loss", run.id),
-    )
-    .await;
+    let all = api.metrics(run.id, "name=loss").await;
     assert_eq!(all.len(), 5000);
-    let small: Vec<MetricPoint> = get_json(
-        &client,
-        &server,
-        &format!("/api/runs/{}/metrics?name=loss&max_points=100", run.id),
-    )
-    .await;
+    let small = api.metrics(run.id, "name=loss&max_points=100").await;
     assert!(
         small.len() <= 102 && small.len() >= 50,
         "{} points",
@@ -1037,10 +829,9 @@ async fn long_curves_are_downsampled_from_rollups_with_spikes_and_ends_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let pool = server.pool().clone();
-    let tiny: ModelSummary = get_json(&client, &server, "/api/models/tiny").await;
+    let tiny: ModelSummary = api.model("tiny").await;
     // The worker's own copy, under --models-dir; the server registers it by name only.
     let models = tempfile::tempdir().unwrap();
     let local = models.path().join("big");
@@ -1051,28 +842,22 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
     }
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(local.join("config.json")).unwrap()).unwrap();
-    let r = client
-        .post(server.api("/api/models"))
-        .json(&json!({"name": "big", "location": "workers", "config": config}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let big: ModelSummary = r.json().await.unwrap();
+    let r = api
+        .create_model(json!({"name": "big", "location": "workers", "config": config}))
+        .await;
+    assert_eq!(r.status, 201);
+    let big: ModelSummary = r.ok();
     assert_eq!(
         (big.origin.as_str(), big.n_params),
         ("worker", tiny.n_params)
     );
 
-    let run = client
-        .post(server.api("/api/runs"))
-        .json(&json!({"name": "on-disk", "method": "sft", "model": "big", "dataset": "add",
+    let run = api
+        .create_run(json!({"name": "on-disk", "method": "sft", "model": "big", "dataset": "add",
                       "params": {"max_steps": 4, "lr": 3e-3, "batch_size": 8, "grad_accum": 1, "max_seq_len": 128}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(run.status(), 201);
-    let run: RunSummary = run.json().await.unwrap();
+        .await;
+    assert_eq!(run.status, 201);
+    let run: RunSummary = run.ok();
     assert!(
         run.min_memory_bytes > 0,
         "estimated from the registered config"
@@ -1082,33 +867,20 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
     let (without, token) = still_backend::jobs::workers::create_worker(&pool, "without")
         .await
         .unwrap();
-    let r = client
-        .post(server.api("/api/worker/register"))
-        .header("Authorization", bearer(&token))
-        .json(&json!({"device": "cpu", "memory_bytes": 0, "models": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = api
+        .worker(&token)
+        .register(json!({"device": "cpu", "memory_bytes": 0, "models": []}))
+        .await;
+    assert_eq!(r.status, 200);
     assert!(
         still_backend::kinds::claim(&pool, without, 30)
             .await
             .unwrap()
             .is_none()
     );
-    let r = client
-        .get(server.api(&format!("/api/worker/models/{}/files", big.id)))
-        .header("Authorization", bearer(&token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("--models-dir DIR where DIR/big")
-    );
+    let r = api.worker(&token).model_files(big.id).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text.contains("--models-dir DIR where DIR/big"));
 
     // A worker started with --models-dir has it, claims the run and trains from its own copy.
     let (_, token) = still_backend::jobs::workers::create_worker(&pool, "with")
@@ -1121,9 +893,11 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
         work.path(),
         &["--models-dir".as_ref(), models.path().as_os_str()],
     );
-    let done = wait_for_run(&client, &server, run.id, Duration::from_secs(60), finished).await;
+    let done = api
+        .wait_for_run(run.id, Duration::from_secs(60), run_finished)
+        .await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
-    let lines = log_lines(&client, &server, run.id).await;
+    let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "attempt 1 started on worker 'with'")
             && has_line(&lines, "model 'big': using this worker's folder"),
@@ -1133,7 +907,7 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
         !work.path().join("models").exists(),
         "nothing was downloaded"
     );
-    let workers: Vec<WorkerSummary> = get_json(&client, &server, "/api/workers").await;
+    let workers: Vec<WorkerSummary> = api.workers().await;
     assert_eq!(
         workers.iter().find(|w| w.name == "with").unwrap().models,
         vec!["big".to_string()]
@@ -1144,27 +918,17 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_checked_against_their_hash_and_log_lines_are_stored_once() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
+    let (server, api) = server_with_model().await;
     let pool = server.pool().clone();
-    let (run, token, job) = run_claimed(&client, &server, "checked").await;
-    let put = |file: &str, body: &'static [u8], sha: String| {
-        client
-            .put(server.api(&format!("/api/worker/jobs/{}/final/{file}", job.job_id)))
-            .header("Authorization", bearer(&token))
-            .header("x-content-sha256", sha)
-            .body(body)
-            .send()
+    let (run, token, job) = run_claimed(&server, &api, "checked").await;
+    let (worker, job_id) = (api.worker(&token), job.job_id);
+    let put = |file: &'static str, body: &'static [u8], sha: String| {
+        let worker = worker.clone();
+        async move { worker.put_final(job_id, file, body, &sha).await }
     };
-    let wrong = put("config.json", b"{}", "0".repeat(64)).await.unwrap();
-    assert_eq!(wrong.status(), 422);
-    assert!(
-        wrong
-            .text()
-            .await
-            .unwrap()
-            .contains("differs from the announced")
-    );
+    let wrong = put("config.json", b"{}", "0".repeat(64)).await;
+    assert_eq!(wrong.status, 422);
+    assert!(wrong.text.contains("differs from the announced"));
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts")
         .fetch_one(&pool)
         .await
@@ -1178,13 +942,7 @@ async fn uploads_are_checked_against_their_hash_and_log_lines_are_stored_once() 
     );
     // The right hash is accepted and the file is stored under it.
     let sha = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".to_string(); // sha256("{}")
-    assert_eq!(
-        put("config.json", b"{}", sha.clone())
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(put("config.json", b"{}", sha.clone()).await.status, 200);
     assert!(
         server
             .data_dir
@@ -1198,65 +956,46 @@ async fn uploads_are_checked_against_their_hash_and_log_lines_are_stored_once() 
     // Log lines: a resent batch is stored once; a bad level is refused.
     let lines = json!([{"seq": 0, "level": "info", "message": "one"}, {"seq": 1, "level": "warn", "message": "two"}]);
     for _ in 0..2 {
-        let r = client
-            .post(server.api(&format!("/api/worker/jobs/{}/logs", job.job_id)))
-            .header("Authorization", bearer(&token))
-            .json(&lines)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let r = worker.logs(job.job_id, &lines).await;
+        assert_eq!(r.status, 200);
     }
-    let worker_lines: Vec<String> = log_lines(&client, &server, run.id)
+    let worker_lines: Vec<String> = log_lines(&api, run.id)
         .await
         .into_iter()
         .filter(|l| l.starts_with("worker "))
         .collect();
     assert_eq!(worker_lines, vec!["worker info one", "worker warn two"]);
-    let bad = client
-        .post(server.api(&format!("/api/worker/jobs/{}/logs", job.job_id)))
-        .header("Authorization", bearer(&token))
-        .json(&json!([{"seq": 2, "level": "loud", "message": "x"}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let bad = worker
+        .logs(
+            job.job_id,
+            &json!([{"seq": 2, "level": "loud", "message": "x"}]),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teacher_top_k_table_is_computed_once_per_dataset_on_a_worker() {
-    let client = reqwest::Client::new();
-    let server = server_with_model(&client).await;
-    let teacher = client
-        .post(server.api("/api/models"))
-        .json(&json!({"name": "teacher", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(teacher.status(), 201, "{}", teacher.text().await.unwrap());
+    let (server, api) = server_with_model().await;
+    let teacher = api
+        .create_model(json!({"name": "teacher", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .await;
+    assert_eq!(teacher.status, 201, "{}", teacher.text);
     let body = |name: &str, top_k: serde_json::Value| {
         json!({"name": name, "method": "kd", "model": "tiny", "teacher": "teacher", "dataset": "add",
                "params": {"max_steps": 2, "epochs": 100, "lr": 3e-3, "batch_size": 8, "grad_accum": 1,
                           "max_seq_len": 128, "alpha": 0.5, "temperature": 2.0, "teacher_top_k": top_k}})
     };
     // Out-of-range k is refused with the field named; nothing is queued.
-    let bad = client
-        .post(server.api("/api/runs"))
-        .json(&body("bad", json!(0)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let message = bad.json::<ErrorBody>().await.unwrap().message;
+    let bad = api.create_run(body("bad", json!(0))).await;
+    assert_eq!(bad.status, 400);
+    let message = bad.error().message;
     assert!(message.contains("params.teacher_top_k"), "{message}");
     // The estimate counts the table instead of the teacher's forward.
     let estimate = |top_k: serde_json::Value| {
-        let request = client
-            .post(server.api("/api/runs/estimate"))
-            .json(&body("e", top_k))
-            .send();
-        async move { request.await.unwrap().json::<RunEstimate>().await.unwrap() }
+        let (api, body) = (api.clone(), body("e", top_k));
+        async move { api.estimate(body).await.ok::<RunEstimate>() }
     };
     let (full, sparse) = (estimate(json!(null)).await, estimate(json!(8)).await);
     assert!(sparse.estimate.teacher_bytes > 0);
@@ -1269,26 +1008,23 @@ async fn a_teacher_top_k_table_is_computed_once_per_dataset_on_a_worker() {
     let mut worker = spawn_worker(&server.url, &token, work.path(), &[]);
     let mut ids = Vec::new();
     for name in ["first", "second"] {
-        let response = client
-            .post(server.api("/api/runs"))
-            .json(&body(name, json!(8)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        let run: RunSummary = response.json().await.unwrap();
-        let done = wait_for_run(&client, &server, run.id, Duration::from_secs(90), finished).await;
+        let response = api.create_run(body(name, json!(8))).await;
+        assert_eq!(response.status, 201, "{}", response.text);
+        let run: RunSummary = response.ok();
+        let done = api
+            .wait_for_run(run.id, Duration::from_secs(90), run_finished)
+            .await;
         assert_eq!(done.status, "succeeded", "{:?}", done.error);
-        assert_eq!(loss_steps(&client, &server, run.id).await, vec![1, 2]);
+        assert_eq!(loss_steps(&api, run.id).await, vec![1, 2]);
         ids.push(run.id);
     }
-    let first = log_lines(&client, &server, ids[0]).await;
+    let first = log_lines(&api, ids[0]).await;
     assert!(
         has_line(&first, "worker info teacher top-8: ")
             && first.iter().any(|l| l.contains("computed in")),
         "{first:#?}"
     );
-    let second = log_lines(&client, &server, ids[1]).await;
+    let second = log_lines(&api, ids[1]).await;
     assert!(
         second
             .iter()

@@ -17,15 +17,7 @@ fn source_rows(file: &str, n: usize) -> Vec<Value> {
 
 /// The dataset's rows as its canonical export.
 async fn exported(api: &Api, dataset: &str) -> Vec<Value> {
-    let text = api
-        .client
-        .get(format!("{}/api/datasets/{dataset}/export", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.export(dataset, "").await.text();
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
