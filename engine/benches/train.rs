@@ -319,7 +319,8 @@ impl Recipe {
 fn learn(recipe: &Recipe) -> String {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use still_engine::{data::ChatTemplate, eval, generate::GenerateOptions, hf, synth, train};
+    use still_engine::budget::{Budget, Forcing};
+    use still_engine::{data::ChatTemplate, eval, hf, synth, train};
     let dir = tempfile::tempdir().unwrap();
     let train_rows = synth::addition(2, 2000, 1);
     let held_out: Vec<_> = synth::addition(2, 1000, 99)
@@ -353,22 +354,36 @@ fn learn(recipe: &Recipe) -> String {
         if let train::Event::Checkpoint { step, path } = event {
             let paused = Instant::now();
             let model = hf::load(path, DType::F32, &Device::Cpu).unwrap();
-            let options = GenerateOptions {
-                max_new_tokens: 80,
+            let settings = eval::EvalSettings {
+                budgets: vec![Budget {
+                    max_thinking_tokens: Some(60),
+                    ..Default::default()
+                }],
+                forcing: Forcing {
+                    max_answer_tokens: 20,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
-            let (summary, _) =
-                eval::evaluate(&model, &held_out, &ChatTemplate::default(), options, |_| {})
-                    .unwrap();
+            let records = eval::evaluate(
+                &model,
+                &held_out,
+                &ChatTemplate::default(),
+                &settings,
+                |_, _| false,
+                |_| Ok(()),
+            )
+            .unwrap();
+            let accuracy = eval::summarize(&settings.budgets, &records).performance;
             evaluating_s += paused.elapsed().as_secs_f64();
             training_s = started.elapsed().as_secs_f64() - evaluating_s;
             eprintln!(
                 "step {step}: held-out accuracy {:.2} after {:.0} s ({training_s:.0} s training, {evaluating_s:.0} s evaluating)",
-                summary.accuracy,
+                accuracy,
                 started.elapsed().as_secs_f64()
             );
-            if summary.accuracy >= 0.9 && reached.is_none() {
-                reached = Some((*step, summary.accuracy, started.elapsed().as_secs_f64()));
+            if accuracy >= 0.9 && reached.is_none() {
+                reached = Some((*step, accuracy, started.elapsed().as_secs_f64()));
                 stop.store(true, Ordering::Relaxed);
             }
         }

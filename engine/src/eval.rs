@@ -1,141 +1,283 @@
-//! Answer extraction and checking: greedy generation on each question, the answer taken from
-//! the completion and compared with the row's answer.
+//! Evaluation with budget forcing: every row under every budget, generated in batches by
+//! [`crate::budget::think`] and graded by `still-grade`; s1's Control, Scaling and Performance
+//! computed from the graded records ([`summarize`], which the server also uses on stored rows).
+
+use std::time::Instant;
 
 use still_api::ExampleFields;
+pub use still_grade::{Preset, Verdict, last_boxed};
 
 use crate::Result;
+use crate::budget::{self, Budget, Forcing, ThinkRequest, Thought};
 use crate::data::ChatTemplate;
-use crate::generate::{self, GenerateOptions};
+use crate::generate::Sampling;
 use crate::hf::ModelFolder;
 
-/// One evaluated row.
+/// What an evaluation runs: budgets × decoding, graded with one answer preset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalRow {
-    pub index: usize,
-    pub question: String,
-    pub expected: String,
-    pub predicted: String,
-    pub correct: bool,
-    pub completion: String,
-    /// Tokens generated (thinking + answer).
-    pub n_tokens: usize,
+pub struct EvalSettings {
+    pub budgets: Vec<Budget>,
+    pub forcing: Forcing,
+    pub sampling: Sampling,
+    pub preset: Preset,
+    /// Sequences generated together.
+    pub batch_size: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalSummary {
-    pub n: usize,
-    pub n_correct: usize,
-    pub accuracy: f64,
-}
-
-/// The content of the last `\boxed{…}` (braces balanced), if any.
-pub fn last_boxed(text: &str) -> Option<&str> {
-    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
-    let mut depth = 1usize;
-    for (i, c) in text[start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&text[start..start + i]);
-                }
-            }
-            _ => {}
+impl Default for EvalSettings {
+    fn default() -> Self {
+        Self {
+            budgets: vec![Budget::default()],
+            forcing: Forcing::default(),
+            sampling: Sampling::default(),
+            preset: Preset::Math,
+            batch_size: 8,
         }
     }
-    None
 }
 
-/// The answer a completion gives: the text after the template's answer delimiter (or the whole
-/// completion), then its last `\boxed{}` if it has one.
-pub fn extract_answer(completion: &str, template: &ChatTemplate) -> String {
-    let marker = template.answer_start.trim_start_matches('\n');
-    let after = match completion.rfind(marker) {
-        Some(i) => &completion[i + marker.len()..],
-        None => completion,
-    };
-    let after = after.split(template.end.as_str()).next().unwrap_or(after);
-    last_boxed(after).unwrap_or(after).trim().to_string()
+/// One row under one budget, graded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalRecord {
+    /// The row's index in the evaluated rows.
+    pub index: usize,
+    /// The budget's index in the settings.
+    pub budget: usize,
+    pub question: String,
+    pub reference: String,
+    pub thought: Thought,
+    pub extracted: Option<String>,
+    pub correct: bool,
+    pub reason: String,
+    /// The wall time of the batch it ran in, shared equally by the batch's records.
+    pub seconds: f64,
 }
 
-/// Normalises an answer for comparison: trims, drops `$`, thousands commas, a trailing period,
-/// and compares numbers by value.
-pub fn normalize(answer: &str) -> String {
-    let inner = last_boxed(answer).unwrap_or(answer);
-    let mut s: String = inner.trim().trim_end_matches('.').replace(['$', ' '], "");
-    if s.chars()
-        .all(|c| c.is_ascii_digit() || c == ',' || c == '.' || c == '-')
-        && s.contains(',')
-    {
-        s = s.replace(',', "");
+/// Accuracy and thinking under one budget.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetResult {
+    pub budget: Budget,
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub mean_thinking_tokens: f64,
+    /// s1's Control: the share of records whose thinking stayed within the budget
+    /// (at most the maximum, at least the minimum).
+    pub control: f64,
+}
+
+/// An evaluation's results.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub budgets: Vec<BudgetResult>,
+    /// s1's Scaling: the mean slope of accuracy against mean thinking tokens over every pair of
+    /// budgets (accuracy per thinking token; `None` with fewer than two distinct means).
+    pub scaling: Option<f64>,
+    /// s1's Performance: the best accuracy over the budgets.
+    pub performance: f64,
+    /// s1's Control over all records.
+    pub control: f64,
+}
+
+/// The reference answer of a row: its `answer`, or, for GSM8K-shaped rows whose answer is the
+/// worked solution, the label after `#### `.
+pub fn reference(answer: &str) -> String {
+    let answer = answer.trim();
+    match answer.rsplit_once("\n#### ") {
+        Some((_, label)) => label.trim().to_string(),
+        None => answer.strip_prefix("#### ").unwrap_or(answer).to_string(),
     }
-    if let Ok(value) = s.parse::<f64>() {
-        return format!("{value}");
+}
+
+fn within(budget: &Budget, thinking_tokens: usize) -> bool {
+    budget
+        .max_thinking_tokens
+        .is_none_or(|max| thinking_tokens <= max)
+        && thinking_tokens >= budget.min_thinking_tokens
+}
+
+pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
+    let results: Vec<BudgetResult> = budgets
+        .iter()
+        .enumerate()
+        .map(|(b, budget)| {
+            let mine: Vec<&EvalRecord> = records.iter().filter(|r| r.budget == b).collect();
+            let n = mine.len();
+            let correct = mine.iter().filter(|r| r.correct).count();
+            let share = |count: usize| if n == 0 { 0.0 } else { count as f64 / n as f64 };
+            BudgetResult {
+                budget: *budget,
+                n,
+                correct,
+                accuracy: share(correct),
+                mean_thinking_tokens: if n == 0 {
+                    0.0
+                } else {
+                    mine.iter()
+                        .map(|r| r.thought.thinking_tokens as f64)
+                        .sum::<f64>()
+                        / n as f64
+                },
+                control: share(
+                    mine.iter()
+                        .filter(|r| within(budget, r.thought.thinking_tokens))
+                        .count(),
+                ),
+            }
+        })
+        .collect();
+    let measured: Vec<&BudgetResult> = results.iter().filter(|r| r.n > 0).collect();
+    let mut slopes = Vec::new();
+    for (i, a) in measured.iter().enumerate() {
+        for b in &measured[i + 1..] {
+            let dx = b.mean_thinking_tokens - a.mean_thinking_tokens;
+            if dx.abs() > f64::EPSILON {
+                slopes.push((b.accuracy - a.accuracy) / dx);
+            }
+        }
     }
-    s
+    let all_within = records
+        .iter()
+        .filter(|r| {
+            budgets
+                .get(r.budget)
+                .is_some_and(|b| within(b, r.thought.thinking_tokens))
+        })
+        .count();
+    Report {
+        scaling: (!slopes.is_empty()).then(|| slopes.iter().sum::<f64>() / slopes.len() as f64),
+        performance: measured.iter().map(|r| r.accuracy).fold(0.0, f64::max),
+        control: if records.is_empty() {
+            0.0
+        } else {
+            all_within as f64 / records.len() as f64
+        },
+        budgets: results,
+    }
 }
 
-pub fn answers_match(predicted: &str, expected: &str) -> bool {
-    !expected.trim().is_empty() && normalize(predicted) == normalize(expected)
-}
-
-/// Evaluates `rows`, calling `each` after every row.
+/// Evaluates every `(row, budget)` pair `done` does not already hold, in batches; `each` gets
+/// every graded record as its batch finishes (a job reports them there, so a restart loses only
+/// the batch in flight).
 pub fn evaluate(
     folder: &ModelFolder,
     rows: &[ExampleFields],
     template: &ChatTemplate,
-    options: GenerateOptions,
-    mut each: impl FnMut(&EvalRow),
-) -> Result<(EvalSummary, Vec<EvalRow>)> {
-    let mut results = Vec::with_capacity(rows.len());
-    for (index, row) in rows.iter().enumerate() {
-        let completion = generate::chat(folder, template, &row.question, options)?;
-        let predicted = extract_answer(&completion.text, template);
-        let result = EvalRow {
-            index,
-            question: row.question.clone(),
-            expected: row.answer.clone(),
-            correct: answers_match(&predicted, &row.answer),
-            predicted,
-            n_tokens: completion.ids.len(),
-            completion: completion.text,
-        };
-        each(&result);
-        results.push(result);
+    settings: &EvalSettings,
+    done: impl Fn(usize, usize) -> bool,
+    mut each: impl FnMut(&EvalRecord) -> Result<()>,
+) -> Result<Vec<EvalRecord>> {
+    settings.sampling.validate()?;
+    let pending: Vec<(usize, usize)> = (0..settings.budgets.len())
+        .flat_map(|b| (0..rows.len()).map(move |i| (i, b)))
+        .filter(|&(i, b)| !done(i, b))
+        .collect();
+    let mut records = Vec::with_capacity(pending.len());
+    for batch in pending.chunks(settings.batch_size.max(1)) {
+        let started = Instant::now();
+        let requests: Vec<ThinkRequest> = batch
+            .iter()
+            .map(|&(i, b)| ThinkRequest {
+                prompt: template.prompt(&rows[i].question),
+                budget: settings.budgets[b],
+                sampling: Sampling {
+                    // Each row its own stream, the same whatever the batch it lands in.
+                    seed: settings.sampling.seed ^ ((i as u64) << 20) ^ b as u64,
+                    ..settings.sampling
+                },
+            })
+            .collect();
+        let thoughts = budget::think(folder, &requests, &settings.forcing)?;
+        let seconds = started.elapsed().as_secs_f64() / batch.len() as f64;
+        for (&(i, b), thought) in batch.iter().zip(thoughts) {
+            let reference = reference(&rows[i].answer);
+            let verdict = still_grade::grade(&reference, &thought.answer, settings.preset);
+            let record = EvalRecord {
+                index: i,
+                budget: b,
+                question: rows[i].question.clone(),
+                reference,
+                thought,
+                extracted: verdict.extracted,
+                correct: verdict.correct,
+                reason: verdict.reason,
+                seconds,
+            };
+            each(&record)?;
+            records.push(record);
+        }
     }
-    let n_correct = results.iter().filter(|r| r.correct).count();
-    let summary = EvalSummary {
-        n: results.len(),
-        n_correct,
-        accuracy: if results.is_empty() {
-            0.0
-        } else {
-            n_correct as f64 / results.len() as f64
-        },
-    };
-    Ok((summary, results))
+    Ok(records)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generate::Finish;
+
+    fn record(budget: usize, thinking_tokens: usize, correct: bool) -> EvalRecord {
+        EvalRecord {
+            index: 0,
+            budget,
+            question: String::new(),
+            reference: String::new(),
+            thought: Thought {
+                thinking: String::new(),
+                answer: String::new(),
+                thinking_tokens,
+                answer_tokens: 0,
+                waits: Vec::new(),
+                cut: None,
+                stop_attempts: 0,
+                finish: Finish::Stop,
+            },
+            extracted: None,
+            correct,
+            reason: String::new(),
+            seconds: 0.0,
+        }
+    }
 
     #[test]
-    fn answers_are_extracted_after_the_marker_and_compared_loosely() {
-        let t = ChatTemplate::default();
-        assert_eq!(
-            extract_answer("<|im_start|>think\n2+2 is 4\n<|im_start|>answer\n4", &t),
-            "4"
-        );
-        assert_eq!(
-            extract_answer("so \\boxed{\\frac{1}{2}}", &t),
-            "\\frac{1}{2}"
-        );
-        assert!(answers_match("1,080", "1080"));
-        assert!(answers_match("$18.", "18"));
-        assert!(answers_match("18.0", "18"));
-        assert!(!answers_match("17", "18"));
-        assert!(!answers_match("", ""));
+    fn control_scaling_and_performance_as_s1_defines_them() {
+        let budgets = [
+            Budget {
+                max_thinking_tokens: Some(100),
+                ..Default::default()
+            },
+            Budget {
+                max_thinking_tokens: Some(200),
+                ..Default::default()
+            },
+            Budget {
+                max_thinking_tokens: Some(400),
+                ..Default::default()
+            },
+        ];
+        let records = vec![
+            record(0, 100, false),
+            record(0, 100, true),
+            record(1, 200, true),
+            record(1, 200, true),
+            record(2, 400, true),
+            record(2, 500, false), // over its budget
+        ];
+        let r = summarize(&budgets, &records);
+        assert_eq!(r.budgets[0].accuracy, 0.5);
+        assert_eq!(r.budgets[1].accuracy, 1.0);
+        assert_eq!(r.budgets[2].mean_thinking_tokens, 450.0);
+        assert_eq!(r.budgets[2].control, 0.5);
+        assert!((r.control - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(r.performance, 1.0);
+        // Slopes: (1 - .5)/100, (.5 - .5)/350, (.5 - 1)/250.
+        let expect = (0.5 / 100.0 + 0.0 - 0.5 / 250.0) / 3.0;
+        assert!((r.scaling.unwrap() - expect).abs() < 1e-12, "{r:?}");
+    }
+
+    #[test]
+    fn gsm8k_rows_are_graded_against_their_label() {
+        assert_eq!(reference("She has 3 + 4 = 7\n#### 7"), "7");
+        assert_eq!(reference("#### 1,080"), "1,080");
+        assert_eq!(reference(" \\frac{1}{2} "), "\\frac{1}{2}");
     }
 }

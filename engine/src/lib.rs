@@ -11,6 +11,7 @@ pub use candle_core as candle;
 
 pub mod alloc;
 pub mod attention;
+pub mod budget;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -405,19 +405,46 @@ impl Qwen2 {
     /// last position (`[V]`). No gradients are needed here: off the CPU, candle's fused inference
     /// norm is used.
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let cfg = &self.config;
-        let offset = cache.seq_len();
-        if offset + t > self.cos.dim(0)? {
+        let (b, _) = ids.dims2()?;
+        if b != 1 {
             return Err(EngineError::Model(format!(
-                "sequence of {} tokens exceeds the model's {} positions",
-                offset + t,
-                self.cos.dim(0)?
+                "forward_cached takes one sequence, not {b}: use forward_rows"
             )));
         }
+        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+        Ok(self.forward_rows(&[&ids], &mut [cache])?.squeeze(0)?)
+    }
+
+    /// Generation forward for several sequences, each with its own cache: row `r` appends
+    /// `ids[r]` (any number of tokens, at its own position) and gets the logits of its last
+    /// position. Returns `[R, V]`.
+    ///
+    /// The rows are packed into one `[1, N, H]` sequence for everything that works position by
+    /// position (embedding, norms, projections, MLP, output layer), so a decode step of R rows
+    /// is one product per weight; only rotary positions and attention, which need each row's
+    /// own cache, go row by row. No padding is computed and no row sees another's keys.
+    pub fn forward_rows(&self, ids: &[&[u32]], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let cfg = &self.config;
+        if ids.len() != caches.len() || ids.is_empty() || ids.iter().any(|r| r.is_empty()) {
+            return Err(EngineError::Model(format!(
+                "forward_rows needs one non-empty row per cache ({} rows, {} caches)",
+                ids.len(),
+                caches.len()
+            )));
+        }
+        let positions = self.cos.dim(0)?;
+        let mut offsets = Vec::with_capacity(ids.len());
+        for (row, cache) in ids.iter().zip(caches.iter()) {
+            let offset = cache.seq_len();
+            if offset + row.len() > positions {
+                return Err(EngineError::Model(format!(
+                    "sequence of {} tokens exceeds the model's {positions} positions",
+                    offset + row.len()
+                )));
+            }
+            offsets.push(offset);
+        }
         let c = self.compute;
-        let cos = self.cos.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
-        let sin = self.sin.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -425,77 +452,103 @@ impl Qwen2 {
         );
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.rms_norm_eps;
-        let mask = if t > 1 {
-            // New tokens see the whole cache and the new tokens before them.
-            let total = offset + t;
-            let values: Vec<f32> = (0..t)
-                .flat_map(|i| {
-                    (0..total).map(move |j| {
-                        if j > offset + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
+        // Per row: its start in the packed sequence, its rotary tables and its causal mask.
+        let mut starts = Vec::with_capacity(ids.len());
+        let mut tables = Vec::with_capacity(ids.len());
+        let mut masks = Vec::with_capacity(ids.len());
+        let mut n = 0;
+        for (row, &offset) in ids.iter().zip(&offsets) {
+            let t = row.len();
+            starts.push(n);
+            n += t;
+            let cos = self.cos.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
+            let sin = self.sin.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
+            tables.push((cos, sin));
+            masks.push(if t > 1 {
+                // New tokens see the whole cache and the new tokens before them.
+                let total = offset + t;
+                let values: Vec<f32> = (0..t)
+                    .flat_map(|i| {
+                        (0..total).map(move |j| {
+                            if j > offset + i {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
                     })
-                })
-                .collect();
-            Some(Tensor::from_vec(values, (1, 1, t, total), &self.device)?.to_dtype(c)?)
-        } else {
-            None
-        };
+                    .collect();
+                Some(Tensor::from_vec(values, (1, 1, t, total), &self.device)?.to_dtype(c)?)
+            } else {
+                None
+            });
+        }
+        let flat: Vec<u32> = ids.iter().flat_map(|r| r.iter().copied()).collect();
+        let flat = Tensor::new(flat.as_slice(), &self.device)?;
         let mut xs = self
             .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, cfg.hidden_size))?
+            .index_select(&flat, 0)?
+            .reshape((1, n, cfg.hidden_size))?
             .to_dtype(c)?;
-        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (li, layer) in self.layers.iter().enumerate() {
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.input_norm, eps)?;
-            let q = layer
-                .q
-                .forward(&h)?
-                .reshape((b, t, nh, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = layer
-                .k
-                .forward(&h)?
-                .reshape((b, t, nkv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = layer
-                .v
-                .forward(&h)?
-                .reshape((b, t, nkv, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let q = crate::ops::rope(&q, &cos, &sin)?;
-            let k = crate::ops::rope(&k, &cos, &sin)?;
-            let (k, v) = layer_cache.append(&k, &v)?;
-            let k = repeat_kv(&k, nh / nkv)?;
-            let v = repeat_kv(&v, nh / nkv)?;
-            let mut scores = (heads_product(&q, &k, true)? * scale)?;
-            if let Some(mask) = &mask {
-                scores = scores.broadcast_add(mask)?;
+            let q = layer.q.forward(&h)?;
+            let k = layer.k.forward(&h)?;
+            let v = layer.v.forward(&h)?;
+            let mut attended = Vec::with_capacity(ids.len());
+            for (r, cache) in caches.iter_mut().enumerate() {
+                let (start, t) = (starts[r], ids[r].len());
+                let heads = |x: &Tensor, count: usize| -> candle_core::Result<Tensor> {
+                    x.narrow(1, start, t)?
+                        .reshape((1, t, count, hd))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                let (cos, sin) = &tables[r];
+                let q = crate::ops::rope(&heads(&q, nh)?, cos, sin)?;
+                let k = crate::ops::rope(&heads(&k, nkv)?, cos, sin)?;
+                let v = heads(&v, nkv)?;
+                let (k, v) = cache.layers[li].append(&k, &v)?;
+                let k = repeat_kv(&k, nh / nkv)?;
+                let v = repeat_kv(&v, nh / nkv)?;
+                let mut scores = (heads_product(&q, &k, true)? * scale)?;
+                if let Some(mask) = &masks[r] {
+                    scores = scores.broadcast_add(mask)?;
+                }
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                attended.push(
+                    heads_product(&probs, &v, false)?
+                        .transpose(1, 2)?
+                        .reshape((1, t, nh * hd))?,
+                );
             }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attn = heads_product(&probs, &v, false)?
-                .transpose(1, 2)?
-                .reshape((b, t, nh * hd))?;
+            let attn = if attended.len() == 1 {
+                attended.pop().expect("one row")
+            } else {
+                Tensor::cat(&attended, 1)?
+            };
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.post_norm, eps)?;
             let mlp = crate::fused::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
             xs = (residual + layer.down.forward(&mlp)?)?;
         }
-        let last = xs.narrow(1, t - 1, 1)?;
+        // Each row's last position.
+        let last_index: Vec<u32> = starts
+            .iter()
+            .zip(ids)
+            .map(|(&s, r)| (s + r.len() - 1) as u32)
+            .collect();
+        let last_index = Tensor::new(last_index.as_slice(), &self.device)?;
+        let last = xs.squeeze(0)?.index_select(&last_index, 0)?.unsqueeze(0)?;
         let last = Self::rms_norm_cached(&last, &self.norm, eps)?;
         let logits = Linear {
             weight: self.lm_head.clone(),
             bias: None,
         }
         .forward(&last)?;
-        Ok(logits.flatten_all()?)
+        Ok(logits.squeeze(0)?)
     }
 }
 

@@ -910,23 +910,32 @@ fn a_tiny_model_learns_addition_from_scratch() {
     )
     .unwrap();
     let trained = hf::load(&final_dir, DType::F32, &Device::Cpu).unwrap();
-    let options = still_engine::generate::GenerateOptions {
-        max_new_tokens: 120,
+    let settings = still_engine::eval::EvalSettings {
+        budgets: vec![still_engine::budget::Budget {
+            max_thinking_tokens: Some(100),
+            ..Default::default()
+        }],
+        forcing: still_engine::budget::Forcing {
+            max_answer_tokens: 20,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let (summary, results) = still_engine::eval::evaluate(
+    let results = still_engine::eval::evaluate(
         &trained,
         &held_out,
         &ChatTemplate::default(),
-        options,
-        |_| {},
+        &settings,
+        |_, _| false,
+        |_| Ok(()),
     )
     .unwrap();
+    let summary = still_engine::eval::summarize(&settings.budgets, &results);
     // Chance is about 1 in 100 for a 2-digit sum (sums span 20..198).
     assert!(
-        summary.accuracy >= threshold,
+        summary.performance >= threshold,
         "held-out accuracy {} (first: {:?})",
-        summary.accuracy,
+        summary.performance,
         results.first()
     );
 }

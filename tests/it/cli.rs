@@ -206,3 +206,212 @@ fn serving_on_a_non_loopback_address_warns_that_there_are_no_accounts() {
     assert!(warning.contains("not a loopback address"), "{warning}");
     assert!(warning.contains("no accounts"), "{warning}");
 }
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn grade_checks_outputs_made_elsewhere_by_id_or_in_line_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // GSM8K test in line order: each worked answer as the model's output, every 10th replaced
+    // by a wrong one.
+    let gsm8k = test_data("gsm8k/test.jsonl");
+    let rows = jsonl(&gsm8k);
+    let predictions = dir.path().join("gsm8k-pred.jsonl");
+    let mut text = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let output = if i % 10 == 0 {
+            "I think the answer is 123456789.".to_string()
+        } else {
+            row["answer"].as_str().unwrap().to_string()
+        };
+        text.push_str(&serde_json::json!({ "output": output }).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&predictions, text).unwrap();
+    let out = still(
+        dir.path(),
+        &[
+            "grade",
+            "--data",
+            gsm8k.to_str().unwrap(),
+            "--predictions",
+            predictions.to_str().unwrap(),
+            "--preset",
+            "gsm8k",
+        ],
+    );
+    let wrong = rows.len().div_ceil(10);
+    let right = rows.len() - wrong;
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.starts_with(&format!(
+            "accuracy {:.4} ({right}/1319)",
+            right as f64 / 1319.0
+        )),
+        "{stdout}"
+    );
+    let graded = jsonl(&dir.path().join("gsm8k-pred.graded.jsonl"));
+    assert_eq!(graded.len(), 1319);
+    assert_eq!(graded[0]["correct"], false);
+    assert_eq!(graded[0]["extracted"], "123456789");
+    assert_eq!(graded[1]["correct"], true);
+    assert_eq!(graded[1]["reason"], "#### line: written as the reference");
+
+    // MATH-500 by id, in reverse order: each solution as the output.
+    let math = test_data("math500/test.jsonl");
+    let rows = jsonl(&math);
+    let predictions = dir.path().join("math-pred.jsonl");
+    let text: String = rows
+        .iter()
+        .rev()
+        .map(|r| {
+            serde_json::json!({ "id": r["unique_id"], "output": r["solution"] }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&predictions, text).unwrap();
+    let out_file = dir.path().join("math.graded.jsonl");
+    let out = still(
+        dir.path(),
+        &[
+            "grade",
+            "--data",
+            math.to_str().unwrap(),
+            "--predictions",
+            predictions.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout_of(&out).starts_with("accuracy 1.0000 (500/500)"));
+    let graded = jsonl(&out_file);
+    assert_eq!(graded[0]["id"], rows[499]["unique_id"]);
+
+    // An id the data does not have: the line is named and nothing is claimed.
+    std::fs::write(
+        &predictions,
+        "{\"id\": \"test/precalculus/807.json\", \"output\": \"x\"}\n{\"id\": \"nope\", \"output\": \"1\"}\n",
+    )
+    .unwrap();
+    let out = still(
+        dir.path(),
+        &[
+            "grade",
+            "--data",
+            math.to_str().unwrap(),
+            "--predictions",
+            predictions.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("math-pred.jsonl line 2") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_prints_the_per_budget_table_and_generate_forces_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("add.jsonl");
+    stdout_of(&still(
+        dir.path(),
+        &[
+            "synth",
+            "--digits",
+            "2",
+            "--n",
+            "40",
+            "--out",
+            data.to_str().unwrap(),
+        ],
+    ));
+    let model = dir.path().join("tiny");
+    stdout_of(&still(
+        dir.path(),
+        &[
+            "model",
+            "new",
+            "--tokenizer-from",
+            data.to_str().unwrap(),
+            "--vocab-size",
+            "300",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    ));
+    let out_file = dir.path().join("eval.jsonl");
+    let stdout = stdout_of(&still(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--max-thinking",
+            "4,8",
+            "--wait",
+            "0,1",
+            "--limit",
+            "3",
+            "--max-answer-tokens",
+            "6",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    ));
+    for label in [
+        "max 4 · wait 0",
+        "max 4 · wait 1",
+        "max 8 · wait 0",
+        "max 8 · wait 1",
+    ] {
+        assert!(stdout.contains(label), "{stdout}");
+    }
+    assert!(stdout.contains("Control 1.000"), "{stdout}");
+    assert!(stdout.contains("Performance"), "{stdout}");
+    let records = jsonl(&out_file);
+    assert_eq!(records.len(), 12);
+    for r in &records {
+        let budget = r["budget"].as_u64().unwrap();
+        let max = if budget < 2 { 4 } else { 8 };
+        assert!(r["thought"]["thinking_tokens"].as_u64().unwrap() <= max, "{r}");
+    }
+
+    let stdout = stdout_of(&still(
+        dir.path(),
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "What is 12 + 34?",
+            "--max-thinking",
+            "5",
+            "--min-thinking",
+            "5",
+            "--max-answer-tokens",
+            "4",
+        ],
+    ));
+    assert!(stdout.starts_with("── thinking: "), "{stdout}");
+    assert!(stdout.contains("cut at"), "{stdout}");
+    assert!(stdout.contains("── answer: "), "{stdout}");
+    assert!(stdout.contains("Final Answer:"), "{stdout}");
+}

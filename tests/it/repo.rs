@@ -57,7 +57,13 @@ fn no_source_test_bench_or_script_names_a_path_outside_the_repository() {
 #[test]
 fn every_test_data_folder_has_its_licence_and_readme() {
     let data = repo_root().join("tests/data");
-    for folder in ["gsm8k", "math500", "traces", "tokenizers/qwen2.5"] {
+    for folder in [
+        "gsm8k",
+        "math500",
+        "traces",
+        "tokenizers/qwen2.5",
+        "grader-cases",
+    ] {
         let dir = data.join(folder);
         assert!(dir.join("LICENSE").is_file(), "{folder}: LICENSE missing");
         let readme = if folder.starts_with("tokenizers") {

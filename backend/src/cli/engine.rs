@@ -1,5 +1,5 @@
-//! The engine's command-line subcommands: `synth`, `model new`, `train`, `teacher-topk`,
-//! `generate`, `eval`.
+//! The engine's command-line subcommands: `synth`, `model new`, `train`, `teacher-topk`
+//! (`generate`, `eval` and `grade` are in `evals`).
 //! They call `still-engine` directly (no server, no database).
 
 use std::io::{IsTerminal, Write};
@@ -10,10 +10,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use still_engine::candle::DType;
 use still_engine::data::{ChatTemplate, LongExamples};
-use still_engine::generate::GenerateOptions;
 use still_engine::loss::Divergence;
 use still_engine::train::{Event, Method, TrainConfig};
-use still_engine::{eval, generate, hf, synth, train};
+use still_engine::{hf, synth, train};
 
 #[derive(Args)]
 pub struct SynthArgs {
@@ -166,40 +165,6 @@ pub struct TeacherTopKArgs {
     /// The table (safetensors); pass it to `still train --method kd --teacher FILE`.
     #[arg(long)]
     out: PathBuf,
-}
-
-#[derive(Args)]
-pub struct GenerateArgs {
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long)]
-    prompt: String,
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
-    /// Put the prompt in the chat template as a question.
-    #[arg(long)]
-    chat: bool,
-    /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-#[derive(Args)]
-pub struct EvalArgs {
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long)]
-    data: PathBuf,
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: usize,
-    /// Evaluate only the first N rows.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Per-row results (JSONL); default `<model>/eval-<data stem>.jsonl`.
-    #[arg(long)]
-    out: Option<PathBuf>,
 }
 
 fn load_model(dir: &Path, device: &str) -> anyhow::Result<hf::ModelFolder> {
@@ -430,71 +395,6 @@ pub fn teacher_topk_cmd(args: TeacherTopKArgs) -> anyhow::Result<()> {
         table.meta.positions,
         table.bytes() as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
-    let folder = load_model(&args.model, "cpu")?;
-    let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        seed: args.seed,
-    };
-    let completion = if args.chat {
-        generate::chat(&folder, &ChatTemplate::default(), &args.prompt, options)?
-    } else {
-        generate::complete(&folder, &args.prompt, options)?
-    };
-    println!("{}", completion.text);
-    Ok(())
-}
-
-pub fn eval_cmd(args: EvalArgs) -> anyhow::Result<()> {
-    let folder = load_model(&args.model, "cpu")?;
-    let mut rows = still_engine::data::read_jsonl(&args.data)?;
-    if let Some(limit) = args.limit {
-        rows.truncate(limit);
-    }
-    let out_path = args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .data
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        args.model.join(format!("eval-{stem}.jsonl"))
-    });
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&out_path)
-            .with_context(|| format!("creating {}", out_path.display()))?,
-    );
-    let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        ..Default::default()
-    };
-    let total = rows.len();
-    let mut write_error = None;
-    let (summary, _) = eval::evaluate(&folder, &rows, &ChatTemplate::default(), options, |row| {
-        if let Err(e) = serde_json::to_writer(&mut out, row)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-        {
-            write_error.get_or_insert(e);
-        }
-        if (row.index + 1) % 10 == 0 {
-            eprintln!("{}/{total}", row.index + 1);
-        }
-    })?;
-    if let Some(e) = write_error {
-        return Err(e).with_context(|| format!("writing {}", out_path.display()));
-    }
-    out.flush()?;
-    println!(
-        "accuracy {:.4} ({}/{}); per-row results in {}",
-        summary.accuracy,
-        summary.n_correct,
-        summary.n,
-        out_path.display()
     );
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 pub mod engine;
+pub mod evals;
 pub mod local_workers;
 
 use clap::{Args, Parser, Subcommand};
@@ -55,10 +56,13 @@ enum Command {
     /// Compute a teacher's top-k next-token table for a dataset once, for KD runs without the
     /// teacher in memory (`still train --method kd --teacher FILE`).
     TeacherTopk(engine::TeacherTopKArgs),
-    /// Generate a completion.
-    Generate(engine::GenerateArgs),
-    /// Greedy generation on each question; prints accuracy and writes per-row results.
-    Eval(engine::EvalArgs),
+    /// Generate a completion; with a thinking budget, with s1's budget forcing.
+    Generate(evals::GenerateArgs),
+    /// Evaluate a model on a dataset at several thinking budgets; prints the per-budget table
+    /// and writes per-record results.
+    Eval(evals::EvalArgs),
+    /// Grade model outputs produced anywhere against reference answers.
+    Grade(evals::GradeArgs),
     /// Run jobs for a server (training on this machine's CPU or GPU).
     Worker(WorkerArgs),
     /// Manage worker tokens.
@@ -204,8 +208,9 @@ pub fn main() -> ExitCode {
         Command::Model(command) => Some(engine::model_cmd(command)),
         Command::Train(args) => Some(engine::train_cmd(args)),
         Command::TeacherTopk(args) => Some(engine::teacher_topk_cmd(args)),
-        Command::Generate(args) => Some(engine::generate_cmd(args)),
-        Command::Eval(args) => Some(engine::eval_cmd(args)),
+        Command::Generate(args) => Some(evals::generate_cmd(args)),
+        Command::Eval(args) => Some(evals::eval_cmd(args)),
+        Command::Grade(args) => Some(evals::grade_cmd(args)),
         Command::Worker(args) => Some(still_worker::run(still_worker::WorkerOptions {
             server: args.server,
             token: args.token,
@@ -396,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::TeacherTopk(_)
         | Command::Generate(_)
         | Command::Eval(_)
+        | Command::Grade(_)
         | Command::Worker(_) => {
             unreachable!("engine and worker commands run without the async runtime")
         }
