@@ -851,5 +851,5 @@ impl WorkerApi {
 
 /// Whether a run has ended (succeeded, failed or cancelled).
 pub fn run_finished(run: &still_api::RunSummary) -> bool {
-    matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled")
+    run.status.is_finished()
 }

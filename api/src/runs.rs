@@ -99,7 +99,7 @@ pub struct NewRun {
 pub struct RunSummary {
     pub id: i64,
     pub name: String,
-    pub method: String,
+    pub method: RunMethod,
     pub model_id: i64,
     pub model: String,
     pub teacher_id: Option<i64>,
@@ -107,8 +107,7 @@ pub struct RunSummary {
     pub dataset: String,
     pub dataset_version: i64,
     pub dataset_version_hash: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: i64,
     pub max_attempts: i64,
     pub cancel_requested: bool,
@@ -130,6 +129,90 @@ pub struct RunSummary {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+}
+
+/// How a run trains (`runs.method`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMethod {
+    /// Supervised fine-tuning on the dataset's traces.
+    Sft,
+    /// Logit distillation from a teacher.
+    Kd,
+}
+
+impl RunMethod {
+    pub const ALL: &'static [RunMethod] = &[RunMethod::Sft, RunMethod::Kd];
+
+    /// The name stored in `runs.method` and sent as `"method"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMethod::Sft => "sft",
+            RunMethod::Kd => "kd",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|m| m.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for RunMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a run stands: its job's state (`jobs.status`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for a worker that can run it.
+    Queued,
+    /// Held by a worker's lease.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: &'static [RunStatus] = &[
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    /// The name stored in `jobs.status` and sent as `"status"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
+    }
+
+    /// Succeeded, failed or cancelled: the run will not change again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One metric value at one optimizer step.
@@ -413,6 +496,28 @@ pub fn downsample_each(points: Vec<MetricPoint>, max_points: usize) -> Vec<Metri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_methods_and_statuses_are_sent_as_their_stored_names() {
+        for m in RunMethod::ALL {
+            assert_eq!(serde_json::to_string(m).unwrap(), format!("\"{m}\""));
+            assert_eq!(RunMethod::parse(m.as_str()), Some(*m));
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+            assert_eq!(RunStatus::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(
+            (RunMethod::parse("SFT"), RunStatus::parse("done")),
+            (None, None)
+        );
+        let finished: Vec<&str> = RunStatus::ALL
+            .iter()
+            .filter(|s| s.is_finished())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(finished, ["succeeded", "failed", "cancelled"]);
+    }
 
     #[test]
     fn device_kinds() {

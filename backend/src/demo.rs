@@ -34,7 +34,7 @@ pub async fn seed(pool: &SqlitePool, config: &Config) -> anyhow::Result<()> {
     let mut addition = Vec::new();
     for row in still_engine::synth::addition(ADDITION_DIGITS, ADDITION_ROWS, 1) {
         addition.extend_from_slice(
-            crate::data::versions::export_line(&row, ExportShape::Canonical).as_bytes(),
+            crate::data::versions::store::export_line(&row, ExportShape::Canonical).as_bytes(),
         );
     }
     import_demo(pool, config, ADDITION_NAME, Preset::Canonical, &addition).await?;

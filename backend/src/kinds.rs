@@ -38,7 +38,7 @@ pub async fn claim(
         return Ok(None);
     };
     let work = match job.kind {
-        JobKind::Train => JobWork::Train(crate::runs::worker::claimed(&mut db, &job).await?),
+        JobKind::Train => JobWork::Train(crate::runs::store::claimed(&mut db, &job).await?),
     };
     db.commit().await?;
     Ok(Some(ClaimedJob {

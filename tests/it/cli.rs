@@ -391,7 +391,10 @@ fn eval_prints_the_per_budget_table_and_generate_forces_a_budget() {
     for r in &records {
         let budget = r["budget"].as_u64().unwrap();
         let max = if budget < 2 { 4 } else { 8 };
-        assert!(r["thought"]["thinking_tokens"].as_u64().unwrap() <= max, "{r}");
+        assert!(
+            r["thought"]["thinking_tokens"].as_u64().unwrap() <= max,
+            "{r}"
+        );
     }
 
     let stdout = stdout_of(&still(

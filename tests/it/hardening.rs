@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use still_api::{DatasetSummary, ExamplePage, ModelSummary, RunSummary};
+use still_api::{DatasetSummary, ExamplePage, ModelSummary, RunStatus, RunSummary};
 use still_tests::{Api, Reply, TestServer, spawn_worker};
 
 fn sha256_of(path: &std::path::Path) -> String {
@@ -196,7 +196,7 @@ async fn run_names_leave_room_for_the_final_model_and_a_taken_final_name_is_not_
     let done = complete_with(&server, &api, std::path::Path::new(&tiny.path)).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let run = api.run(longest.id).await;
-    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.status, RunStatus::Succeeded);
     let model: ModelSummary = api.model(run.output_model_id.unwrap()).await;
     assert_eq!(model.name, format!("{}-final", "r".repeat(194)));
 
@@ -279,7 +279,7 @@ async fn a_sharded_model_trains_on_a_worker() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(300), still_tests::run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     worker.kill().await.unwrap();
     server.stop().await;
 }

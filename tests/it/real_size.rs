@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use still_api::{ImportReport, MetricPoint, RunSummary};
+use still_api::{ImportReport, MetricPoint, RunStatus, RunSummary};
 use still_tests::{Api, TestServer, count_lines, run_finished, test_data};
 
 /// Imports `file` as `name` and makes a tiny model whose tokenizer is trained on it.
@@ -55,7 +55,7 @@ async fn the_full_gsm8k_training_split_trains_on_a_worker() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(600), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     let examples = done.examples.expect("the worker reported its examples");
     assert_eq!(
         examples.n_trained + examples.n_skipped,
@@ -117,7 +117,13 @@ async fn long_limo_traces_are_truncated_or_skipped_by_choice_and_counted() {
         let done = api
             .wait_for_run(run.id, Duration::from_secs(600), run_finished)
             .await;
-        assert_eq!(done.status, "succeeded", "{}: {:?}", done.name, done.error);
+        assert_eq!(
+            done.status,
+            RunStatus::Succeeded,
+            "{}: {:?}",
+            done.name,
+            done.error
+        );
         counts.push(done.examples.expect("counts reported"));
     }
     let (cut, drop) = (&counts[0], &counts[1]);

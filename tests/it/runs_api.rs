@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use still_api::{
     ArtifactFolder, ClaimedJob, HeartbeatReply, MetricPoint, ModelSummary, RunEstimate,
-    RunSnapshot, RunSummary, WorkerSummary,
+    RunSnapshot, RunStatus, RunSummary, WorkerSummary,
 };
 use still_tests::{Api, TestServer, run_finished, spawn_worker};
 
@@ -249,7 +249,7 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
         still_backend::jobs::queue::reap(&pool).await.unwrap(),
         vec![run.id]
     );
-    assert_eq!(api.run(run.id).await.status, "queued");
+    assert_eq!(api.run(run.id).await.status, RunStatus::Queued);
     let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "server info attempt 1 started on worker 'w'")
@@ -306,7 +306,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(60), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(
         loss_steps(&api, run.id).await,
         vec![1, 2, 3, 4, 5, 6],
@@ -316,7 +316,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         .await
         .expect("the stream reports the end of the run")
         .unwrap();
-    assert_eq!(snapshot.run.status, "queued");
+    assert_eq!(snapshot.run.status, RunStatus::Queued);
     assert!(snapshot.metrics.is_empty());
     let live_steps: Vec<i64> = streamed
         .iter()
@@ -434,7 +434,7 @@ async fn a_worker_process_trains_a_run_and_a_cancel_stops_it() {
         .wait_for_run(long.id, Duration::from_secs(20), run_finished)
         .await
         .status;
-    assert_eq!(status, "cancelled");
+    assert_eq!(status, RunStatus::Cancelled);
     assert!(
         asked.elapsed() < Duration::from_secs(15),
         "stopped after {:?}",
@@ -479,7 +479,7 @@ async fn a_killed_worker_s_run_resumes_from_its_last_checkpoint_without_gaps() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(120), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.attempts, 2);
     let loss = api.metrics(run.id, "name=loss").await;
     let steps: Vec<i64> = loss.iter().map(|p| p.step).collect();
@@ -554,7 +554,7 @@ async fn failures_after_a_claim_before_a_checkpoint_commit_and_before_completion
     let done = api
         .wait_for_run(run.id, Duration::from_secs(180), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(
         done.attempts, 3,
         "a lost claim and a lost completion: two retries"
@@ -628,7 +628,7 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
         .filter(|p| p.name == "loss")
         .map(|p| p.step)
         .collect();
-    assert_eq!(snapshot.run.status, "running");
+    assert_eq!(snapshot.run.status, RunStatus::Running);
     assert!(
         history.first() == Some(&1) && history.last() >= before.last_step.as_ref(),
         "history 1..={:?}: {history:?}",
@@ -646,7 +646,7 @@ async fn a_server_restart_mid_run_loses_nothing_and_the_worker_carries_on() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(120), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(
         done.attempts, 1,
         "the worker kept its lease through the restart"
@@ -896,7 +896,7 @@ async fn a_model_on_a_worker_s_disk_trains_only_where_it_is() {
     let done = api
         .wait_for_run(run.id, Duration::from_secs(60), run_finished)
         .await;
-    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     let lines = log_lines(&api, run.id).await;
     assert!(
         has_line(&lines, "attempt 1 started on worker 'with'")
@@ -1014,7 +1014,7 @@ async fn a_teacher_top_k_table_is_computed_once_per_dataset_on_a_worker() {
         let done = api
             .wait_for_run(run.id, Duration::from_secs(90), run_finished)
             .await;
-        assert_eq!(done.status, "succeeded", "{:?}", done.error);
+        assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
         assert_eq!(loss_steps(&api, run.id).await, vec![1, 2]);
         ids.push(run.id);
     }

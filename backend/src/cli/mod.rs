@@ -346,13 +346,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(args) => {
             let pool = open_db(&cli.data_dir).await?;
-            let dataset = datasets::resolve(&pool, DEFAULT_TEAM, &args.dataset).await?;
+            let dataset = datasets::store::resolve(&pool, DEFAULT_TEAM, &args.dataset).await?;
             let version = match args.version {
-                Some(v) => Some(versions::find(&pool, dataset.id, v).await?),
+                Some(v) => Some(versions::store::find(&pool, dataset.id, v).await?),
                 None => None,
             };
             let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-            let producer = tokio::spawn(versions::export_rows(
+            let producer = tokio::spawn(versions::store::export_rows(
                 pool.clone(),
                 dataset.id,
                 version,
@@ -376,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Datasets => {
             let pool = open_db(&cli.data_dir).await?;
-            for d in datasets::list(&pool, DEFAULT_TEAM).await? {
+            for d in datasets::store::list(&pool, DEFAULT_TEAM).await? {
                 println!("{}\t{}\t{} rows", d.id, d.name, d.n_rows);
             }
             Ok(())

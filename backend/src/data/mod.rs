@@ -1,5 +1,7 @@
 //! The data area: datasets, their editable examples, immutable versions and streamed exports,
 //! and imports (`import/`: file readers and presets without a database, then one transaction).
+//! Each of `datasets/`, `examples/` and `versions/` keeps its SQL in `store` and its HTTP
+//! handlers, which call it, in `routes`.
 
 pub mod datasets;
 pub mod examples;

@@ -8,7 +8,7 @@
 //! reaper puts expired leases back in the queue, or fails the job after `max_attempts`.
 
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
-use still_api::{JobKind, MetricPoint};
+use still_api::{JobKind, MetricPoint, RunStatus};
 
 use crate::AppState;
 use crate::error::{Error, Result};
@@ -291,7 +291,7 @@ pub async fn finish(
     pool: &SqlitePool,
     job_id: i64,
     worker_id: i64,
-    status: &str,
+    status: RunStatus,
     error: Option<&str>,
 ) -> Result<i64> {
     let mut db = crate::db::write_tx(pool).await?;
@@ -300,7 +300,7 @@ pub async fn finish(
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(error)
     .bind(job_id)
     .bind(worker_id)
@@ -308,7 +308,7 @@ pub async fn finish(
     .await?;
     let run = run.ok_or_else(|| lease_lost(job_id))?;
     let (level, line) = match (status, error) {
-        ("cancelled", _) => ("warn", "cancelled by the user".to_string()),
+        (RunStatus::Cancelled, _) => ("warn", "cancelled by the user".to_string()),
         (_, Some(e)) => ("error", format!("{status}: {e}")),
         _ => ("info", status.to_string()),
     };

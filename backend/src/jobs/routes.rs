@@ -5,7 +5,9 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use still_api::{HeartbeatReply, JobFailure, MetricPoint, RegisterWorker, WorkerSummary};
+use still_api::{
+    HeartbeatReply, JobFailure, MetricPoint, RegisterWorker, RunStatus, WorkerSummary,
+};
 
 use super::queue::{finish, heartbeat, leased, record_metrics};
 use super::workers::{seen, workers};
@@ -99,9 +101,9 @@ async fn fail_route(
     ApiJson(body): ApiJson<JobFailure>,
 ) -> Result<Json<serde_json::Value>> {
     let status = if body.cancelled {
-        "cancelled"
+        RunStatus::Cancelled
     } else {
-        "failed"
+        RunStatus::Failed
     };
     let run = finish(&state.db, job, id, status, Some(&body.error)).await?;
     state.events.touch(run);

@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
 
 /// Everything a run page shows, as of now, and the last step it includes.
 pub async fn snapshot(state: &AppState, team: Team, run: i64) -> Result<(RunSnapshot, i64)> {
-    let summary = crate::runs::load_run(&state.db, team.id(), &run.to_string()).await?;
+    let summary = crate::runs::store::load_run(&state.db, team.id(), &run.to_string()).await?;
     // The cursor first: a point stored while the snapshot is read comes again as an update
     // (the page keeps one point per step), never not at all.
     let last_step: Option<i64> =
@@ -65,10 +65,6 @@ struct Cursor {
     closing: watch::Receiver<bool>,
 }
 
-fn is_finished(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "cancelled")
-}
-
 fn event(name: &str, value: &impl serde::Serialize) -> Result<Event> {
     Event::default()
         .event(name)
@@ -96,11 +92,12 @@ impl Cursor {
             self.pending.push_back(event("logs", &lines)?);
         }
         let summary =
-            crate::runs::load_run(&self.state.db, self.team.id(), &self.run.to_string()).await?;
+            crate::runs::store::load_run(&self.state.db, self.team.id(), &self.run.to_string())
+                .await?;
         let json = serde_json::to_string(&summary).map_err(|e| Error::Internal(e.to_string()))?;
         if json != self.run_json {
             self.run_json = json;
-            self.finished = is_finished(&summary.status);
+            self.finished = summary.status.is_finished();
             self.pending.push_back(event("run", &summary)?);
         }
         let folders = crate::store::artifacts::folders(&self.state.db, self.run).await?;
@@ -142,7 +139,7 @@ async fn events_route(
     team: Team,
     Path(run): Path<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let run = crate::runs::load_run(&state.db, team.id(), &run).await?;
+    let run = crate::runs::store::load_run(&state.db, team.id(), &run).await?;
     // Subscribe before reading, so no change between the snapshot and the stream is missed.
     let changed = state.events.subscribe();
     let closing = state.events.closing();
@@ -153,7 +150,7 @@ async fn events_route(
         step,
         log_id: first.logs.last().map_or(0, |l| l.id),
         run_json: serde_json::to_string(&first.run).map_err(|e| Error::Internal(e.to_string()))?,
-        finished: is_finished(&first.run.status),
+        finished: first.run.status.is_finished(),
         artifacts_json: serde_json::to_string(&first.artifacts)
             .map_err(|e| Error::Internal(e.to_string()))?,
         pending: VecDeque::from([event("snapshot", &first)?]),

@@ -326,7 +326,7 @@ async fn create_scratch(
             "vocab_size: {vocab} must be 64..={MAX_SCRATCH_VOCAB}"
         )));
     }
-    let dataset = crate::data::datasets::resolve(pool, team, reference).await?;
+    let dataset = crate::data::datasets::store::resolve(pool, team, reference).await?;
     let texts = tokenizer_texts(pool, dataset.id, MAX_TOKENIZER_TEXT_BYTES).await?;
     if texts.is_empty() {
         return Err(Error::Unprocessable(format!(
@@ -502,7 +502,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::db::open(&dir.path().join("still.db")).await.unwrap();
         let mut db = crate::db::write_tx(&pool).await.unwrap();
-        let dataset = crate::data::datasets::create_or_find(
+        let dataset = crate::data::datasets::store::create_or_find(
             &mut db,
             crate::DEFAULT_TEAM,
             "d",
@@ -515,7 +515,7 @@ mod tests {
                 question: format!("q{i:02} {}", "x".repeat(1000)),
                 ..Default::default()
             };
-            crate::data::examples::insert(&mut db, dataset, None, None, &row)
+            crate::data::examples::store::insert(&mut db, dataset, None, None, &row)
                 .await
                 .unwrap();
         }

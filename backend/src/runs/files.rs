@@ -30,7 +30,7 @@ async fn list_route(
     team: Team,
     UrlPath(run): UrlPath<String>,
 ) -> Result<Json<Vec<ArtifactFolder>>> {
-    let run = crate::runs::load_run(&state.db, team.id(), &run).await?;
+    let run = crate::runs::store::load_run(&state.db, team.id(), &run).await?;
     Ok(Json(folders(&state.db, run.id).await?))
 }
 
@@ -40,7 +40,7 @@ async fn committed_folder(
     run: &str,
     folder: &str,
 ) -> Result<(String, ArtifactFolder)> {
-    let run = crate::runs::load_run(&state.db, team.id(), run).await?;
+    let run = crate::runs::store::load_run(&state.db, team.id(), run).await?;
     let found = folders(&state.db, run.id)
         .await?
         .into_iter()
@@ -147,7 +147,7 @@ async fn tail_route(
     UrlPath(run): UrlPath<String>,
     Query(q): Query<TailQuery>,
 ) -> Result<Json<Vec<RunLogEntry>>> {
-    let run = crate::runs::load_run(&state.db, team.id(), &run).await?;
+    let run = crate::runs::store::load_run(&state.db, team.id(), &run).await?;
     Ok(Json(
         tail(&state.db, run.id, q.after, q.limit.unwrap_or(200)).await?,
     ))

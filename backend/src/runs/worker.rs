@@ -1,13 +1,13 @@
 //! A training job's side of the worker protocol: the pinned dataset it reads, the example
-//! counts it reports, its checkpoint and final-model uploads, and what happens when it is
-//! claimed and completed (reached through `crate::kinds`).
+//! counts it reports, its checkpoint and final-model uploads, and what completing it means
+//! (reached through `crate::kinds`; what a claimed one's worker needs is `store::claimed`).
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sqlx::{FromRow, SqliteConnection};
-use still_api::TrainWork;
+use still_api::RunStatus;
 
+use super::store;
 use crate::AppState;
 use crate::error::{ApiJson, Error, Result};
 use crate::failpoints::FailPoint;
@@ -46,21 +46,11 @@ async fn dataset_route(
 ) -> Result<axum::response::Response> {
     use axum::response::IntoResponse;
     let lease = queue::leased(&state.db, job, id).await?;
-    let run = lease.run_id;
-    let (dataset_id, version_id): (i64, i64) =
-        sqlx::query_as("SELECT dataset_id, dataset_version_id FROM runs WHERE id = ?")
-            .bind(run)
-            .fetch_one(&state.db)
-            .await?;
-    let version: i64 = sqlx::query_scalar("SELECT version FROM dataset_versions WHERE id = ?")
-        .bind(version_id)
-        .fetch_one(&state.db)
-        .await?;
-    let version = crate::data::versions::find(&state.db, dataset_id, version).await?;
+    let (dataset_id, version) = store::pinned_version(&state.db, lease.run_id).await?;
     // Streamed as the worker reads it: the server never holds the whole dataset.
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        crate::data::versions::export_body(
+        crate::data::versions::routes::export_body(
             state.db.clone(),
             dataset_id,
             Some(version),
@@ -158,13 +148,7 @@ async fn commit_checkpoint(
     let mut db = crate::db::write_tx(&state.db).await?;
     artifacts::commit(&mut db, run, &folder, &required_checkpoint_files()).await?;
     queue::set_resume_point(&mut db, &lease, &folder).await?;
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(size), 0) FROM run_files WHERE run_id = ? AND folder = ?",
-    )
-    .bind(run)
-    .bind(&folder)
-    .fetch_one(&mut *db)
-    .await?;
+    let bytes = artifacts::folder_bytes(&mut db, run, &folder).await?;
     logs::server_line(
         &mut *db,
         run,
@@ -221,13 +205,7 @@ async fn examples_route(
     }
     let lease = queue::leased(&state.db, job, id).await?;
     let run = lease.run_id;
-    sqlx::query("UPDATE runs SET n_trained = ?, n_truncated = ?, n_skipped = ? WHERE id = ?")
-        .bind(body.n_trained)
-        .bind(body.n_truncated)
-        .bind(body.n_skipped)
-        .bind(run)
-        .execute(&state.db)
-        .await?;
+    store::set_examples(&state.db, run, &body).await?;
     state.events.touch(run);
     Ok(Json(serde_json::json!({ "run": run })))
 }
@@ -250,10 +228,7 @@ pub async fn complete(state: &AppState, job: &Leased) -> Result<serde_json::Valu
     };
     let dir = data_dir.join("runs").join(run.to_string()).join("final");
     artifacts::materialize(&state.db, data_dir, run, "final", &dir).await?;
-    let (team, name): (i64, String) = sqlx::query_as("SELECT team_id, name FROM runs WHERE id = ?")
-        .bind(run)
-        .fetch_one(&state.db)
-        .await?;
+    let (team, name) = store::team_and_name(&state.db, run).await?;
     // The uploaded folder must be a model that loads (headers checked, weights not read).
     let inspected = {
         let dir = dir.clone();
@@ -267,11 +242,7 @@ pub async fn complete(state: &AppState, job: &Leased) -> Result<serde_json::Valu
     artifacts::commit(&mut db, run, "final", &["config.json", "model.safetensors"]).await?;
     let model = crate::models::register_final(&mut db, team, run, &name, &dir, &inspected).await?;
     let (model_id, model_name) = (model.id, model.name);
-    sqlx::query("UPDATE runs SET output_model_id = ? WHERE id = ?")
-        .bind(model_id)
-        .bind(run)
-        .execute(&mut *db)
-        .await?;
+    store::set_output_model(&mut db, run, model_id).await?;
     queue::succeed(&mut db, job).await?;
     logs::server_line(
         &mut *db,
@@ -281,41 +252,5 @@ pub async fn complete(state: &AppState, job: &Leased) -> Result<serde_json::Valu
     )
     .await?;
     db.commit().await?;
-    Ok(serde_json::json!({ "status": "succeeded", "model_id": model_id }))
-}
-
-/// What a claimed job's worker needs to know about its run.
-#[derive(FromRow)]
-struct ClaimedRun {
-    model_id: i64,
-    model_name: String,
-    model_origin: String,
-    teacher_id: Option<i64>,
-    teacher_name: Option<String>,
-    teacher_origin: Option<String>,
-    dataset_version_id: i64,
-    params: String,
-}
-
-/// What a claimed training job's worker needs, read in the claim's transaction.
-pub async fn claimed(db: &mut SqliteConnection, job: &Leased) -> Result<TrainWork> {
-    let run: ClaimedRun = sqlx::query_as(
-        "SELECT r.model_id, m.name AS model_name, m.origin AS model_origin, r.teacher_id, \
-         t.name AS teacher_name, t.origin AS teacher_origin, r.dataset_version_id, r.params FROM runs r \
-         JOIN models m ON m.id = r.model_id LEFT JOIN models t ON t.id = r.teacher_id WHERE r.id = ?",
-    )
-    .bind(job.run_id)
-    .fetch_one(&mut *db)
-    .await?;
-    Ok(TrainWork {
-        config: serde_json::from_str(&run.params)
-            .map_err(|e| Error::Internal(format!("run params: {e}")))?,
-        model_id: run.model_id,
-        model_name: run.model_name,
-        model_origin: run.model_origin,
-        teacher_id: run.teacher_id,
-        teacher_name: run.teacher_name,
-        teacher_origin: run.teacher_origin,
-        dataset_version_id: run.dataset_version_id,
-    })
+    Ok(serde_json::json!({ "status": RunStatus::Succeeded, "model_id": model_id }))
 }

@@ -141,6 +141,17 @@ pub async fn commit(
     Ok(())
 }
 
+/// The bytes a folder of a run holds, in the caller's transaction.
+pub async fn folder_bytes(db: &mut sqlx::SqliteConnection, run: i64, folder: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(size), 0) FROM run_files WHERE run_id = ? AND folder = ?",
+    )
+    .bind(run)
+    .bind(folder)
+    .fetch_one(&mut *db)
+    .await?)
+}
+
 /// The committed folders of a run: the final model first, then checkpoints, newest first.
 pub async fn folders(pool: &SqlitePool, run: i64) -> Result<Vec<ArtifactFolder>> {
     let rows: Vec<(String, String, i64, String)> = sqlx::query_as(

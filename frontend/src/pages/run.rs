@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
-use still_api::{ArtifactFolder, MetricPoint, RunLogEntry, RunSnapshot, RunSummary};
+use still_api::{ArtifactFolder, MetricPoint, RunLogEntry, RunSnapshot, RunStatus, RunSummary};
 
 use crate::api::{self, ApiError};
 use crate::components::ErrorBox;
@@ -222,7 +222,7 @@ fn RunHeader(
             <span data-test="progress-text">{format!("step {step}{} {eta}", total.map(|t| format!(" / {t}")).unwrap_or_default())}</span>
         }
     };
-    let active = matches!(run.status.as_str(), "queued" | "running");
+    let active = matches!(run.status, RunStatus::Queued | RunStatus::Running);
     let cancel = move |_| {
         spawn_local(async move {
             if let Err(e) = api::cancel_run(id).await {
@@ -241,7 +241,7 @@ fn RunHeader(
     view! {
         <h1 data-test="run-name">{run.name.clone()}</h1>
         <p class="meta">
-            <span class=format!("status {}", run.status) data-test="run-status">{run.status.clone()}</span>
+            <span class=format!("status {}", run.status) data-test="run-status">{run.status.as_str()}</span>
             {format!(" · {} · model {} · dataset {} v{} ({}) · attempt {}/{}{needs}", run.method, run.model, run.dataset,
                 run.dataset_version, &run.dataset_version_hash[..12.min(run.dataset_version_hash.len())], run.attempts, run.max_attempts)}
             <span class="live" data-test="live">{move || if connected.get() { " · live" } else { " · reconnecting…" }}</span>

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use still_api::{NewModel, NewRun, RunEstimate, RunParams, RunSummary};
+use still_api::{NewModel, NewRun, RunEstimate, RunMethod, RunParams, RunStatus, RunSummary};
 
 use crate::api::{self, ApiError};
 use crate::components::ErrorBox;
@@ -28,7 +28,10 @@ fn parse_opt<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.trim().parse().ok()
 }
 
-const STATUSES: [&str; 6] = ["", "queued", "running", "succeeded", "failed", "cancelled"];
+/// The list's filters: all, then each status.
+fn status_filters() -> impl Iterator<Item = &'static str> {
+    std::iter::once("").chain(RunStatus::ALL.iter().map(|s| s.as_str()))
+}
 
 #[component]
 pub fn RunsPage() -> impl IntoView {
@@ -51,11 +54,11 @@ pub fn RunsPage() -> impl IntoView {
         <h1>"Runs"</h1>
         <NewRunForm models datasets on_change=Callback::new(move |_| refresh.update(|n| *n += 1))/>
         <div class="toolbar" data-test="run-filters">
-            {STATUSES.map(|s| view! {
+            {status_filters().map(|s| view! {
                 <button class=move || if status.get() == s { "chip active" } else { "chip" }
                     data-test=format!("filter-{}", if s.is_empty() { "all" } else { s })
                     on:click=move |_| status.set(s.to_string())>{if s.is_empty() { "all" } else { s }}</button>
-            })}
+            }).collect_view()}
             <input type="search" placeholder="filter by name" data-test="run-search"
                 prop:value=move || search.get() on:input=move |ev| search.set(event_target_value(&ev))/>
         </div>
@@ -78,8 +81,8 @@ pub fn RunsPage() -> impl IntoView {
                                 view! {
                                     <tr data-test="run-row" data-name=r.name.clone()>
                                         <td><A href=format!("/runs/{}", r.id)>{name}</A></td>
-                                        <td><span class=format!("status {}", r.status) data-test="run-status">{r.status.clone()}</span></td>
-                                        <td>{r.method.clone()}</td>
+                                        <td><span class=format!("status {}", r.status) data-test="run-status">{r.status.as_str()}</span></td>
+                                        <td>{r.method.as_str()}</td>
                                         <td>{r.model.clone()}</td>
                                         <td>{format!("{} v{}", r.dataset, r.dataset_version)}</td>
                                         <td class="num">{r.last_step.map(|s| s.to_string()).unwrap_or_default()}</td>
@@ -188,7 +191,7 @@ impl Fields {
             Some(v) => v.to_string().trim_matches('"').to_string(),
         };
         self.name.set(format!("{}-2", run.name));
-        self.method.set(run.method.clone());
+        self.method.set(run.method.as_str().to_string());
         self.model.set(run.model_id.to_string());
         self.teacher
             .set(run.teacher_id.map(|t| t.to_string()).unwrap_or_default());
@@ -218,7 +221,7 @@ impl Fields {
         );
         if let Some(method) = c.get("method") {
             let field = |k: &str| method.get(k).map(|v| v.to_string()).unwrap_or_default();
-            if run.method == "kd" {
+            if run.method == RunMethod::Kd {
                 self.alpha.set(field("alpha"));
                 self.temperature.set(field("temperature"));
                 self.teacher_top_k.set(

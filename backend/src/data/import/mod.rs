@@ -19,8 +19,7 @@ use still_api::{
 };
 use tokio::sync::mpsc;
 
-use crate::data::datasets;
-use crate::data::examples;
+use crate::data::{datasets, examples};
 use crate::error::{Error, Result};
 pub use formats::Limits;
 use formats::{FileError, Record};
@@ -171,12 +170,13 @@ pub async fn import_file(
     );
 
     let mut db = crate::db::write_tx(pool).await?;
-    let dataset_id = datasets::create_or_find(&mut db, team_id, &dataset_name, opts.mode).await?;
+    let dataset_id =
+        datasets::store::create_or_find(&mut db, team_id, &dataset_name, opts.mode).await?;
     // Every row this import stores gets an id above this one (the transaction writes alone).
     let after_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM examples")
         .fetch_one(&mut *db)
         .await?;
-    let mut imported = examples::ImportedRows::default();
+    let mut imported = examples::store::ImportedRows::default();
     let import_id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO imports (dataset_id, file_name, format, preset, policy) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
@@ -193,23 +193,24 @@ pub async fn import_file(
     let mut n_rejected = 0u64;
     // Untagged rows go in batches (in file order: a tagged row flushes the batch first).
     let mut batch: Vec<(i64, still_api::ExampleFields)> =
-        Vec::with_capacity(examples::INSERT_BATCH);
+        Vec::with_capacity(examples::store::INSERT_BATCH);
     while let Some(item) = rx.recv().await {
         match item.row {
             Ok(example) if example.tags.is_empty() => {
                 imported.add(&example);
                 batch.push((item.record as i64, example));
-                if batch.len() == examples::INSERT_BATCH {
-                    examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
+                if batch.len() == examples::store::INSERT_BATCH {
+                    examples::store::insert_batch(&mut db, dataset_id, Some(import_id), &batch)
+                        .await?;
                     batch.clear();
                 }
                 n_imported += 1;
             }
             Ok(example) => {
                 imported.add(&example);
-                examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
+                examples::store::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
                 batch.clear();
-                examples::insert(
+                examples::store::insert(
                     &mut db,
                     dataset_id,
                     Some(import_id),
@@ -240,7 +241,7 @@ pub async fn import_file(
             }
         }
     }
-    examples::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
+    examples::store::insert_batch(&mut db, dataset_id, Some(import_id), &batch).await?;
     let mapper = reader
         .await
         .map_err(|e| Error::Internal(format!("import reader panicked: {e}")))?
@@ -292,7 +293,7 @@ pub async fn import_file(
     .bind(import_id)
     .fetch_one(&mut *db)
     .await?;
-    datasets::touch(&mut db, dataset_id).await?;
+    datasets::store::touch(&mut db, dataset_id).await?;
     db.commit().await?;
     report.created_at = Some(created_at);
     Ok(report)

@@ -1,41 +1,22 @@
-//! Examples: storage, the paginated/searchable table, edits, tags and the trash.
+//! The examples' storage: inserts (one row, or an import's batches with their counts and
+//! search index), the paginated and searchable table, edits, tags and the trash.
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use still_api::{
     COUNT_CAP, Example, ExampleFields, ExamplePage, ExamplePatch, ExampleQuery, ExampleRow,
-    HIT_END, HIT_START, PREVIEW_CHARS, TagRequest,
+    HIT_END, HIT_START, PREVIEW_CHARS,
 };
 
-use crate::AppState;
 use crate::data::datasets;
-use crate::error::{ApiJson, Error, Result};
-use crate::http::Team;
+use crate::error::{Error, Result};
 
 /// Longest tag, in characters (also a CHECK in the schema).
 pub const MAX_TAG_CHARS: usize = 100;
 /// Largest page of the examples table.
 pub const MAX_PAGE: u32 = 500;
 const DEFAULT_PAGE: u32 = 50;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/datasets/{dataset}/examples", get(list_examples))
-        .route(
-            "/api/examples/{id}",
-            get(get_example).patch(patch_example).delete(delete_example),
-        )
-        .route("/api/examples/{id}/restore", post(restore_example))
-        .route("/api/examples/{id}/tags", post(add_tag))
-        .route(
-            "/api/examples/{id}/tags/{tag}",
-            axum::routing::delete(remove_tag),
-        )
-}
 
 fn lengths(fields: &ExampleFields) -> (i64, i64, i64, i64) {
     let bytes = fields.question.len()
@@ -471,26 +452,6 @@ pub async fn page(pool: &SqlitePool, dataset_id: i64, query: &ExampleQuery) -> R
     })
 }
 
-async fn list_examples(
-    State(state): State<AppState>,
-    team: Team,
-    Path(dataset): Path<String>,
-    Query(query): Query<ExampleQuery>,
-) -> Result<Json<ExamplePage>> {
-    let dataset = datasets::resolve(&state.db, team.id(), &dataset).await?;
-    Ok(Json(page(&state.db, dataset.id, &query).await?))
-}
-
-async fn get_example(
-    State(state): State<AppState>,
-    team: Team,
-    Path(id): Path<i64>,
-) -> Result<Json<Example>> {
-    let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
-    Ok(Json(example))
-}
-
 /// Applies an edit: changed text fields, lengths and tags, in one transaction.
 pub async fn apply_patch(pool: &SqlitePool, id: i64, patch: &ExamplePatch) -> Result<Example> {
     let current = load(pool, id).await?;
@@ -554,20 +515,9 @@ pub async fn apply_patch(pool: &SqlitePool, id: i64, patch: &ExamplePatch) -> Re
                 .await?;
         }
     }
-    datasets::touch(&mut db, current.dataset_id).await?;
+    datasets::store::touch(&mut db, current.dataset_id).await?;
     db.commit().await?;
     load(pool, id).await
-}
-
-async fn patch_example(
-    State(state): State<AppState>,
-    team: Team,
-    Path(id): Path<i64>,
-    ApiJson(patch): ApiJson<ExamplePatch>,
-) -> Result<Json<Example>> {
-    let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
-    Ok(Json(apply_patch(&state.db, id, &patch).await?))
 }
 
 /// Runs one statement that may change a live row of `dataset_id`; when it changed one, the
@@ -579,77 +529,45 @@ async fn change_rows<'q>(
 ) -> Result<()> {
     let mut db = crate::db::write_tx(pool).await?;
     if statement.execute(&mut *db).await?.rows_affected() > 0 {
-        datasets::touch(&mut db, dataset_id).await?;
+        datasets::store::touch(&mut db, dataset_id).await?;
     }
     db.commit().await?;
     Ok(())
 }
 
-async fn set_deleted(state: &AppState, team: Team, id: i64, deleted: bool) -> Result<Example> {
-    let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
+/// Moves an example to the trash (`deleted`) or back out of it.
+pub async fn set_deleted(
+    pool: &SqlitePool,
+    dataset_id: i64,
+    id: i64,
+    deleted: bool,
+) -> Result<Example> {
     let sql = if deleted {
         "UPDATE examples SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ? AND deleted_at IS NULL"
     } else {
         "UPDATE examples SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL"
     };
-    let mut db = crate::db::write_tx(&state.db).await?;
-    let changed = sqlx::query(sql)
-        .bind(id)
-        .execute(&mut *db)
-        .await?
-        .rows_affected();
-    if changed > 0 {
-        datasets::touch(&mut db, example.dataset_id).await?;
-    }
-    db.commit().await?;
-    load(&state.db, id).await
+    change_rows(pool, dataset_id, sqlx::query(sql).bind(id)).await?;
+    load(pool, id).await
 }
 
-async fn delete_example(
-    State(state): State<AppState>,
-    team: Team,
-    Path(id): Path<i64>,
-) -> Result<Json<Example>> {
-    Ok(Json(set_deleted(&state, team, id, true).await?))
-}
-
-async fn restore_example(
-    State(state): State<AppState>,
-    team: Team,
-    Path(id): Path<i64>,
-) -> Result<Json<Example>> {
-    Ok(Json(set_deleted(&state, team, id, false).await?))
-}
-
-async fn add_tag(
-    State(state): State<AppState>,
-    team: Team,
-    Path(id): Path<i64>,
-    ApiJson(request): ApiJson<TagRequest>,
-) -> Result<Json<Example>> {
-    let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
-    let tag = check_tag(&request.tag)?;
+/// Adds a tag to an example (one it already has changes nothing).
+pub async fn add_tag(pool: &SqlitePool, dataset_id: i64, id: i64, tag: &str) -> Result<Example> {
+    let tag = check_tag(tag)?;
     let insert = sqlx::query("INSERT OR IGNORE INTO example_tags (example_id, tag) VALUES (?, ?)")
         .bind(id)
         .bind(tag);
-    change_rows(&state.db, example.dataset_id, insert).await?;
-    Ok(Json(load(&state.db, id).await?))
+    change_rows(pool, dataset_id, insert).await?;
+    load(pool, id).await
 }
 
-async fn remove_tag(
-    State(state): State<AppState>,
-    team: Team,
-    Path((id, tag)): Path<(i64, String)>,
-) -> Result<Json<Example>> {
-    let example = load(&state.db, id).await?;
-    datasets::check_team(&state.db, example.dataset_id, team.id()).await?;
+/// Removes a tag from an example.
+pub async fn remove_tag(pool: &SqlitePool, dataset_id: i64, id: i64, tag: &str) -> Result<Example> {
     let delete = sqlx::query("DELETE FROM example_tags WHERE example_id = ? AND tag = ?")
         .bind(id)
         .bind(tag.trim().to_string());
-    change_rows(&state.db, example.dataset_id, delete).await?;
-    Ok(Json(load(&state.db, id).await?))
+    change_rows(pool, dataset_id, delete).await?;
+    load(pool, id).await
 }
 
 #[cfg(test)]

@@ -1,38 +1,21 @@
-//! Immutable dataset versions and JSONL export.
+//! The versions' storage: cutting a version, finding one, and reading a dataset's rows (live,
+//! or a version's) as JSONL.
 //!
 //! A version is an ordered list of content hashes; each hash names the canonical JSON of one
 //! row, stored once in `example_blobs`. Cutting a version empties the trash (soft-deleted rows
 //! become unrecoverable), and later edits never change what a version holds.
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::body::Bytes;
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqlitePool};
-use still_api::{DatasetVersion, ExampleFields, ExportShape, NewVersion};
+use still_api::{DatasetVersion, ExampleFields, ExportShape};
 use tokio::sync::mpsc;
 
-use crate::AppState;
-use crate::data::datasets;
-use crate::data::examples::{EXAMPLE_COLUMNS, ExampleRecord};
+use crate::data::examples::store::{EXAMPLE_COLUMNS, ExampleRecord};
 use crate::error::{Error, Result};
-use crate::http::Team;
 
 /// Rows read per round trip while snapshotting or exporting.
 const BATCH: i64 = 1000;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/datasets/{dataset}/versions",
-            get(list_versions).post(create_version),
-        )
-        .route("/api/datasets/{dataset}/export", get(export))
-}
 
 #[derive(FromRow)]
 struct VersionRow {
@@ -191,36 +174,6 @@ pub async fn find(pool: &SqlitePool, dataset_id: i64, version: i64) -> Result<Da
     Ok(row.into())
 }
 
-async fn list_versions(
-    State(state): State<AppState>,
-    team: Team,
-    Path(dataset): Path<String>,
-) -> Result<Json<Vec<DatasetVersion>>> {
-    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
-    Ok(Json(list(&state.db, row.id).await?))
-}
-
-async fn create_version(
-    State(state): State<AppState>,
-    team: Team,
-    Path(dataset): Path<String>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<DatasetVersion>)> {
-    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
-    // The body is optional: an empty POST cuts a version without a message.
-    let request: NewVersion = if body.iter().all(u8::is_ascii_whitespace) {
-        NewVersion::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("request body: {e}")))?
-    };
-    let message = request.message;
-    Ok((
-        StatusCode::CREATED,
-        Json(create(&state.db, row.id, &message).await?),
-    ))
-}
-
 /// One exported line in the requested shape.
 pub fn export_line(fields: &ExampleFields, shape: ExportShape) -> String {
     let mut line = match shape {
@@ -290,74 +243,4 @@ pub async fn export_rows(
             return Ok(());
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ExportParams {
-    #[serde(default)]
-    shape: ExportShape,
-    version: Option<i64>,
-}
-
-async fn export(
-    State(state): State<AppState>,
-    team: Team,
-    Path(dataset): Path<String>,
-    Query(params): Query<ExportParams>,
-) -> Result<Response> {
-    let row = datasets::resolve(&state.db, team.id(), &dataset).await?;
-    let version = match params.version {
-        Some(v) => Some(find(&state.db, row.id, v).await?),
-        None => None,
-    };
-    let file_name = format!(
-        "{}{}{}.jsonl",
-        row.name.replace(
-            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
-            "_"
-        ),
-        version
-            .as_ref()
-            .map(|v| format!("-v{}", v.version))
-            .unwrap_or_default(),
-        if params.shape == ExportShape::S1k {
-            "-s1k"
-        } else {
-            ""
-        }
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file_name}\""),
-            ),
-        ],
-        export_body(state.db.clone(), row.id, version, params.shape),
-    )
-        .into_response())
-}
-
-/// A response body that streams the export batch by batch while the client reads it: at most a
-/// few batches are ever in memory, however large the dataset.
-pub fn export_body(
-    pool: SqlitePool,
-    dataset_id: i64,
-    version: Option<DatasetVersion>,
-    shape: ExportShape,
-) -> Body {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let error_tx = tx.clone();
-        if let Err(e) = export_rows(pool, dataset_id, version, shape, tx).await {
-            tracing::error!(error = %e, "export failed");
-            let _ = error_tx
-                .send(Err(std::io::Error::other(e.to_string())))
-                .await;
-        }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
 }
