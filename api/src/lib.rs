@@ -6,10 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod evals;
 pub mod example;
 pub mod files;
 pub mod runs;
 
+pub use evals::*;
 pub use example::{Example, ExampleFields};
 pub use files::{CHECKPOINT_FILES, MODEL_FILES};
 pub use runs::*;

@@ -255,15 +255,18 @@ pub struct RegisterWorker {
 pub enum JobKind {
     /// Train a run (SFT or KD) and upload its checkpoints and final model.
     Train,
+    /// Evaluate a model on a dataset version under budgets, uploading each graded example.
+    Eval,
 }
 
 impl JobKind {
-    pub const ALL: &'static [JobKind] = &[JobKind::Train];
+    pub const ALL: &'static [JobKind] = &[JobKind::Train, JobKind::Eval];
 
     /// The name stored in `jobs.kind` and sent as `"kind"`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Train => "train",
+            JobKind::Eval => "eval",
         }
     }
 
@@ -283,8 +286,6 @@ impl std::fmt::Display for JobKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClaimedJob {
     pub job_id: i64,
-    /// The run the job reports its metrics, log lines and files to.
-    pub run_id: i64,
     pub attempt: i64,
     /// The lease lasts this long without a heartbeat.
     pub lease_seconds: i64,
@@ -300,12 +301,30 @@ pub struct ClaimedJob {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobWork {
     Train(TrainWork),
+    Eval(crate::evals::EvalWork),
 }
 
 impl JobWork {
     pub fn kind(&self) -> JobKind {
         match self {
             JobWork::Train(_) => JobKind::Train,
+            JobWork::Eval(_) => JobKind::Eval,
+        }
+    }
+
+    /// The run a train job reports to.
+    pub fn run_id(&self) -> Option<i64> {
+        match self {
+            JobWork::Train(w) => Some(w.run_id),
+            JobWork::Eval(_) => None,
+        }
+    }
+
+    /// What the job reports to, for log lines: `run 5`, `eval 2`.
+    pub fn subject(&self) -> String {
+        match self {
+            JobWork::Train(w) => format!("run {}", w.run_id),
+            JobWork::Eval(w) => format!("eval {}", w.eval_id),
         }
     }
 }
@@ -313,6 +332,8 @@ impl JobWork {
 /// A training job's inputs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainWork {
+    /// The run the job reports its metrics, log lines and files to.
+    pub run_id: i64,
     /// The engine's `TrainConfig`.
     pub config: serde_json::Value,
     pub model_id: i64,

@@ -39,11 +39,11 @@ pub async fn claim(
     };
     let work = match job.kind {
         JobKind::Train => JobWork::Train(crate::runs::store::claimed(&mut db, &job).await?),
+        JobKind::Eval => JobWork::Eval(crate::evals::worker::claimed(&mut db, &job).await?),
     };
     db.commit().await?;
     Ok(Some(ClaimedJob {
         job_id: job.job_id,
-        run_id: job.run_id,
         attempt: job.attempt,
         lease_seconds,
         resume_step,
@@ -68,7 +68,9 @@ async fn claim_route(
     crate::jobs::workers::seen(&state.db, id).await?;
     loop {
         if let Some(job) = claim(&state.db, id, state.config.lease_seconds).await? {
-            state.events.touch(job.run_id);
+            if let JobWork::Train(work) = &job.work {
+                state.events.touch(work.run_id);
+            }
             state.failpoints.hit(FailPoint::AfterClaim)?;
             return Ok(Json(Some(job)));
         }
@@ -88,7 +90,8 @@ async fn complete_route(
     let job = queue::leased(&state.db, job, id).await?;
     let reply = match job.kind {
         JobKind::Train => crate::runs::worker::complete(&state, &job).await?,
+        JobKind::Eval => crate::evals::worker::complete(&state, &job).await?,
     };
-    state.events.touch(job.run_id);
+    state.events.touch_owner(job.owner);
     Ok(Json(reply))
 }

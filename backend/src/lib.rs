@@ -8,6 +8,7 @@ pub mod data;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod evals;
 pub mod failpoints;
 pub mod http;
 pub mod jobs;
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .merge(data::router(state.config.max_upload_bytes))
         .merge(models::router())
         .merge(runs::router())
+        .merge(evals::router())
         .merge(jobs::router())
         .merge(kinds::router())
         .merge(live::router())

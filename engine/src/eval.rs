@@ -89,11 +89,27 @@ pub fn reference(answer: &str) -> String {
     }
 }
 
-fn within(budget: &Budget, thinking_tokens: usize) -> bool {
+/// Whether thinking of `thinking_tokens` stayed within `budget` (s1's Control).
+pub fn within_budget(budget: &Budget, thinking_tokens: usize) -> bool {
     budget
         .max_thinking_tokens
         .is_none_or(|max| thinking_tokens <= max)
         && thinking_tokens >= budget.min_thinking_tokens
+}
+
+/// s1's Scaling over `(mean thinking tokens, accuracy)` points, one per budget: the mean slope
+/// over every pair of points with different means (`None` when there is no such pair).
+pub fn scaling(points: &[(f64, f64)]) -> Option<f64> {
+    let mut slopes = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dx = b.0 - a.0;
+            if dx.abs() > f64::EPSILON {
+                slopes.push((b.1 - a.1) / dx);
+            }
+        }
+    }
+    (!slopes.is_empty()).then(|| slopes.iter().sum::<f64>() / slopes.len() as f64)
 }
 
 pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
@@ -120,32 +136,27 @@ pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
                 },
                 control: share(
                     mine.iter()
-                        .filter(|r| within(budget, r.thought.thinking_tokens))
+                        .filter(|r| within_budget(budget, r.thought.thinking_tokens))
                         .count(),
                 ),
             }
         })
         .collect();
     let measured: Vec<&BudgetResult> = results.iter().filter(|r| r.n > 0).collect();
-    let mut slopes = Vec::new();
-    for (i, a) in measured.iter().enumerate() {
-        for b in &measured[i + 1..] {
-            let dx = b.mean_thinking_tokens - a.mean_thinking_tokens;
-            if dx.abs() > f64::EPSILON {
-                slopes.push((b.accuracy - a.accuracy) / dx);
-            }
-        }
-    }
+    let points: Vec<(f64, f64)> = measured
+        .iter()
+        .map(|r| (r.mean_thinking_tokens, r.accuracy))
+        .collect();
     let all_within = records
         .iter()
         .filter(|r| {
             budgets
                 .get(r.budget)
-                .is_some_and(|b| within(b, r.thought.thinking_tokens))
+                .is_some_and(|b| within_budget(b, r.thought.thinking_tokens))
         })
         .count();
     Report {
-        scaling: (!slopes.is_empty()).then(|| slopes.iter().sum::<f64>() / slopes.len() as f64),
+        scaling: scaling(&points),
         performance: measured.iter().map(|r| r.accuracy).fold(0.0, f64::max),
         control: if records.is_empty() {
             0.0

@@ -9,7 +9,9 @@ use still_tests::repo_root;
 
 /// Areas of `backend/src/` (folders); everything else at the root is either composition
 /// (`lib.rs`'s `AppState`, `kinds.rs`, `demo.rs`, `cli/`) or a leaf every area may use.
-const AREAS: &[&str] = &["data", "http", "jobs", "live", "models", "runs", "store"];
+const AREAS: &[&str] = &[
+    "data", "evals", "http", "jobs", "live", "models", "runs", "store",
+];
 /// Root modules every area may import; they import no area themselves.
 const LEAVES: &[&str] = &["db", "error", "failpoints", "names"];
 /// What each area may import besides the leaves and `crate::AppState`.
@@ -21,6 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("models", &["data", "http"]),
     ("runs", &["data", "http", "jobs", "models", "store"]),
     ("live", &["http", "runs", "store"]),
+    (
+        "evals",
+        &["data", "http", "jobs", "models", "runs", "store"],
+    ),
 ];
 
 /// The top-level modules a file names with `crate::x` (including `use crate::{x, y::z}`) in
@@ -202,7 +208,7 @@ fn the_areas_form_no_cycle() {
 #[test]
 fn only_kinds_rs_and_the_workers_run_job_match_on_job_kinds() {
     // The queue knows no job kind: a `JobKind::`/`JobWork::` variant is named only where a kind
-    // meets its area (and where a run queues its train job).
+    // meets its area (and where a run or an eval queues its job).
     let mut files = Vec::new();
     sources(&repo_root().join("backend/src"), &mut files);
     sources(&repo_root().join("worker/src"), &mut files);
@@ -227,6 +233,7 @@ fn only_kinds_rs_and_the_workers_run_job_match_on_job_kinds() {
         }
     }
     let expected: BTreeSet<String> = [
+        "backend/src/evals/routes.rs",
         "backend/src/kinds.rs",
         "backend/src/runs/routes.rs",
         "worker/src/lib.rs",

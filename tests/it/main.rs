@@ -3,6 +3,7 @@
 mod browser;
 mod cli;
 mod datasets_api;
+mod evals_api;
 mod hardening;
 mod layout;
 mod real_size;

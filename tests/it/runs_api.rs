@@ -179,7 +179,7 @@ async fn the_queue_hands_a_job_to_one_worker_and_guards_its_lease() {
         (None, Some(job)) => (job, token_b.clone(), token_a.clone()),
         _ => unreachable!(),
     };
-    assert_eq!((job.run_id, job.attempt), (run.id, 1));
+    assert_eq!((job.work.run_id(), job.attempt), (Some(run.id), 1));
 
     // The loser touches nothing; a wrong token gets 401.
     let job_id = job.job_id;
@@ -247,7 +247,7 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         still_backend::jobs::queue::reap(&pool).await.unwrap(),
-        vec![run.id]
+        vec![still_backend::jobs::queue::Owner::Run(run.id)]
     );
     assert_eq!(api.run(run.id).await.status, RunStatus::Queued);
     let lines = log_lines(&api, run.id).await;
@@ -272,7 +272,7 @@ async fn expired_leases_are_requeued_then_failed_after_max_attempts() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         still_backend::jobs::queue::reap(&pool).await.unwrap(),
-        vec![run.id]
+        vec![still_backend::jobs::queue::Owner::Run(run.id)]
     );
     assert!(has_line(
         &log_lines(&api, run.id).await,
@@ -754,7 +754,7 @@ async fn workers_claim_only_runs_their_device_and_memory_can_hold() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.run_id, on_cuda.id);
+    assert_eq!(job.work.run_id(), Some(on_cuda.id));
     // A run for any device is still too big for the small CPU worker, but not for the other.
     let any = api.create_run(body("any")).await;
     assert_eq!(any.status, 201);

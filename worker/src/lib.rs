@@ -1,5 +1,5 @@
 //! The worker: registers with a server, long-polls for jobs, runs each with the module of its
-//! kind (`train`: the engine), heartbeats its lease (`lease`; it stops when the job is cancelled
+//! kind (`train`, `eval`: the engine), heartbeats its lease (`lease`; it stops when the job is cancelled
 //! or the lease is lost), reports metrics and log lines (`report`), moves files (`transfer`)
 //! and reports the outcome. `client` is the HTTP client with a typed error; `host` the
 //! machine's facts.
@@ -8,6 +8,7 @@
 //! sqlx, so a GPU machine runs it with the engine alone.
 
 pub mod client;
+pub mod eval;
 pub mod host;
 pub mod lease;
 pub mod report;
@@ -53,6 +54,7 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
     // The one place a job kind meets its module.
     let result = match &job.work {
         JobWork::Train(work) => train::run(client, options, &job, work, lease.stop_flag(), &log),
+        JobWork::Eval(work) => eval::run(client, options, &job, work, lease.stop_flag(), &log),
     };
     if lease.lost() {
         lease.release();
@@ -123,10 +125,10 @@ pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
         match client.post::<_, Option<ClaimedJob>>("/api/worker/claim", &serde_json::json!({})) {
             Ok(Some(job)) => {
                 eprintln!(
-                    "worker: {} job {} (run {}, attempt {})",
+                    "worker: {} job {} ({}, attempt {})",
                     job.work.kind(),
                     job.job_id,
-                    job.run_id,
+                    job.work.subject(),
                     job.attempt
                 );
                 if let Err(e) = run_job(&client, &options, job) {

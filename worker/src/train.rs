@@ -49,7 +49,7 @@ pub fn run(
     ));
     let device = still_engine::device(&options.device)?;
     let student = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
-    let out = options.work_dir.join("runs").join(job.run_id.to_string());
+    let out = options.work_dir.join("runs").join(work.run_id.to_string());
     // A teacher's top-k table is kept across runs on this worker: once per (teacher, dataset).
     if matches!(config.method, Method::Kd { top_k: Some(_), .. }) {
         config.cache_dir = Some(options.work_dir.join("cache"));

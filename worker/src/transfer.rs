@@ -172,10 +172,20 @@ pub fn fetch_dataset(
     job_id: i64,
     work_dir: &Path,
 ) -> anyhow::Result<Vec<ExampleFields>> {
+    fetch_rows(client, job_id, "dataset", work_dir)
+}
+
+/// Downloads canonical JSONL rows from the job's route `route` (under `/api/worker/jobs/{id}/`).
+pub fn fetch_rows(
+    client: &Client,
+    job_id: i64,
+    route: &str,
+    work_dir: &Path,
+) -> anyhow::Result<Vec<ExampleFields>> {
     use std::io::BufRead;
     std::fs::create_dir_all(work_dir)?;
     let file = work_dir.join(format!("dataset-job-{job_id}.jsonl"));
-    client.download(&format!("/api/worker/jobs/{job_id}/dataset"), &file)?;
+    client.download(&format!("/api/worker/jobs/{job_id}/{route}"), &file)?;
     let reader = std::io::BufReader::new(std::fs::File::open(&file)?);
     let mut rows = Vec::new();
     for (i, line) in reader.lines().enumerate() {

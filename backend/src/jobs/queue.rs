@@ -1,6 +1,7 @@
 //! The job queue in SQLite: enqueue, claim, heartbeat, finish, cancel and the reaper. It reads
-//! and writes only `jobs` and `workers` (and a job's run log, in `store::logs`): what a kind of
-//! job needs claimed, done or completed is its area's, reached through `crate::kinds`.
+//! and writes only `jobs` and `workers` (and the log of what a job reports to, a run or an eval,
+//! in `store::logs`): what a kind of job needs claimed, done or completed is its area's, reached
+//! through `crate::kinds`.
 //!
 //! A claim is one `UPDATE … WHERE id = (SELECT … LIMIT 1) … RETURNING`, so two workers racing for
 //! one job cannot both get it. Every write a worker makes about a job (heartbeat, metrics,
@@ -12,16 +13,18 @@ use still_api::{JobKind, MetricPoint, RunStatus};
 
 use crate::AppState;
 use crate::error::{Error, Result};
+pub use crate::store::logs::Owner;
+use crate::store::logs::owner_line;
 
 /// How long a lease lasts without a heartbeat.
 pub const LEASE_SECONDS: i64 = 30;
 
-/// A job to queue: its kind, the run it reports to, and what a worker needs to claim it.
+/// A job to queue: its kind, what it reports to, and what a worker needs to claim it.
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
     pub team_id: i64,
     pub kind: JobKind,
-    pub run_id: i64,
+    pub owner: Owner,
     pub max_attempts: i64,
     /// `cpu` or `cuda`; `None` runs anywhere.
     pub device: Option<&'a str>,
@@ -33,12 +36,19 @@ pub struct NewJob<'a> {
 /// Queues a job in the caller's transaction; returns its id.
 pub async fn enqueue(db: &mut SqliteConnection, job: &NewJob<'_>) -> Result<i64> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO jobs (team_id, kind, run_id, max_attempts, device, min_memory_bytes, worker_models) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO jobs (team_id, kind, run_id, eval_id, max_attempts, device, min_memory_bytes, worker_models) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(job.team_id)
     .bind(job.kind.as_str())
-    .bind(job.run_id)
+    .bind(match job.owner {
+        Owner::Run(id) => Some(id),
+        Owner::Eval(_) => None,
+    })
+    .bind(match job.owner {
+        Owner::Eval(id) => Some(id),
+        Owner::Run(_) => None,
+    })
     .bind(job.max_attempts)
     .bind(job.device)
     .bind(job.min_memory_bytes)
@@ -53,8 +63,32 @@ pub struct Leased {
     pub job_id: i64,
     pub worker_id: i64,
     pub kind: JobKind,
-    pub run_id: i64,
+    pub owner: Owner,
     pub attempt: i64,
+}
+
+impl Leased {
+    /// The run a train job reports to.
+    pub fn run(&self) -> Result<i64> {
+        match self.owner {
+            Owner::Run(id) => Ok(id),
+            Owner::Eval(_) => Err(Error::BadRequest(format!(
+                "job {} is an {} job: it has no run",
+                self.job_id, self.kind
+            ))),
+        }
+    }
+
+    /// The eval an eval job reports to.
+    pub fn eval(&self) -> Result<i64> {
+        match self.owner {
+            Owner::Eval(id) => Ok(id),
+            Owner::Run(_) => Err(Error::BadRequest(format!(
+                "job {} is a {} job: it has no eval",
+                self.job_id, self.kind
+            ))),
+        }
+    }
 }
 
 fn kind_of(job_id: i64, kind: &str) -> Result<JobKind> {
@@ -64,19 +98,19 @@ fn kind_of(job_id: i64, kind: &str) -> Result<JobKind> {
 
 /// The job `job_id` if `worker_id` holds its lease; 409 otherwise.
 pub async fn leased(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<Leased> {
-    let row: Option<(String, i64, i64)> = sqlx::query_as(
-        "SELECT kind, run_id, attempts FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    let row: Option<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT kind, run_id, eval_id, attempts FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
     )
     .bind(job_id)
     .bind(worker_id)
     .fetch_optional(pool)
     .await?;
-    let (kind, run_id, attempt) = row.ok_or_else(|| lease_lost(job_id))?;
+    let (kind, run_id, eval_id, attempt) = row.ok_or_else(|| lease_lost(job_id))?;
     Ok(Leased {
         job_id,
         worker_id,
         kind: kind_of(job_id, &kind)?,
-        run_id,
+        owner: Owner::of_job(job_id, run_id, eval_id)?,
         attempt,
     })
 }
@@ -85,7 +119,8 @@ pub async fn leased(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<Le
 struct ClaimRow {
     id: i64,
     kind: String,
-    run_id: i64,
+    run_id: Option<i64>,
+    eval_id: Option<i64>,
     attempts: i64,
     resume_from: Option<String>,
 }
@@ -116,7 +151,7 @@ pub async fn claim(
                      AND (j.device IS NULL OR j.device = CASE WHEN w.device LIKE 'cuda%' THEN 'cuda' ELSE w.device END) \
                      AND (w.memory_bytes = 0 OR j.min_memory_bytes <= w.memory_bytes) \
                      ORDER BY j.priority DESC, j.id LIMIT 1) AND status = 'queued' \
-         RETURNING id, kind, run_id, attempts, resume_from",
+         RETURNING id, kind, run_id, eval_id, attempts, resume_from",
     )
     .bind(worker_id)
     .bind(format!("+{lease_seconds} seconds"))
@@ -133,9 +168,10 @@ pub async fn claim(
         .as_deref()
         .map(|f| format!(", resuming from checkpoint {f}"))
         .unwrap_or_default();
-    crate::store::logs::server_line(
+    let owner = Owner::of_job(row.id, row.run_id, row.eval_id)?;
+    owner_line(
         &mut *db,
-        row.run_id,
+        owner,
         "info",
         &format!(
             "attempt {} started on worker '{worker}' (#{worker_id}, {device}){resume}",
@@ -148,7 +184,7 @@ pub async fn claim(
             job_id: row.id,
             worker_id,
             kind: kind_of(row.id, &row.kind)?,
-            run_id: row.run_id,
+            owner,
             attempt: row.attempts,
         },
         lease_seconds,
@@ -248,8 +284,8 @@ pub async fn heartbeat(
     cancel.map(|c| c != 0).ok_or_else(|| lease_lost(job_id))
 }
 
-/// Records metric points; a point already recorded for (run, name, step) is kept, not duplicated.
-/// Returns the run and how many points were new.
+/// Records metric points of a run's job; a point already recorded for (run, name, step) is kept,
+/// not duplicated. Returns the run and how many points were new.
 pub async fn record_metrics(
     pool: &SqlitePool,
     job_id: i64,
@@ -257,14 +293,18 @@ pub async fn record_metrics(
     points: &[MetricPoint],
 ) -> Result<(i64, u64)> {
     let mut db = crate::db::write_tx(pool).await?;
-    let run_id: Option<i64> = sqlx::query_scalar(
+    let run_id: Option<Option<i64>> = sqlx::query_scalar(
         "SELECT run_id FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
     )
     .bind(job_id)
     .bind(worker_id)
     .fetch_optional(&mut *db)
     .await?;
-    let run_id = run_id.ok_or_else(|| lease_lost(job_id))?;
+    let run_id = run_id.ok_or_else(|| lease_lost(job_id))?.ok_or_else(|| {
+        Error::BadRequest(format!(
+            "job {job_id} reports to no run: it keeps no metric curves"
+        ))
+    })?;
     for p in points {
         if !p.value.is_finite() {
             return Err(Error::BadRequest(format!(
@@ -286,19 +326,19 @@ pub async fn record_metrics(
 }
 
 /// Ends a job the worker holds: `failed` or `cancelled` (success goes through completion).
-/// Returns the job's run.
+/// Returns what the job reported to.
 pub async fn finish(
     pool: &SqlitePool,
     job_id: i64,
     worker_id: i64,
     status: RunStatus,
     error: Option<&str>,
-) -> Result<i64> {
+) -> Result<Owner> {
     let mut db = crate::db::write_tx(pool).await?;
-    let run: Option<i64> = sqlx::query_scalar(
+    let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
         "UPDATE jobs SET status = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id",
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id, eval_id",
     )
     .bind(status.as_str())
     .bind(error)
@@ -306,86 +346,108 @@ pub async fn finish(
     .bind(worker_id)
     .fetch_optional(&mut *db)
     .await?;
-    let run = run.ok_or_else(|| lease_lost(job_id))?;
+    let (run_id, eval_id) = row.ok_or_else(|| lease_lost(job_id))?;
+    let owner = Owner::of_job(job_id, run_id, eval_id)?;
     let (level, line) = match (status, error) {
         (RunStatus::Cancelled, _) => ("warn", "cancelled by the user".to_string()),
         (_, Some(e)) => ("error", format!("{status}: {e}")),
         _ => ("info", status.to_string()),
     };
-    crate::store::logs::server_line(&mut *db, run, level, &line).await?;
+    owner_line(&mut *db, owner, level, &line).await?;
     db.commit().await?;
-    Ok(run)
+    Ok(owner)
+}
+
+/// A job the reaper changed.
+#[derive(FromRow)]
+struct Reaped {
+    id: i64,
+    run_id: Option<i64>,
+    eval_id: Option<i64>,
+    attempts: i64,
+    status: String,
 }
 
 /// Re-queues jobs whose lease expired (the next claim resumes them), or fails them after
-/// `max_attempts`. Returns the runs it changed.
-pub async fn reap(pool: &SqlitePool) -> Result<Vec<i64>> {
+/// `max_attempts`. Returns what the changed jobs report to.
+pub async fn reap(pool: &SqlitePool) -> Result<Vec<Owner>> {
     let mut db = crate::db::write_tx(pool).await?;
-    let failed: Vec<(i64, i64)> = sqlx::query_as(
+    let failed: Vec<Reaped> = sqlx::query_as(
         "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
          error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         AND attempts >= max_attempts RETURNING run_id, attempts",
+         AND attempts >= max_attempts RETURNING id, run_id, eval_id, attempts, status",
     )
     .fetch_all(&mut *db)
     .await?;
-    let requeued: Vec<(i64, i64, String)> = sqlx::query_as(
+    let requeued: Vec<Reaped> = sqlx::query_as(
         "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
          lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = CASE WHEN cancel_requested = 1 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END \
          WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         RETURNING run_id, attempts, status",
+         RETURNING id, run_id, eval_id, attempts, status",
     )
     .fetch_all(&mut *db)
     .await?;
-    for (run, attempts) in &failed {
-        crate::store::logs::server_line(
+    let mut changed = Vec::new();
+    for job in &failed {
+        let owner = Owner::of_job(job.id, job.run_id, job.eval_id)?;
+        changed.push(owner);
+        owner_line(
             &mut *db,
-            *run,
+            owner,
             "error",
             &format!(
-                "the worker stopped answering (lease expired); giving up after {attempts} attempts"
+                "the worker stopped answering (lease expired); giving up after {} attempts",
+                job.attempts
             ),
         )
         .await?;
     }
-    for (run, attempts, status) in &requeued {
-        let line = if status == "cancelled" {
-            "the worker stopped answering (lease expired); the run was being cancelled: cancelled"
+    for job in &requeued {
+        let owner = Owner::of_job(job.id, job.run_id, job.eval_id)?;
+        changed.push(owner);
+        let line = if job.status == "cancelled" {
+            "the worker stopped answering (lease expired); it was being cancelled: cancelled"
                 .to_string()
         } else {
             format!(
                 "the worker stopped answering (lease expired); queued again for attempt {}",
-                attempts + 1
+                job.attempts + 1
             )
         };
-        crate::store::logs::server_line(&mut *db, *run, "warn", &line).await?;
+        owner_line(&mut *db, owner, "warn", &line).await?;
     }
     db.commit().await?;
-    Ok(failed
-        .into_iter()
-        .map(|(r, _)| r)
-        .chain(requeued.into_iter().map(|(r, _, _)| r))
-        .collect())
+    Ok(changed)
 }
 
 /// Asks a run's job to stop: a queued job is cancelled at once, a running one at its worker's
 /// next heartbeat.
 pub async fn cancel_for_run(pool: &SqlitePool, run_id: i64) -> Result<()> {
+    cancel(pool, Owner::Run(run_id)).await
+}
+
+/// Asks the job of a run or an eval to stop (as [`cancel_for_run`]).
+pub async fn cancel(pool: &SqlitePool, owner: Owner) -> Result<()> {
     let mut db = crate::db::write_tx(pool).await?;
-    let changed = sqlx::query(
+    let (key, id) = match owner {
+        Owner::Run(id) => ("run_id", id),
+        Owner::Eval(id) => ("eval_id", id),
+    };
+    let changed = sqlx::query(&format!(
         "UPDATE jobs SET cancel_requested = 1, \
          status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
          finished_at = CASE WHEN status = 'queued' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END \
-         WHERE run_id = ? AND status IN ('queued', 'running')",
-    )
-    .bind(run_id)
+         WHERE {key} = ? AND status IN ('queued', 'running')"
+    ))
+    .bind(id)
     .execute(&mut *db)
     .await?
     .rows_affected();
     if changed > 0 {
-        crate::store::logs::server_line(&mut *db, run_id, "warn", "cancel requested").await?;
+        owner_line(&mut *db, owner, "warn", "cancel requested").await?;
     }
     db.commit().await?;
     Ok(())
@@ -398,7 +460,7 @@ pub fn spawn_reaper(state: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             match reap(&state.db).await {
-                Ok(runs) => runs.into_iter().for_each(|r| state.events.touch(r)),
+                Ok(owners) => owners.into_iter().for_each(|o| state.events.touch_owner(o)),
                 Err(e) => tracing::warn!(error = %e, "reaper"),
             }
         }

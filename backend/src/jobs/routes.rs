@@ -89,8 +89,8 @@ async fn logs_route(
 ) -> Result<Json<serde_json::Value>> {
     let job = leased(&state.db, job, id).await?;
     let inserted =
-        crate::store::logs::worker_lines(&state.db, job.run_id, job.attempt, &lines).await?;
-    state.events.touch(job.run_id);
+        crate::store::logs::worker_lines(&state.db, job.owner, job.attempt, &lines).await?;
+    state.events.touch_owner(job.owner);
     Ok(Json(serde_json::json!({ "inserted": inserted })))
 }
 
@@ -105,8 +105,8 @@ async fn fail_route(
     } else {
         RunStatus::Failed
     };
-    let run = finish(&state.db, job, id, status, Some(&body.error)).await?;
-    state.events.touch(run);
+    let owner = finish(&state.db, job, id, status, Some(&body.error)).await?;
+    state.events.touch_owner(owner);
     Ok(Json(serde_json::json!({ "status": status })))
 }
 

@@ -43,7 +43,13 @@ pub async fn snapshot(state: &AppState, team: Team, run: i64) -> Result<(RunSnap
     let snapshot = RunSnapshot {
         run: summary,
         metrics: crate::store::metrics::downsampled(&state.db, run, None, SNAPSHOT_POINTS).await?,
-        logs: crate::store::logs::tail(&state.db, run, None, SNAPSHOT_LOG_LINES).await?,
+        logs: crate::store::logs::tail(
+            &state.db,
+            crate::store::logs::Owner::Run(run),
+            None,
+            SNAPSHOT_LOG_LINES,
+        )
+        .await?,
         artifacts: crate::store::artifacts::folders(&state.db, run).await?,
     };
     Ok((snapshot, last_step.unwrap_or(-1)))
@@ -82,7 +88,7 @@ impl Cursor {
         }
         let lines = crate::store::logs::tail(
             &self.state.db,
-            self.run,
+            crate::store::logs::Owner::Run(self.run),
             Some(self.log_id),
             crate::store::logs::MAX_TAIL,
         )

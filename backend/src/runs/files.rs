@@ -149,6 +149,12 @@ async fn tail_route(
 ) -> Result<Json<Vec<RunLogEntry>>> {
     let run = crate::runs::store::load_run(&state.db, team.id(), &run).await?;
     Ok(Json(
-        tail(&state.db, run.id, q.after, q.limit.unwrap_or(200)).await?,
+        tail(
+            &state.db,
+            crate::store::logs::Owner::Run(run.id),
+            q.after,
+            q.limit.unwrap_or(200),
+        )
+        .await?,
     ))
 }

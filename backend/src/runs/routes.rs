@@ -109,7 +109,12 @@ async fn create_run(
             "name: a run named '{name}' already exists"
         )));
     }
-    let version = store::pin_version(&state.db, dataset.id, &name).await?;
+    let version = crate::data::versions::store::pin_current(
+        &state.db,
+        dataset.id,
+        &format!("pinned by run '{name}'"),
+    )
+    .await?;
     if version.n_rows == 0 {
         return Err(Error::Unprocessable(format!(
             "dataset: '{}' has no rows to train on",
@@ -142,7 +147,7 @@ async fn create_run(
         &queue::NewJob {
             team_id: team,
             kind: still_api::JobKind::Train,
-            run_id,
+            owner: queue::Owner::Run(run_id),
             max_attempts: body.max_attempts.unwrap_or(3).clamp(1, 20),
             device,
             min_memory_bytes: estimate.total_bytes,

@@ -11,29 +11,6 @@ use crate::data::versions;
 use crate::error::{Error, Result, on_unique};
 use crate::jobs::queue::Leased;
 
-/// The version a new run trains on: the latest one when the dataset has not changed since,
-/// else a new one.
-pub async fn pin_version(
-    pool: &SqlitePool,
-    dataset_id: i64,
-    run_name: &str,
-) -> Result<still_api::DatasetVersion> {
-    // The latest version is current when it was cut at the dataset's present revision.
-    let current: Option<i64> = sqlx::query_scalar(
-        "SELECT v.version FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id \
-         WHERE v.dataset_id = ? AND v.dataset_revision = d.revision ORDER BY v.version DESC LIMIT 1",
-    )
-    .bind(dataset_id)
-    .fetch_optional(pool)
-    .await?;
-    match current {
-        Some(v) => versions::store::find(pool, dataset_id, v).await,
-        None => {
-            versions::store::create(pool, dataset_id, &format!("pinned by run '{run_name}'")).await
-        }
-    }
-}
-
 #[derive(FromRow)]
 struct RunRow {
     id: i64,
@@ -290,10 +267,11 @@ pub async fn claimed(db: &mut SqliteConnection, job: &Leased) -> Result<TrainWor
          t.name AS teacher_name, t.origin AS teacher_origin, r.dataset_version_id, r.params FROM runs r \
          JOIN models m ON m.id = r.model_id LEFT JOIN models t ON t.id = r.teacher_id WHERE r.id = ?",
     )
-    .bind(job.run_id)
+    .bind(job.run()?)
     .fetch_one(&mut *db)
     .await?;
     Ok(TrainWork {
+        run_id: job.run()?,
         config: serde_json::from_str(&run.params)
             .map_err(|e| Error::Internal(format!("run params: {e}")))?,
         model_id: run.model_id,

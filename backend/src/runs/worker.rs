@@ -46,7 +46,7 @@ async fn dataset_route(
 ) -> Result<axum::response::Response> {
     use axum::response::IntoResponse;
     let lease = queue::leased(&state.db, job, id).await?;
-    let (dataset_id, version) = store::pinned_version(&state.db, lease.run_id).await?;
+    let (dataset_id, version) = store::pinned_version(&state.db, lease.run()?).await?;
     // Streamed as the worker reads it: the server never holds the whole dataset.
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
@@ -87,7 +87,7 @@ async fn store_upload(
     .await?;
     let mut db = crate::db::write_tx(&state.db).await?;
     queue::check_held(&mut db, lease, &format!("uploading {folder}/{name}")).await?;
-    artifacts::put_run_file(&mut db, lease.run_id, folder, name, &sha, size).await?;
+    artifacts::put_run_file(&mut db, lease.run()?, folder, name, &sha, size).await?;
     db.commit().await?;
     Ok(Json(
         serde_json::json!({ "file": name, "bytes": size, "sha256": sha }),
@@ -137,7 +137,7 @@ async fn commit_checkpoint(
     Path((job, step)): Path<(i64, i64)>,
 ) -> Result<Json<serde_json::Value>> {
     let lease = queue::leased(&state.db, job, id).await?;
-    let run = lease.run_id;
+    let run = lease.run()?;
     if step < 0 {
         return Err(Error::BadRequest(format!(
             "checkpoint step {step} is negative"
@@ -168,7 +168,7 @@ async fn checkpoint_file(
     Path((job, file)): Path<(i64, String)>,
 ) -> Result<axum::response::Response> {
     let lease = queue::leased(&state.db, job, id).await?;
-    let run = lease.run_id;
+    let run = lease.run()?;
     let folder = queue::resume_point(&state.db, job).await?;
     let folder = folder.ok_or_else(|| Error::not_found(format!("job {job} has no checkpoint")))?;
     let name = checkpoint_file_name(&file)?;
@@ -204,7 +204,7 @@ async fn examples_route(
         ));
     }
     let lease = queue::leased(&state.db, job, id).await?;
-    let run = lease.run_id;
+    let run = lease.run()?;
     store::set_examples(&state.db, run, &body).await?;
     state.events.touch(run);
     Ok(Json(serde_json::json!({ "run": run })))
@@ -214,7 +214,7 @@ async fn examples_route(
 /// `DATA_DIR/runs/<run>/final/` (links into the store) and registered as `<run name>-final`,
 /// and the job marked succeeded, in one transaction.
 pub async fn complete(state: &AppState, job: &Leased) -> Result<serde_json::Value> {
-    let run = job.run_id;
+    let run = job.run()?;
     let job_id = job.job_id;
     let data_dir = &state.config.data_dir;
     let config_path =

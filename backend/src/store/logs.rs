@@ -1,5 +1,6 @@
-//! Run logs: the server's lines (claims, checkpoints, lease expiries, outcomes) and the
-//! workers' lines in one table, read as a tail.
+//! Run and eval logs: the server's lines (claims, checkpoints, lease expiries, outcomes) and the
+//! workers' lines in one table per owner (`run_logs`, `eval_logs`, the same shape), read as a
+//! tail.
 
 use sqlx::SqlitePool;
 use still_api::{LogLine, RunLogEntry};
@@ -20,16 +21,53 @@ fn clip(message: &str) -> String {
     }
 }
 
-/// Appends a line the server writes (to the attempt the job is on).
+/// What a log belongs to (a job reports to one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Run(i64),
+    Eval(i64),
+}
+
+impl Owner {
+    /// From a job row's `run_id` and `eval_id` (a job has exactly one).
+    pub fn of_job(job_id: i64, run_id: Option<i64>, eval_id: Option<i64>) -> Result<Self> {
+        match (run_id, eval_id) {
+            (Some(run), None) => Ok(Owner::Run(run)),
+            (None, Some(eval)) => Ok(Owner::Eval(eval)),
+            _ => Err(Error::Internal(format!(
+                "job {job_id} reports to {run_id:?} / {eval_id:?}: not exactly one owner"
+            ))),
+        }
+    }
+
+    /// Its log table and key column (fixed names, never user input), and its id.
+    fn table(self) -> (&'static str, &'static str, i64) {
+        match self {
+            Owner::Run(id) => ("run_logs", "run_id", id),
+            Owner::Eval(id) => ("eval_logs", "eval_id", id),
+        }
+    }
+}
+
+/// Appends a line the server writes to a run's log (to the attempt its job is on).
 pub async fn server_line<'e, E>(db: E, run: i64, level: &str, message: &str) -> Result<()>
 where
     E: sqlx::SqliteExecutor<'e>,
 {
-    sqlx::query(
-        "INSERT INTO run_logs (run_id, attempt, source, level, message) \
-         VALUES (?1, coalesce((SELECT max(attempts) FROM jobs WHERE run_id = ?1), 0), 'server', ?2, ?3)",
-    )
-    .bind(run)
+    owner_line(db, Owner::Run(run), level, message).await
+}
+
+/// Appends a line the server writes to a run's or an eval's log.
+pub async fn owner_line<'e, E>(db: E, owner: Owner, level: &str, message: &str) -> Result<()>
+where
+    E: sqlx::SqliteExecutor<'e>,
+{
+    let (table, key, id) = owner.table();
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({key}, attempt, source, level, message) \
+         VALUES (?1, coalesce((SELECT max(attempts) FROM jobs WHERE {key} = ?1), 0), 'server', ?2, ?3)"
+    ))
+    .bind(id)
     .bind(level)
     .bind(clip(message))
     .execute(db)
@@ -40,10 +78,11 @@ where
 /// Stores a worker's lines for one attempt; a line already stored (same seq) is kept once.
 pub async fn worker_lines(
     pool: &SqlitePool,
-    run: i64,
+    owner: Owner,
     attempt: i64,
     lines: &[LogLine],
 ) -> Result<u64> {
+    let (table, key, id) = owner.table();
     if lines.len() > MAX_LINES_PER_REQUEST {
         return Err(Error::TooLarge(format!(
             "{} log lines in one request; the limit is {MAX_LINES_PER_REQUEST}",
@@ -59,11 +98,11 @@ pub async fn worker_lines(
                 line.seq, line.level
             )));
         }
-        inserted += sqlx::query(
-            "INSERT OR IGNORE INTO run_logs (run_id, attempt, seq, source, level, message) \
-             VALUES (?, ?, ?, 'worker', ?, ?)",
-        )
-        .bind(run)
+        inserted += sqlx::query(&format!(
+            "INSERT OR IGNORE INTO {table} ({key}, attempt, seq, source, level, message) \
+             VALUES (?, ?, ?, 'worker', ?, ?)"
+        ))
+        .bind(id)
         .bind(attempt)
         .bind(line.seq)
         .bind(&line.level)
@@ -79,29 +118,30 @@ pub async fn worker_lines(
 /// Lines after `after` (by id), oldest first; without `after`, the last `limit` lines.
 pub async fn tail(
     pool: &SqlitePool,
-    run: i64,
+    owner: Owner,
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<RunLogEntry>> {
     let limit = limit.clamp(1, MAX_TAIL);
+    let (table, key, id) = owner.table();
     let rows: Vec<(i64, i64, String, String, String, String)> = match after {
         Some(after) => {
-            sqlx::query_as(
-                "SELECT id, attempt, source, level, message, created_at FROM run_logs \
-                 WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
-            )
-            .bind(run)
+            sqlx::query_as(&format!(
+                "SELECT id, attempt, source, level, message, created_at FROM {table} \
+                 WHERE {key} = ? AND id > ? ORDER BY id LIMIT ?"
+            ))
+            .bind(id)
             .bind(after)
             .bind(limit)
             .fetch_all(pool)
             .await?
         }
         None => {
-            let mut rows: Vec<_> = sqlx::query_as(
-                "SELECT id, attempt, source, level, message, created_at FROM run_logs \
-                 WHERE run_id = ? ORDER BY id DESC LIMIT ?",
-            )
-            .bind(run)
+            let mut rows: Vec<_> = sqlx::query_as(&format!(
+                "SELECT id, attempt, source, level, message, created_at FROM {table} \
+                 WHERE {key} = ? ORDER BY id DESC LIMIT ?"
+            ))
+            .bind(id)
             .bind(limit)
             .fetch_all(pool)
             .await?;

@@ -25,6 +25,14 @@ impl Events {
         let _ = self.changed.send(run);
     }
 
+    /// Tells the live streams of what a job reports to that it changed (runs have live streams;
+    /// an eval's page reads its progress by polling).
+    pub fn touch_owner(&self, owner: super::logs::Owner) {
+        if let super::logs::Owner::Run(run) = owner {
+            self.touch(run);
+        }
+    }
+
     /// A receiver of change notices.
     pub fn subscribe(&self) -> broadcast::Receiver<i64> {
         self.changed.subscribe()

@@ -151,6 +151,27 @@ pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result
     Ok(row.into())
 }
 
+/// The version a run or an eval pins: the latest one when the dataset has not changed since
+/// it was cut, else a new one (with `message`).
+pub async fn pin_current(
+    pool: &SqlitePool,
+    dataset_id: i64,
+    message: &str,
+) -> Result<DatasetVersion> {
+    // The latest version is current when it was cut at the dataset's present revision.
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT v.version FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id \
+         WHERE v.dataset_id = ? AND v.dataset_revision = d.revision ORDER BY v.version DESC LIMIT 1",
+    )
+    .bind(dataset_id)
+    .fetch_optional(pool)
+    .await?;
+    match current {
+        Some(v) => find(pool, dataset_id, v).await,
+        None => create(pool, dataset_id, message).await,
+    }
+}
+
 pub async fn list(pool: &SqlitePool, dataset_id: i64) -> Result<Vec<DatasetVersion>> {
     let rows: Vec<VersionRow> =
         sqlx::query_as("SELECT * FROM dataset_versions WHERE dataset_id = ? ORDER BY version DESC")

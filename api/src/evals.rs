@@ -1,0 +1,145 @@
+//! Evaluations: `POST /api/evals`, `GET /api/evals[/{id}[/examples]]`, and the `eval` job's
+//! work. The budgets and decoding here have the engine's shapes (its `Budget` and `Sampling`),
+//! so the settings a user posts are what a worker runs.
+
+use serde::{Deserialize, Serialize};
+
+/// One thinking budget (s1's budget forcing).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct BudgetSpec {
+    /// Thinking is cut here and `Final Answer:` appended (`None`: uncut).
+    pub max_thinking_tokens: Option<u32>,
+    /// A try to stop before this is answered with `Wait`.
+    pub min_thinking_tokens: u32,
+    /// The model's first N tries to stop are answered with `Wait`.
+    pub wait_extensions: u32,
+}
+
+/// How tokens are picked.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Decoding {
+    /// 0 is greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: u32,
+    pub seed: u64,
+    /// Answer tokens after thinking.
+    pub max_answer_tokens: u32,
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            max_answer_tokens: 256,
+        }
+    }
+}
+
+/// `POST /api/evals`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewEval {
+    /// A model's id or name, or a run's (its final model).
+    pub model: String,
+    /// A dataset's id or name; its current version is pinned.
+    pub dataset: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub budgets: Vec<BudgetSpec>,
+    #[serde(default)]
+    pub decoding: Option<Decoding>,
+    /// How answers are extracted: `math` (default), `gsm8k` or `choice`.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Evaluate only the version's first N rows.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Accuracy and thinking under one budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetResult {
+    pub budget: BudgetSpec,
+    /// Examples graded so far under this budget.
+    pub n: i64,
+    pub correct: i64,
+    pub accuracy: f64,
+    pub mean_thinking_tokens: f64,
+    /// s1's Control: the share whose thinking stayed within the budget.
+    pub control: f64,
+}
+
+/// `GET /api/evals/{id}` (and each item of `GET /api/evals`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalSummary {
+    pub id: i64,
+    pub name: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled` (its job's).
+    pub status: String,
+    pub model_id: i64,
+    pub model_name: String,
+    pub run_id: Option<i64>,
+    pub dataset_id: i64,
+    pub dataset_name: String,
+    pub dataset_version: i64,
+    pub n_examples: i64,
+    /// Graded (example, budget) pairs so far, of `n_examples × budgets.len()`.
+    pub done: i64,
+    pub budgets: Vec<BudgetResult>,
+    pub decoding: Decoding,
+    pub preset: String,
+    /// s1's Scaling: the mean slope of accuracy against mean thinking tokens over all pairs of
+    /// budgets, per thinking token (`None` with fewer than two distinct means).
+    pub scaling: Option<f64>,
+    /// s1's Performance: the best accuracy.
+    pub performance: f64,
+    /// s1's Control over every graded pair.
+    pub control: f64,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// One graded (example, budget) pair: `record` is the engine's `EvalRecord` (question,
+/// reference, thinking and answer apart with each forced `Wait` and the cut marked, extracted
+/// answer, verdict, reason, token counts, seconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalExample {
+    pub budget_index: i64,
+    pub example_index: i64,
+    pub correct: bool,
+    pub thinking_tokens: i64,
+    pub attempt: i64,
+    pub record: serde_json::Value,
+}
+
+/// An eval job's inputs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalWork {
+    pub eval_id: i64,
+    pub model_id: i64,
+    pub model_name: String,
+    /// `worker`: the model lives only on workers' disks.
+    pub model_origin: String,
+    pub dataset_version_id: i64,
+    pub n_examples: i64,
+    /// The engine's `EvalSettings`.
+    pub settings: serde_json::Value,
+    /// `(budget_index, example_index)` pairs an earlier attempt already graded: skip them.
+    pub done: Vec<(i64, i64)>,
+}
+
+/// One graded pair a worker uploads (`POST /api/worker/jobs/{id}/eval/records`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalRecordUpload {
+    pub budget_index: i64,
+    pub example_index: i64,
+    pub correct: bool,
+    pub thinking_tokens: i64,
+    pub record: serde_json::Value,
+}

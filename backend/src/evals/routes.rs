@@ -1,0 +1,392 @@
+//! The evals API: create one (pinning the dataset's version and queueing its job), list them,
+//! read one's per-budget results and s1's Control/Scaling/Performance, page through its graded
+//! examples, cancel it, read its log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use still_api::{BudgetResult, BudgetSpec, Decoding, EvalExample, EvalSummary, NewEval};
+use still_engine::budget::{Budget, Forcing};
+use still_engine::eval::{EvalSettings, Preset, scaling, within_budget};
+use still_engine::generate::Sampling;
+
+use super::store::{self, EvalRow, ExampleFilter, NewEvalRow};
+use crate::AppState;
+use crate::data::{datasets, versions};
+use crate::error::{ApiJson, Error, Result};
+use crate::http::Team;
+use crate::jobs::queue::{self, Owner};
+use crate::names::validate_name;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/evals", get(list_evals).post(create_eval))
+        .route("/api/evals/{eval}", get(get_eval))
+        .route("/api/evals/{eval}/examples", get(get_examples))
+        .route("/api/evals/{eval}/cancel", post(cancel_eval))
+        .route("/api/evals/{eval}/logs", get(get_logs))
+}
+
+/// Limits of one eval.
+pub const MAX_BUDGETS: usize = 32;
+pub const MAX_THINKING_TOKENS: u32 = 131_072;
+pub const MAX_WAIT_EXTENSIONS: u32 = 64;
+pub const MAX_ANSWER_TOKENS: u32 = 16_384;
+
+fn check_budgets(budgets: &[BudgetSpec]) -> Result<Vec<Budget>> {
+    if budgets.is_empty() || budgets.len() > MAX_BUDGETS {
+        return Err(Error::BadRequest(format!(
+            "budgets: give 1 to {MAX_BUDGETS} budgets, not {}",
+            budgets.len()
+        )));
+    }
+    budgets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let bad = |m: String| Err(Error::BadRequest(format!("budgets[{i}]: {m}")));
+            if let Some(max) = b.max_thinking_tokens {
+                if !(1..=MAX_THINKING_TOKENS).contains(&max) {
+                    return bad(format!(
+                        "max_thinking_tokens {max} is not in 1..={MAX_THINKING_TOKENS}"
+                    ));
+                }
+                if b.min_thinking_tokens > max {
+                    return bad(format!(
+                        "min_thinking_tokens {} is above max_thinking_tokens {max}",
+                        b.min_thinking_tokens
+                    ));
+                }
+            }
+            if b.min_thinking_tokens > MAX_THINKING_TOKENS {
+                return bad(format!(
+                    "min_thinking_tokens {} is above {MAX_THINKING_TOKENS}",
+                    b.min_thinking_tokens
+                ));
+            }
+            if b.wait_extensions > MAX_WAIT_EXTENSIONS {
+                return bad(format!(
+                    "wait_extensions {} is above {MAX_WAIT_EXTENSIONS}",
+                    b.wait_extensions
+                ));
+            }
+            Ok(Budget {
+                max_thinking_tokens: b.max_thinking_tokens.map(|m| m as usize),
+                min_thinking_tokens: b.min_thinking_tokens as usize,
+                wait_extensions: b.wait_extensions as usize,
+            })
+        })
+        .collect()
+}
+
+fn check_decoding(d: &Decoding) -> Result<Sampling> {
+    if !(1..=MAX_ANSWER_TOKENS).contains(&d.max_answer_tokens) {
+        return Err(Error::BadRequest(format!(
+            "decoding.max_answer_tokens {} is not in 1..={MAX_ANSWER_TOKENS}",
+            d.max_answer_tokens
+        )));
+    }
+    let sampling = Sampling {
+        temperature: d.temperature,
+        top_p: d.top_p,
+        top_k: d.top_k as usize,
+        seed: d.seed,
+    };
+    sampling
+        .validate()
+        .map_err(|e| Error::BadRequest(format!("decoding: {e}")))?;
+    Ok(sampling)
+}
+
+/// The model an eval names: a model by id or name, else a run's final model.
+async fn resolve_model_or_run(
+    state: &AppState,
+    team: i64,
+    reference: &str,
+) -> Result<(still_api::ModelSummary, Option<i64>)> {
+    match crate::models::resolve_model(&state.db, team, reference).await {
+        Ok(model) => {
+            let run = model.run_id;
+            return Ok((model, run));
+        }
+        Err(Error::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let run = crate::runs::store::load_run(&state.db, team, reference)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::not_found(format!("model or run '{reference}'")),
+            e => e,
+        })?;
+    let Some(model_id) = run.output_model_id else {
+        return Err(Error::Conflict(format!(
+            "run '{}' has no final model yet ({}); evaluate it when it has succeeded",
+            run.name, run.status
+        )));
+    };
+    let model = crate::models::resolve_model(&state.db, team, &model_id.to_string()).await?;
+    Ok((model, Some(run.id)))
+}
+
+async fn create_eval(
+    State(state): State<AppState>,
+    team: Team,
+    ApiJson(body): ApiJson<NewEval>,
+) -> Result<(StatusCode, Json<EvalSummary>)> {
+    let team = team.id();
+    let budgets = check_budgets(&body.budgets)?;
+    let decoding = body.decoding.unwrap_or_default();
+    let sampling = check_decoding(&decoding)?;
+    let preset: Preset = body
+        .preset
+        .as_deref()
+        .unwrap_or("math")
+        .parse()
+        .map_err(|e: String| Error::BadRequest(format!("preset: {e}")))?;
+    let (model, run_id) = resolve_model_or_run(&state, team, &body.model).await?;
+    let dataset = datasets::store::resolve(&state.db, team, &body.dataset).await?;
+    let name = match &body.name {
+        Some(name) => {
+            let name = validate_name("eval", name)?;
+            if store::name_taken(&state.db, team, &name).await? {
+                return Err(Error::Conflict(format!("an eval named '{name}' exists")));
+            }
+            name
+        }
+        None => {
+            let base = format!("{} on {}", model.name, dataset.name);
+            let mut name = base.clone();
+            let mut n = 1;
+            while store::name_taken(&state.db, team, &name).await? {
+                n += 1;
+                name = format!("{base} ({n})");
+            }
+            name
+        }
+    };
+    let version =
+        versions::store::pin_current(&state.db, dataset.id, &format!("pinned by eval '{name}'"))
+            .await?;
+    let n_examples = match body.limit {
+        Some(limit) => i64::from(limit).min(version.n_rows),
+        None => version.n_rows,
+    };
+    if n_examples == 0 {
+        return Err(Error::Unprocessable(format!(
+            "dataset '{}' version {} has no rows to evaluate",
+            dataset.name, version.version
+        )));
+    }
+    let settings = EvalSettings {
+        budgets,
+        forcing: Forcing {
+            max_answer_tokens: decoding.max_answer_tokens as usize,
+            ..Forcing::default()
+        },
+        sampling,
+        preset,
+        batch_size: 8,
+    };
+    let settings_json =
+        serde_json::to_string(&settings).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut db = crate::db::write_tx(&state.db).await?;
+    let eval_id = store::insert(
+        &mut db,
+        &NewEvalRow {
+            team_id: team,
+            name: &name,
+            model_id: model.id,
+            run_id,
+            dataset_id: dataset.id,
+            dataset_version_id: version.id,
+            settings: &settings_json,
+            n_examples,
+            n_budgets: settings.budgets.len() as i64,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        Error::Database(err) => {
+            crate::error::on_unique(err, || format!("an eval named '{name}' exists"))
+        }
+        e => e,
+    })?;
+    queue::enqueue(
+        &mut db,
+        &queue::NewJob {
+            team_id: team,
+            kind: still_api::JobKind::Eval,
+            owner: Owner::Eval(eval_id),
+            max_attempts: 3,
+            device: None,
+            min_memory_bytes: 0,
+            worker_models: if model.origin == "worker" {
+                vec![model.name.clone()]
+            } else {
+                Vec::new()
+            },
+        },
+    )
+    .await?;
+    crate::store::logs::owner_line(
+        &mut *db,
+        Owner::Eval(eval_id),
+        "info",
+        &format!(
+            "queued: model '{}' on {n_examples} rows of '{}' version {} under {} budgets",
+            model.name,
+            dataset.name,
+            version.version,
+            settings.budgets.len()
+        ),
+    )
+    .await?;
+    db.commit().await?;
+    let row = store::load(&state.db, team, &eval_id.to_string()).await?;
+    Ok((StatusCode::CREATED, Json(summary(&state, row).await?)))
+}
+
+/// An eval's summary: per-budget results from its graded records so far.
+pub async fn summary(state: &AppState, row: EvalRow) -> Result<EvalSummary> {
+    let settings: EvalSettings = serde_json::from_str(&row.settings)
+        .map_err(|e| Error::Internal(format!("eval {} settings: {e}", row.id)))?;
+    let outcomes = store::outcomes(&state.db, row.id).await?;
+    let mut budgets = Vec::with_capacity(settings.budgets.len());
+    let mut within_all = 0;
+    for (b, budget) in settings.budgets.iter().enumerate() {
+        let mine: Vec<&(i64, bool, i64)> = outcomes.iter().filter(|o| o.0 == b as i64).collect();
+        let n = mine.len() as i64;
+        let correct = mine.iter().filter(|o| o.1).count() as i64;
+        let within = mine
+            .iter()
+            .filter(|o| within_budget(budget, o.2.max(0) as usize))
+            .count() as i64;
+        within_all += within;
+        let share = |k: i64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+        budgets.push(BudgetResult {
+            budget: BudgetSpec {
+                max_thinking_tokens: budget.max_thinking_tokens.map(|m| m as u32),
+                min_thinking_tokens: budget.min_thinking_tokens as u32,
+                wait_extensions: budget.wait_extensions as u32,
+            },
+            n,
+            correct,
+            accuracy: share(correct),
+            mean_thinking_tokens: if n == 0 {
+                0.0
+            } else {
+                mine.iter().map(|o| o.2 as f64).sum::<f64>() / n as f64
+            },
+            control: share(within),
+        });
+    }
+    let points: Vec<(f64, f64)> = budgets
+        .iter()
+        .filter(|b| b.n > 0)
+        .map(|b| (b.mean_thinking_tokens, b.accuracy))
+        .collect();
+    Ok(EvalSummary {
+        id: row.id,
+        name: row.name,
+        status: row.status.unwrap_or_else(|| "queued".into()),
+        model_id: row.model_id,
+        model_name: row.model_name,
+        run_id: row.run_id,
+        dataset_id: row.dataset_id,
+        dataset_name: row.dataset_name,
+        dataset_version: row.dataset_version,
+        n_examples: row.n_examples,
+        done: outcomes.len() as i64,
+        scaling: scaling(&points),
+        performance: budgets.iter().map(|b| b.accuracy).fold(0.0, f64::max),
+        control: if outcomes.is_empty() {
+            0.0
+        } else {
+            within_all as f64 / outcomes.len() as f64
+        },
+        budgets,
+        decoding: Decoding {
+            temperature: settings.sampling.temperature,
+            top_p: settings.sampling.top_p,
+            top_k: settings.sampling.top_k as u32,
+            seed: settings.sampling.seed,
+            max_answer_tokens: settings.forcing.max_answer_tokens as u32,
+        },
+        preset: settings.preset.as_str().to_string(),
+        error: row.error,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
+    })
+}
+
+async fn list_evals(State(state): State<AppState>, team: Team) -> Result<Json<Vec<EvalSummary>>> {
+    let mut out = Vec::new();
+    for row in store::list(&state.db, team.id()).await? {
+        out.push(summary(&state, row).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_eval(
+    State(state): State<AppState>,
+    team: Team,
+    Path(eval): Path<String>,
+) -> Result<Json<EvalSummary>> {
+    let row = store::load(&state.db, team.id(), &eval).await?;
+    Ok(Json(summary(&state, row).await?))
+}
+
+async fn get_examples(
+    State(state): State<AppState>,
+    team: Team,
+    Path(eval): Path<String>,
+    Query(filter): Query<ExampleFilter>,
+) -> Result<Json<Vec<EvalExample>>> {
+    let row = store::load(&state.db, team.id(), &eval).await?;
+    if let Some(b) = filter.budget
+        && !(0..row.n_budgets).contains(&b)
+    {
+        return Err(Error::BadRequest(format!(
+            "budget {b}: eval '{}' has budgets 0..{}",
+            row.name,
+            row.n_budgets - 1
+        )));
+    }
+    Ok(Json(store::examples(&state.db, row.id, &filter).await?))
+}
+
+async fn cancel_eval(
+    State(state): State<AppState>,
+    team: Team,
+    Path(eval): Path<String>,
+) -> Result<Json<EvalSummary>> {
+    let row = store::load(&state.db, team.id(), &eval).await?;
+    queue::cancel(&state.db, Owner::Eval(row.id)).await?;
+    let row = store::load(&state.db, team.id(), &row.id.to_string()).await?;
+    Ok(Json(summary(&state, row).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn get_logs(
+    State(state): State<AppState>,
+    team: Team,
+    Path(eval): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<still_api::RunLogEntry>>> {
+    let row = store::load(&state.db, team.id(), &eval).await?;
+    Ok(Json(
+        crate::store::logs::tail(
+            &state.db,
+            Owner::Eval(row.id),
+            q.after,
+            q.limit.unwrap_or(200),
+        )
+        .await?,
+    ))
+}

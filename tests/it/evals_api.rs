@@ -1,0 +1,261 @@
+//! Evaluations on the queue: a real server, real worker processes, real SQLite. An eval of a
+//! tiny model on addition rows under several budgets, its per-budget results and graded
+//! examples, the checks on what is posted, and a worker killed mid-eval.
+
+use std::time::Duration;
+
+use serde_json::json;
+use still_api::{EvalExample, EvalSummary};
+use still_tests::{Api, TestServer, wait_until};
+
+async fn server_with_model(adjust: impl FnOnce(&mut still_backend::Config)) -> (TestServer, Api) {
+    let server = TestServer::start_with(adjust).await;
+    let api = Api::new(&server);
+    api.import_addition("add", 64).await;
+    let model = api
+        .create_model(json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .await;
+    assert_eq!(model.status, 201, "{}", model.text);
+    (server, api)
+}
+
+async fn eval(api: &Api, id: i64) -> EvalSummary {
+    api.get(&format!("/api/evals/{id}")).await.ok()
+}
+
+async fn wait_for_eval(api: &Api, id: i64, within: Duration) -> EvalSummary {
+    wait_until(
+        within,
+        || eval(api, id),
+        |e| matches!(e.status.as_str(), "succeeded" | "failed" | "cancelled"),
+    )
+    .await
+}
+
+async fn examples(api: &Api, id: i64, query: &str) -> Vec<EvalExample> {
+    api.get(&format!("/api/evals/{id}/examples?{query}"))
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn an_eval_grades_every_example_under_every_budget() {
+    let (server, api) = server_with_model(|_| {}).await;
+    let body = json!({
+        "model": "tiny", "dataset": "add", "limit": 5,
+        "budgets": [{"max_thinking_tokens": 6}, {"max_thinking_tokens": 12, "wait_extensions": 1}],
+        "decoding": {"max_answer_tokens": 6}
+    });
+    let created: EvalSummary = api.post("/api/evals", &body).await.ok();
+    assert_eq!(created.status, "queued");
+    assert_eq!(created.name, "tiny on add");
+    assert_eq!((created.n_examples, created.done), (5, 0));
+    assert_eq!(created.budgets.len(), 2);
+    // The same again gets the next free name.
+    let second: EvalSummary = api.post("/api/evals", &body).await.ok();
+    assert_eq!(second.name, "tiny on add (2)");
+    api.post_empty(&format!("/api/evals/{}/cancel", second.id))
+        .await
+        .ok::<EvalSummary>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let done = wait_for_eval(&api, created.id, Duration::from_secs(120)).await;
+    worker.kill().await.unwrap();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(done.done, 10);
+    for (b, max) in done.budgets.iter().zip([6.0, 12.0]) {
+        assert_eq!(b.n, 5);
+        assert!(b.mean_thinking_tokens <= max, "{b:?}");
+        assert_eq!(b.control, 1.0, "{b:?}");
+        assert!((0.0..=1.0).contains(&b.accuracy));
+        assert_eq!(b.accuracy, b.correct as f64 / 5.0);
+    }
+    assert_eq!(done.control, 1.0);
+    assert_eq!(
+        done.performance,
+        done.budgets.iter().map(|b| b.accuracy).fold(0.0, f64::max)
+    );
+
+    // Graded examples: thinking and answer apart, the cut marked, every pair once.
+    let all = examples(&api, created.id, "limit=200").await;
+    assert_eq!(all.len(), 10);
+    let mut pairs: Vec<(i64, i64)> = all
+        .iter()
+        .map(|e| (e.budget_index, e.example_index))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 10);
+    for e in &all {
+        let thought = &e.record["thought"];
+        assert_eq!(thought["thinking_tokens"].as_i64(), Some(e.thinking_tokens));
+        if let Some(cut) = thought["cut"]["token"].as_i64() {
+            assert_eq!(cut, e.thinking_tokens);
+            assert!(
+                thought["answer"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Final Answer:")
+            );
+        }
+        assert!(e.record["question"].as_str().unwrap().contains('+'));
+        assert!(e.record["reason"].is_string());
+    }
+    let first_budget = examples(&api, created.id, "budget=0").await;
+    assert_eq!(first_budget.len(), 5);
+    assert!(first_budget.iter().all(|e| e.budget_index == 0));
+    let wrong = examples(&api, created.id, "correct=false").await;
+    let right = examples(&api, created.id, "correct=true").await;
+    assert_eq!(wrong.len() + right.len(), 10);
+    assert!(wrong.iter().all(|e| !e.correct));
+    let page = examples(&api, created.id, "budget=1&after=2").await;
+    assert_eq!(
+        page.iter().map(|e| e.example_index).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    // The log says what ran.
+    let log: Vec<still_api::RunLogEntry> = api
+        .get(&format!("/api/evals/{}/logs", created.id))
+        .await
+        .ok();
+    assert!(
+        log.iter()
+            .any(|l| l.message.contains("succeeded: 10 graded pairs")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.source == "worker" && l.message.contains("0 of 10 pairs already graded")),
+        "{log:?}"
+    );
+    // Listed, newest first.
+    let listed: Vec<EvalSummary> = api.get("/api/evals").await.ok();
+    assert_eq!(
+        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![second.id, created.id]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_evals_are_refused_with_the_field_named_and_nothing_queued() {
+    let (server, api) = server_with_model(|_| {}).await;
+    let cases = [
+        (
+            json!({"model": "tiny", "dataset": "add", "budgets": []}),
+            400,
+            "budgets: give 1 to 32",
+        ),
+        (
+            json!({"model": "tiny", "dataset": "add", "budgets": [{"max_thinking_tokens": 0}]}),
+            400,
+            "budgets[0]: max_thinking_tokens 0",
+        ),
+        (
+            json!({"model": "tiny", "dataset": "add", "budgets": [{"max_thinking_tokens": 8, "min_thinking_tokens": 9}]}),
+            400,
+            "budgets[0]: min_thinking_tokens 9 is above max_thinking_tokens 8",
+        ),
+        (
+            json!({"model": "tiny", "dataset": "add", "budgets": [{}], "decoding": {"top_p": 0.0}}),
+            400,
+            "decoding: ",
+        ),
+        (
+            json!({"model": "tiny", "dataset": "add", "budgets": [{}], "preset": "essay"}),
+            400,
+            "preset: unknown answer preset \"essay\"",
+        ),
+        (
+            json!({"model": "nope", "dataset": "add", "budgets": [{}]}),
+            404,
+            "model or run 'nope'",
+        ),
+        (
+            json!({"model": "tiny", "dataset": "nope", "budgets": [{}]}),
+            404,
+            "dataset 'nope'",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let reply = api.post("/api/evals", &body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+        assert!(
+            reply.message().contains(message),
+            "{body}: {}",
+            reply.message()
+        );
+    }
+    let listed: Vec<EvalSummary> = api.get("/api/evals").await.ok();
+    assert!(listed.is_empty());
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'eval'")
+        .fetch_one(server.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_eval_worker_killed_mid_way_resumes_and_grades_every_pair_once() {
+    let (server, api) = server_with_model(|c| c.lease_seconds = 2).await;
+    let body = json!({
+        "model": "tiny", "dataset": "add", "limit": 24,
+        "budgets": [{"max_thinking_tokens": 48}, {"max_thinking_tokens": 96}],
+        "decoding": {"max_answer_tokens": 16}
+    });
+    let created: EvalSummary = api.post("/api/evals", &body).await.ok();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = api.start_worker(&server, dir.path()).await;
+    let partway = wait_until(
+        Duration::from_secs(120),
+        || eval(&api, created.id),
+        |e| e.done >= 4 || e.status != "queued" && e.status != "running",
+    )
+    .await;
+    first.kill().await.unwrap(); // SIGKILL: the lease just stops being renewed
+    assert!(partway.done >= 4 && partway.done < 48, "{partway:?}");
+    // What the first attempt stored before it died.
+    let before: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT budget_index, example_index FROM eval_records WHERE eval_id = ? AND attempt = 1",
+    )
+    .bind(created.id)
+    .fetch_all(server.pool())
+    .await
+    .unwrap();
+    let mut second = api.start_worker(&server, dir.path()).await;
+    let done = wait_for_eval(&api, created.id, Duration::from_secs(240)).await;
+    second.kill().await.unwrap();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(done.done, 48);
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT budget_index, example_index, attempt FROM eval_records WHERE eval_id = ?",
+    )
+    .bind(created.id)
+    .fetch_all(server.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 48);
+    // Every pair the first attempt graded is still its (not graded again), the rest the second's.
+    let first_rows: Vec<(i64, i64)> = rows
+        .iter()
+        .filter(|r| r.2 == 1)
+        .map(|r| (r.0, r.1))
+        .collect();
+    assert!(first_rows.len() >= before.len());
+    assert!(before.iter().all(|p| first_rows.contains(p)));
+    assert!(rows.iter().all(|r| r.2 == 1 || r.2 == 2), "{rows:?}");
+    // The second attempt was told what was done and said how much it skipped.
+    let log: Vec<still_api::RunLogEntry> = api
+        .get(&format!("/api/evals/{}/logs", created.id))
+        .await
+        .ok();
+    let skipped = format!("{} of 48 pairs already graded", first_rows.len());
+    assert!(
+        log.iter()
+            .any(|l| l.attempt == 2 && l.message.contains(&skipped)),
+        "{skipped}: {log:?}"
+    );
+    server.stop().await;
+}
