@@ -214,12 +214,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
     let state = open_state(config).await?;
     // Leases ran out while no server was there to renew them: give running jobs one lease
     // period to check in before the reaper may re-queue them.
-    sqlx::query(
-        "UPDATE jobs SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE status = 'running'",
-    )
-    .bind(format!("+{} seconds", state.config.lease_seconds))
-    .execute(&state.db)
-    .await?;
+    jobs::queue::renew_running_leases(&state.db, state.config.lease_seconds).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;

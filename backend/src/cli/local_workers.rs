@@ -15,13 +15,7 @@ async fn local_token(pool: &SqlitePool, data_dir: &Path, n: usize) -> anyhow::Re
         // Files written before tokens were kept private.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
-        let known: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
-        )
-        .bind(crate::http::token_hash(token.trim()))
-        .fetch_optional(pool)
-        .await?;
-        if known.is_some() {
+        if crate::http::worker_of_token(pool, &token).await?.is_some() {
             return Ok(token.trim().to_string());
         }
     }

@@ -56,16 +56,22 @@ impl FromRequestParts<AppState> for WorkerAuth {
             .ok_or_else(|| {
                 Error::Unauthorized("worker routes need 'Authorization: Bearer <token>'".into())
             })?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL",
-        )
-        .bind(token_hash(token.trim()))
-        .fetch_optional(&state.db)
-        .await?;
-        let id =
-            id.ok_or_else(|| Error::Unauthorized("worker token is wrong or revoked".into()))?;
+        let id = worker_of_token(&state.db, token)
+            .await?
+            .ok_or_else(|| Error::Unauthorized("worker token is wrong or revoked".into()))?;
         Ok(Self(id))
     }
+}
+
+/// The worker a token belongs to, unless it is unknown or revoked (the one lookup of a token:
+/// `WorkerAuth` and the local workers' saved tokens).
+pub async fn worker_of_token(pool: &sqlx::SqlitePool, token: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM workers WHERE token_sha256 = ? AND revoked_at IS NULL")
+            .bind(token_hash(token.trim()))
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn api_not_found(uri: axum::http::Uri) -> Error {

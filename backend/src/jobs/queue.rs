@@ -453,6 +453,18 @@ pub async fn cancel(pool: &SqlitePool, owner: Owner) -> Result<()> {
     Ok(())
 }
 
+/// Gives every running job a fresh lease of `lease_seconds` (a starting server: leases ran out
+/// while no server was there to renew them).
+pub async fn renew_running_leases(pool: &SqlitePool, lease_seconds: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE status = 'running'",
+    )
+    .bind(format!("+{lease_seconds} seconds"))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Runs the reaper every few seconds until the server stops.
 pub fn spawn_reaper(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

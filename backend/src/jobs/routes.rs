@@ -10,7 +10,7 @@ use still_api::{
 };
 
 use super::queue::{finish, heartbeat, leased, record_metrics};
-use super::workers::{seen, workers};
+use super::workers::{register_worker, seen, workers};
 use crate::AppState;
 use crate::error::{ApiJson, Error, Result};
 use crate::http::WorkerAuth;
@@ -45,19 +45,7 @@ async fn register(
             "models: '{bad}' is not a folder name"
         )));
     }
-    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ?, models = ?, last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
-        .bind(&body.device)
-        .bind(body.memory_bytes)
-        .bind(serde_json::to_string(&body.models).map_err(|e| Error::Internal(e.to_string()))?)
-        .bind(id)
-        .execute(&state.db)
-        .await?;
-    let workers = workers(&state.db).await?;
-    workers
-        .into_iter()
-        .find(|w| w.id == id)
-        .map(Json)
-        .ok_or_else(|| Error::not_found(format!("worker {id}")))
+    Ok(Json(register_worker(&state.db, id, &body).await?))
 }
 
 async fn heartbeat_route(

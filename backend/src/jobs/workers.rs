@@ -2,7 +2,7 @@
 //! it is idle, busy or offline.
 
 use sqlx::{FromRow, SqlitePool};
-use still_api::WorkerSummary;
+use still_api::{RegisterWorker, WorkerSummary};
 
 use crate::error::{Error, Result};
 use crate::http::token_hash;
@@ -43,6 +43,27 @@ pub async fn seen(pool: &SqlitePool, worker_id: i64) -> Result<()> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Stores what a worker registered (its device, memory and the models on its disk), marks it
+/// seen and returns it as the workers page shows it.
+pub async fn register_worker(
+    pool: &SqlitePool,
+    worker_id: i64,
+    body: &RegisterWorker,
+) -> Result<WorkerSummary> {
+    sqlx::query("UPDATE workers SET device = ?, memory_bytes = ?, models = ?, last_seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?")
+        .bind(&body.device)
+        .bind(body.memory_bytes)
+        .bind(serde_json::to_string(&body.models).map_err(|e| Error::Internal(e.to_string()))?)
+        .bind(worker_id)
+        .execute(pool)
+        .await?;
+    workers(pool)
+        .await?
+        .into_iter()
+        .find(|w| w.id == worker_id)
+        .ok_or_else(|| Error::not_found(format!("worker {worker_id}")))
 }
 
 #[derive(FromRow)]

@@ -35,11 +35,7 @@ pub async fn snapshot(state: &AppState, team: Team, run: i64) -> Result<(RunSnap
     let summary = crate::runs::store::load_run(&state.db, team.id(), &run.to_string()).await?;
     // The cursor first: a point stored while the snapshot is read comes again as an update
     // (the page keeps one point per step), never not at all.
-    let last_step: Option<i64> =
-        sqlx::query_scalar("SELECT max(step) FROM run_metrics WHERE run_id = ?")
-            .bind(run)
-            .fetch_one(&state.db)
-            .await?;
+    let last_step = crate::store::metrics::last_step(&state.db, run).await?;
     let snapshot = RunSnapshot {
         run: summary,
         metrics: crate::store::metrics::downsampled(&state.db, run, None, SNAPSHOT_POINTS).await?,

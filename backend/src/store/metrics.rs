@@ -129,6 +129,16 @@ pub async fn after(pool: &SqlitePool, run: i64, step: i64) -> Result<Vec<MetricP
     )
 }
 
+/// The last step any metric of a run has reached (none before its first point).
+pub async fn last_step(pool: &SqlitePool, run: i64) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT max(step) FROM run_metrics WHERE run_id = ?")
+            .bind(run)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 fn points(rows: Vec<(i64, String, f64)>) -> Result<Vec<MetricPoint>> {
     Ok(rows
         .into_iter()
@@ -145,12 +155,7 @@ pub async fn downsampled(
     name: Option<&str>,
     max_points: usize,
 ) -> Result<Vec<MetricPoint>> {
-    let max_step: Option<i64> =
-        sqlx::query_scalar("SELECT max(step) FROM run_metrics WHERE run_id = ?")
-            .bind(run)
-            .fetch_one(pool)
-            .await?;
-    let Some(max_step) = max_step else {
+    let Some(max_step) = last_step(pool, run).await? else {
         return Ok(Vec::new());
     };
     let wanted_buckets = (max_points as i64 / 2).max(1);
