@@ -206,3 +206,29 @@ pub async fn cancel_run(id: i64) -> ApiResult<still_api::RunSummary> {
 pub async fn workers() -> ApiResult<Vec<still_api::WorkerSummary>> {
     get("/api/workers").await
 }
+
+pub async fn evals() -> ApiResult<Vec<still_api::EvalSummary>> {
+    get("/api/evals").await
+}
+
+pub async fn eval(id: &str) -> ApiResult<still_api::EvalSummary> {
+    get(&format!("/api/evals/{}", encode(id))).await
+}
+
+pub async fn create_eval(request: &still_api::NewEval) -> ApiResult<still_api::EvalSummary> {
+    send_json("POST", "/api/evals", request).await
+}
+
+pub async fn cancel_eval(id: i64) -> ApiResult<still_api::EvalSummary> {
+    send_json(
+        "POST",
+        &format!("/api/evals/{id}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
+/// A page of an eval's graded examples; `query` is the route's query string.
+pub async fn eval_examples(id: i64, query: &str) -> ApiResult<Vec<still_api::EvalExample>> {
+    get(&format!("/api/evals/{id}/examples?{query}")).await
+}

@@ -77,9 +77,72 @@ pub fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// A piece of budget-forced thinking: the model's text, a forced `Wait`, or where it was cut.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Marked {
+    Text(String),
+    Wait(String),
+    Cut,
+}
+
+/// Splits thinking at its forced `Wait`s (byte offsets where `wait` was inserted) and its cut.
+/// An offset that is not on a character boundary, or where `wait` does not follow, is ignored.
+pub fn marked_segments(text: &str, waits: &[usize], wait: &str, cut: Option<usize>) -> Vec<Marked> {
+    let mut marks: Vec<(usize, bool)> = waits.iter().map(|&w| (w, true)).collect();
+    if let Some(c) = cut {
+        marks.push((c, false));
+    }
+    marks.sort();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for (at, is_wait) in marks {
+        let at = at.min(text.len());
+        if at < pos
+            || !text.is_char_boundary(at)
+            || is_wait && (wait.is_empty() || !text[at..].starts_with(wait))
+        {
+            continue;
+        }
+        if at > pos {
+            out.push(Marked::Text(text[pos..at].to_string()));
+        }
+        pos = at;
+        if is_wait {
+            out.push(Marked::Wait(wait.to_string()));
+            pos = at + wait.len();
+        } else {
+            out.push(Marked::Cut);
+        }
+    }
+    if pos < text.len() {
+        out.push(Marked::Text(text[pos..].to_string()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinking_is_split_at_forced_waits_and_the_cut() {
+        let text = "so 12Wait no, 13Wait";
+        assert_eq!(
+            marked_segments(text, &[5, 16], "Wait", Some(20)),
+            vec![
+                Marked::Text("so 12".into()),
+                Marked::Wait("Wait".into()),
+                Marked::Text(" no, 13".into()),
+                Marked::Wait("Wait".into()),
+                Marked::Cut,
+            ]
+        );
+        // A mark off a character boundary, or without the string after it, is ignored.
+        assert_eq!(
+            marked_segments("é x", &[1, 2], "Wait", None),
+            vec![Marked::Text("é x".into())]
+        );
+    }
 
     #[test]
     fn numbers_and_sizes() {

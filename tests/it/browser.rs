@@ -340,6 +340,121 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     browser
         .wait_for_text("[data-test=run-row]", |t| t.contains("from-ui"))
         .await?;
+
+    // Evaluate the run's final model from its page, at two thinking budgets.
+    let run: still_api::RunSummary = api.get("/api/runs/from-ui").await.ok();
+    c.goto(&format!("{}/runs/{}", server.url, run.id)).await?;
+    browser
+        .wait_for("[data-test=evaluate-run]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_value("[data-test=eval-model]", |v| {
+            Some(v) == run.output_model_id.map(|m| m.to_string()).as_deref()
+        })
+        .await?;
+    browser
+        .wait_for("[data-test=eval-dataset] option[value='add']")
+        .await?;
+    browser
+        .wait_for("[data-test=eval-dataset]")
+        .await?
+        .select_by_value("add")
+        .await?;
+    for (field, value) in [
+        ("budgets", "4, 8"),
+        ("waits", "0"),
+        ("limit", "3"),
+        ("answer-tokens", "6"),
+    ] {
+        let input = browser
+            .wait_for(&format!("[data-test=eval-{field}]"))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    browser
+        .wait_for("[data-test=start-eval]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=eval-name]", |t| t == "from-ui-final on add")
+        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let status = browser
+            .wait_for("[data-test=eval-status]")
+            .await?
+            .text()
+            .await?;
+        if status == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "eval still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    browser
+        .wait_for_text("[data-test=eval-progress]", |t| t.contains("6 / 6 graded"))
+        .await?;
+    // The test-time-scaling plot: accuracy at each budget's mean thinking tokens.
+    let plot = browser
+        .wait_for("[data-test=chart-accuracy] polyline")
+        .await?;
+    assert_eq!(plot.attr("data-points").await?.as_deref(), Some("2"));
+    let rows = c.find_all(Locator::Css("[data-test=budget-row]")).await?;
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].text().await?.contains("≤ 4 thinking"));
+    browser
+        .wait_for_text("[data-test=eval-control]", |t| t.starts_with("100.0%"))
+        .await?;
+    // Graded examples: wrong ones only, then one opened with its thinking and answer apart.
+    browser
+        .wait_for_text("[data-test=example-list]", |t| !t.is_empty())
+        .await?;
+    browser
+        .wait_for("[data-test=wrong-only]")
+        .await?
+        .click()
+        .await?;
+    let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM eval_records WHERE correct = 0")
+        .fetch_one(server.pool())
+        .await?;
+    if wrong > 0 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let shown = c.find_all(Locator::Css("[data-test=eval-example]")).await?;
+            let mut all_wrong = !shown.is_empty();
+            for row in &shown {
+                all_wrong &= row.attr("data-correct").await?.as_deref() == Some("false");
+            }
+            if all_wrong && shown.len() as i64 == wrong {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wrong-only shows {} rows",
+                shown.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        browser
+            .wait_for("[data-test=eval-example]")
+            .await?
+            .click()
+            .await?;
+        let summary = browser
+            .wait_for_text("[data-test=example-summary]", |t| {
+                t.contains("thinking tokens")
+            })
+            .await?;
+        browser.wait_for("[data-test=example-thinking]").await?;
+        browser.wait_for("[data-test=example-answer]").await?;
+        if summary.contains("cut at") {
+            browser.wait_for("[data-test=cut-mark]").await?;
+        }
+    }
     browser.close().await?;
     worker.kill().await?;
     server.stop().await;

@@ -47,7 +47,14 @@ fn label(v: f64) -> String {
 }
 
 #[component]
-pub fn LineChart(title: String, points: Vec<(f64, f64)>) -> impl IntoView {
+pub fn LineChart(
+    title: String,
+    points: Vec<(f64, f64)>,
+    /// What the x axis counts (`step` unless said).
+    #[prop(optional, into)]
+    x_label: Option<String>,
+) -> impl IntoView {
+    let x_label = x_label.unwrap_or_else(|| "step".to_string());
     let (line, (x0, x1), (y0, y1)) = polyline(&points);
     let last = points.last().map(|p| label(p.1)).unwrap_or_default();
     view! {
@@ -58,9 +65,14 @@ pub fn LineChart(title: String, points: Vec<(f64, f64)>) -> impl IntoView {
                 <line x1=PAD - 4.0 y1="0" x2=PAD - 4.0 y2=H - PAD + 4.0 class="axis"/>
                 <text x="2" y="14" class="tick">{label(y1)}</text>
                 <text x="2" y=H - PAD class="tick">{label(y0)}</text>
-                <text x=PAD y=H - 14.0 class="tick">{format!("step {}", label(x0))}</text>
+                <text x=PAD y=H - 14.0 class="tick">{format!("{x_label} {}", label(x0))}</text>
                 <text x=W y=H - 14.0 class="tick" text-anchor="end">{label(x1)}</text>
-                <polyline points=line class="series" data-points=points.len()/>
+                <polyline points=line.clone() class="series" data-points=points.len()/>
+                // A few points (a test-time-scaling curve) are marked one by one.
+                {(points.len() <= 64).then(|| line.split(' ').filter(|p| !p.is_empty()).map(|p| {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    view! { <circle cx=x.to_string() cy=y.to_string() r="3" class="dot"/> }
+                }).collect_view())}
             </svg>
         </figure>
     }

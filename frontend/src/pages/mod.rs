@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod datasets;
+pub mod evals;
 pub mod example;
 pub mod import;
 pub mod run;

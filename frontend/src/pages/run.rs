@@ -260,6 +260,9 @@ fn RunHeader(
         <div class="actions">
             {active.then(|| view! { <button class="danger" data-test="cancel-run" on:click=cancel>"Cancel"</button> })}
             <A href=format!("/runs?clone={id}") attr:data-test="clone-run">"Clone config"</A>
+            {run.output_model_id.map(|m| view! {
+                <A href=format!("/evals?model={m}") attr:data-test="evaluate-run">"Evaluate"</A>
+            })}
         </div>
     }
 }
