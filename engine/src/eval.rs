@@ -112,14 +112,36 @@ pub fn scaling(points: &[(f64, f64)]) -> Option<f64> {
     (!slopes.is_empty()).then(|| slopes.iter().sum::<f64>() / slopes.len() as f64)
 }
 
+/// What the results are computed from: one graded pair's budget, verdict and thinking length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub budget: usize,
+    pub correct: bool,
+    pub thinking_tokens: usize,
+}
+
 pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
+    let outcomes: Vec<Outcome> = records
+        .iter()
+        .map(|r| Outcome {
+            budget: r.budget,
+            correct: r.correct,
+            thinking_tokens: r.thought.thinking_tokens,
+        })
+        .collect();
+    summarize_outcomes(budgets, &outcomes)
+}
+
+/// Per-budget accuracy, mean thinking tokens and Control, then s1's Scaling, Performance and
+/// overall Control (what the server shows from stored outcomes, too).
+pub fn summarize_outcomes(budgets: &[Budget], outcomes: &[Outcome]) -> Report {
     let results: Vec<BudgetResult> = budgets
         .iter()
         .enumerate()
         .map(|(b, budget)| {
-            let mine: Vec<&EvalRecord> = records.iter().filter(|r| r.budget == b).collect();
+            let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.budget == b).collect();
             let n = mine.len();
-            let correct = mine.iter().filter(|r| r.correct).count();
+            let correct = mine.iter().filter(|o| o.correct).count();
             let share = |count: usize| if n == 0 { 0.0 } else { count as f64 / n as f64 };
             BudgetResult {
                 budget: *budget,
@@ -129,14 +151,11 @@ pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
                 mean_thinking_tokens: if n == 0 {
                     0.0
                 } else {
-                    mine.iter()
-                        .map(|r| r.thought.thinking_tokens as f64)
-                        .sum::<f64>()
-                        / n as f64
+                    mine.iter().map(|o| o.thinking_tokens as f64).sum::<f64>() / n as f64
                 },
                 control: share(
                     mine.iter()
-                        .filter(|r| within_budget(budget, r.thought.thinking_tokens))
+                        .filter(|o| within_budget(budget, o.thinking_tokens))
                         .count(),
                 ),
             }
@@ -147,21 +166,21 @@ pub fn summarize(budgets: &[Budget], records: &[EvalRecord]) -> Report {
         .iter()
         .map(|r| (r.mean_thinking_tokens, r.accuracy))
         .collect();
-    let all_within = records
+    let all_within = outcomes
         .iter()
-        .filter(|r| {
+        .filter(|o| {
             budgets
-                .get(r.budget)
-                .is_some_and(|b| within_budget(b, r.thought.thinking_tokens))
+                .get(o.budget)
+                .is_some_and(|b| within_budget(b, o.thinking_tokens))
         })
         .count();
     Report {
         scaling: scaling(&points),
         performance: measured.iter().map(|r| r.accuracy).fold(0.0, f64::max),
-        control: if records.is_empty() {
+        control: if outcomes.is_empty() {
             0.0
         } else {
-            all_within as f64 / records.len() as f64
+            all_within as f64 / outcomes.len() as f64
         },
         budgets: results,
     }

@@ -452,18 +452,17 @@ impl Qwen2 {
         );
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.rms_norm_eps;
-        // Per row: its start in the packed sequence, its rotary tables and its causal mask.
+        // Per row: its start in the packed sequence and its causal mask; per token: its position
+        // (so the rotary tables of the whole pack are read in one gather).
         let mut starts = Vec::with_capacity(ids.len());
-        let mut tables = Vec::with_capacity(ids.len());
         let mut masks = Vec::with_capacity(ids.len());
+        let mut positions: Vec<u32> = Vec::new();
         let mut n = 0;
         for (row, &offset) in ids.iter().zip(&offsets) {
             let t = row.len();
             starts.push(n);
             n += t;
-            let cos = self.cos.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
-            let sin = self.sin.narrow(0, offset, t)?.to_dtype(c)?.contiguous()?;
-            tables.push((cos, sin));
+            positions.extend((offset..offset + t).map(|p| p as u32));
             masks.push(if t > 1 {
                 // New tokens see the whole cache and the new tokens before them.
                 let total = offset + t;
@@ -483,6 +482,17 @@ impl Qwen2 {
                 None
             });
         }
+        let positions = Tensor::new(positions.as_slice(), &self.device)?;
+        let cos = self
+            .cos
+            .index_select(&positions, 0)?
+            .to_dtype(c)?
+            .contiguous()?;
+        let sin = self
+            .sin
+            .index_select(&positions, 0)?
+            .to_dtype(c)?
+            .contiguous()?;
         let flat: Vec<u32> = ids.iter().flat_map(|r| r.iter().copied()).collect();
         let flat = Tensor::new(flat.as_slice(), &self.device)?;
         let mut xs = self
@@ -493,23 +503,19 @@ impl Qwen2 {
         for (li, layer) in self.layers.iter().enumerate() {
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.input_norm, eps)?;
-            let q = layer.q.forward(&h)?;
-            let k = layer.k.forward(&h)?;
-            let v = layer.v.forward(&h)?;
+            // Heads of the whole pack, `[1, heads, N, hd]`, rotated at each token's position.
+            let heads = |x: &Tensor, count: usize| -> candle_core::Result<Tensor> {
+                x.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = crate::ops::rope(&heads(&layer.q.forward(&h)?, nh)?, &cos, &sin)?;
+            let k = crate::ops::rope(&heads(&layer.k.forward(&h)?, nkv)?, &cos, &sin)?;
+            let v = heads(&layer.v.forward(&h)?, nkv)?;
             let mut attended = Vec::with_capacity(ids.len());
             for (r, cache) in caches.iter_mut().enumerate() {
                 let (start, t) = (starts[r], ids[r].len());
-                let heads = |x: &Tensor, count: usize| -> candle_core::Result<Tensor> {
-                    x.narrow(1, start, t)?
-                        .reshape((1, t, count, hd))?
-                        .transpose(1, 2)?
-                        .contiguous()
-                };
-                let (cos, sin) = &tables[r];
-                let q = crate::ops::rope(&heads(&q, nh)?, cos, sin)?;
-                let k = crate::ops::rope(&heads(&k, nkv)?, cos, sin)?;
-                let v = heads(&v, nkv)?;
-                let (k, v) = cache.layers[li].append(&k, &v)?;
+                let row = |x: &Tensor| x.narrow(2, start, t)?.contiguous();
+                let q = row(&q)?;
+                let (k, v) = cache.layers[li].append(&row(&k)?, &row(&v)?)?;
                 let k = repeat_kv(&k, nh / nkv)?;
                 let v = repeat_kv(&v, nh / nkv)?;
                 let mut scores = (heads_product(&q, &k, true)? * scale)?;
@@ -517,17 +523,15 @@ impl Qwen2 {
                     scores = scores.broadcast_add(mask)?;
                 }
                 let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                attended.push(
-                    heads_product(&probs, &v, false)?
-                        .transpose(1, 2)?
-                        .reshape((1, t, nh * hd))?,
-                );
+                attended.push(heads_product(&probs, &v, false)?);
             }
             let attn = if attended.len() == 1 {
                 attended.pop().expect("one row")
             } else {
-                Tensor::cat(&attended, 1)?
-            };
+                Tensor::cat(&attended, 2)?
+            }
+            .transpose(1, 2)?
+            .reshape((1, n, nh * hd))?;
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.post_norm, eps)?;

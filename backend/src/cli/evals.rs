@@ -201,37 +201,34 @@ pub struct EvalArgs {
     forcing: ForcingArgs,
 }
 
+/// The first of `names` that `value` has as a string or number, as text.
+fn text_field(value: &Value, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| match &value[*n] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// Rows to evaluate: a question and a reference answer per line.
 fn read_eval_rows(path: &Path) -> anyhow::Result<Vec<ExampleFields>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{} line {}", path.display(), i + 1);
-        let value: Value = serde_json::from_str(line).with_context(at)?;
-        let field = |names: &[&str]| {
-            names.iter().find_map(|n| match &value[*n] {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
+    read_objects(path)?
+        .into_iter()
+        .map(|(line, value)| {
+            let at = || format!("{} line {line}", path.display());
+            let Some(question) = text_field(&value, &["question", "problem"]) else {
+                bail!("{}: no `question` (or `problem`) field", at());
+            };
+            let Some(answer) = text_field(&value, &["answer", "gold_answer"]) else {
+                bail!("{}: no `answer` (or `gold_answer`) field", at());
+            };
+            Ok(ExampleFields {
+                question,
+                answer,
+                ..Default::default()
             })
-        };
-        let Some(question) = field(&["question", "problem"]) else {
-            bail!("{}: no `question` (or `problem`) field", at());
-        };
-        let Some(answer) = field(&["answer", "gold_answer"]) else {
-            bail!("{}: no `answer` (or `gold_answer`) field", at());
-        };
-        rows.push(ExampleFields {
-            question,
-            answer,
-            ..Default::default()
-        });
-    }
-    Ok(rows)
+        })
+        .collect()
 }
 
 fn budget_label(b: &Budget) -> String {
@@ -358,11 +355,7 @@ pub struct GradeArgs {
 }
 
 fn id_of(value: &Value) -> Option<String> {
-    ["id", "unique_id"].iter().find_map(|k| match &value[*k] {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
+    text_field(value, &["id", "unique_id"])
 }
 
 fn read_objects(path: &Path) -> anyhow::Result<Vec<(usize, Value)>> {
@@ -387,13 +380,7 @@ pub fn grade_cmd(args: GradeArgs) -> anyhow::Result<()> {
     let data = read_objects(&args.data)?;
     let predictions = read_objects(&args.predictions)?;
     let reference_of = |line: usize, row: &Value| -> anyhow::Result<String> {
-        match ["answer", "gold_answer"]
-            .iter()
-            .find_map(|k| match &row[*k] {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            }) {
+        match text_field(row, &["answer", "gold_answer"]) {
             Some(a) => Ok(eval::reference(&a)),
             None => bail!(
                 "{} line {line}: no `answer` (or `gold_answer`) field",

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use still_api::{BudgetResult, BudgetSpec, Decoding, EvalExample, EvalSummary, NewEval};
 use still_engine::budget::{Budget, Forcing};
-use still_engine::eval::{EvalSettings, Preset, scaling, within_budget};
+use still_engine::eval::{EvalSettings, Outcome, Preset, summarize_outcomes};
 use still_engine::generate::Sampling;
 
 use super::store::{self, EvalRow, ExampleFilter, NewEvalRow};
@@ -251,40 +251,31 @@ async fn create_eval(
 pub async fn summary(state: &AppState, row: EvalRow) -> Result<EvalSummary> {
     let settings: EvalSettings = serde_json::from_str(&row.settings)
         .map_err(|e| Error::Internal(format!("eval {} settings: {e}", row.id)))?;
-    let outcomes = store::outcomes(&state.db, row.id).await?;
-    let mut budgets = Vec::with_capacity(settings.budgets.len());
-    let mut within_all = 0;
-    for (b, budget) in settings.budgets.iter().enumerate() {
-        let mine: Vec<&(i64, bool, i64)> = outcomes.iter().filter(|o| o.0 == b as i64).collect();
-        let n = mine.len() as i64;
-        let correct = mine.iter().filter(|o| o.1).count() as i64;
-        let within = mine
-            .iter()
-            .filter(|o| within_budget(budget, o.2.max(0) as usize))
-            .count() as i64;
-        within_all += within;
-        let share = |k: i64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-        budgets.push(BudgetResult {
-            budget: BudgetSpec {
-                max_thinking_tokens: budget.max_thinking_tokens.map(|m| m as u32),
-                min_thinking_tokens: budget.min_thinking_tokens as u32,
-                wait_extensions: budget.wait_extensions as u32,
-            },
-            n,
+    let outcomes: Vec<Outcome> = store::outcomes(&state.db, row.id)
+        .await?
+        .into_iter()
+        .map(|(budget, correct, thinking_tokens)| Outcome {
+            budget: budget.max(0) as usize,
             correct,
-            accuracy: share(correct),
-            mean_thinking_tokens: if n == 0 {
-                0.0
-            } else {
-                mine.iter().map(|o| o.2 as f64).sum::<f64>() / n as f64
-            },
-            control: share(within),
-        });
-    }
-    let points: Vec<(f64, f64)> = budgets
+            thinking_tokens: thinking_tokens.max(0) as usize,
+        })
+        .collect();
+    let report = summarize_outcomes(&settings.budgets, &outcomes);
+    let budgets: Vec<BudgetResult> = report
+        .budgets
         .iter()
-        .filter(|b| b.n > 0)
-        .map(|b| (b.mean_thinking_tokens, b.accuracy))
+        .map(|b| BudgetResult {
+            budget: BudgetSpec {
+                max_thinking_tokens: b.budget.max_thinking_tokens.map(|m| m as u32),
+                min_thinking_tokens: b.budget.min_thinking_tokens as u32,
+                wait_extensions: b.budget.wait_extensions as u32,
+            },
+            n: b.n as i64,
+            correct: b.correct as i64,
+            accuracy: b.accuracy,
+            mean_thinking_tokens: b.mean_thinking_tokens,
+            control: b.control,
+        })
         .collect();
     Ok(EvalSummary {
         id: row.id,
@@ -298,13 +289,9 @@ pub async fn summary(state: &AppState, row: EvalRow) -> Result<EvalSummary> {
         dataset_version: row.dataset_version,
         n_examples: row.n_examples,
         done: outcomes.len() as i64,
-        scaling: scaling(&points),
-        performance: budgets.iter().map(|b| b.accuracy).fold(0.0, f64::max),
-        control: if outcomes.is_empty() {
-            0.0
-        } else {
-            within_all as f64 / outcomes.len() as f64
-        },
+        scaling: report.scaling,
+        performance: report.performance,
+        control: report.control,
         budgets,
         decoding: Decoding {
             temperature: settings.sampling.temperature,

@@ -48,7 +48,6 @@ async fn dataset_route(
     WorkerAuth(id): WorkerAuth,
     Path(job): Path<i64>,
 ) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
     let lease = queue::leased(&state.db, job, id).await?;
     let eval = {
         let mut db = state.db.acquire().await?;
@@ -57,16 +56,11 @@ async fn dataset_route(
     let version =
         crate::data::versions::store::find(&state.db, eval.dataset_id, eval.dataset_version)
             .await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        crate::data::versions::routes::export_body(
-            state.db.clone(),
-            eval.dataset_id,
-            Some(version),
-            still_api::ExportShape::Canonical,
-        ),
-    )
-        .into_response())
+    Ok(crate::data::versions::routes::canonical_jsonl(
+        state.db.clone(),
+        eval.dataset_id,
+        version,
+    ))
 }
 
 /// Graded pairs from the worker: checked against the eval's shape and stored once each.

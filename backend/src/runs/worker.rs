@@ -44,20 +44,13 @@ async fn dataset_route(
     WorkerAuth(id): WorkerAuth,
     Path(job): Path<i64>,
 ) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
     let lease = queue::leased(&state.db, job, id).await?;
     let (dataset_id, version) = store::pinned_version(&state.db, lease.run()?).await?;
-    // Streamed as the worker reads it: the server never holds the whole dataset.
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        crate::data::versions::routes::export_body(
-            state.db.clone(),
-            dataset_id,
-            Some(version),
-            still_api::ExportShape::Canonical,
-        ),
-    )
-        .into_response())
+    Ok(crate::data::versions::routes::canonical_jsonl(
+        state.db.clone(),
+        dataset_id,
+        version,
+    ))
 }
 
 fn checkpoint_file_name(file: &str) -> Result<&str> {

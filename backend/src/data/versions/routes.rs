@@ -103,6 +103,20 @@ async fn export(
         .into_response())
 }
 
+/// A version's rows as canonical JSONL, streamed as the reader (a worker) takes them: the server
+/// never holds the whole dataset.
+pub fn canonical_jsonl(
+    pool: SqlitePool,
+    dataset_id: i64,
+    version: DatasetVersion,
+) -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        export_body(pool, dataset_id, Some(version), ExportShape::Canonical),
+    )
+        .into_response()
+}
+
 /// A response body that streams the export batch by batch while the client reads it: at most a
 /// few batches are ever in memory, however large the dataset.
 pub fn export_body(
