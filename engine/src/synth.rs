@@ -1,6 +1,7 @@
-//! A synthetic reasoning task with real traces: multi-digit addition whose `thinking` is the
-//! column-by-column work and whose `answer` is the sum. Small models learn it from scratch on a
-//! CPU, which makes "does training work?" testable in minutes.
+//! Synthetic reasoning tasks with real traces, which small models learn from scratch on a CPU:
+//! multi-digit addition (the column-by-column work, then the sum) makes "does training work?"
+//! testable in minutes; counting (a running count over a list, one line per item) is a task whose
+//! answer needs all of its thinking, so cutting thinking short costs accuracy (s1's effect).
 
 use still_api::ExampleFields;
 
@@ -57,6 +58,40 @@ pub fn addition_row(a: u64, b: u64) -> ExampleFields {
     }
 }
 
+/// Rows asking how many `a`s a list of `max_items / 2 ..= max_items` letters from `a b c` holds;
+/// the thinking walks the list keeping the count ("b 0", "a 1", …), the answer is the count.
+pub fn counting(max_items: usize, n: usize, seed: u64) -> Vec<ExampleFields> {
+    let mut rng = Rng::new(seed);
+    let min_items = (max_items / 2).max(1);
+    (0..n)
+        .map(|_| {
+            let len = min_items + rng.below(max_items - min_items + 1);
+            let letters: Vec<char> = (0..len).map(|_| ['a', 'b', 'c'][rng.below(3)]).collect();
+            counting_row(&letters)
+        })
+        .collect()
+}
+
+pub fn counting_row(letters: &[char]) -> ExampleFields {
+    let mut count = 0;
+    let lines: Vec<String> = letters
+        .iter()
+        .map(|&c| {
+            count += usize::from(c == 'a');
+            format!("{c} {count}")
+        })
+        .collect();
+    let list: Vec<String> = letters.iter().map(char::to_string).collect();
+    ExampleFields {
+        question: format!("How many a are in: {}?", list.join(" ")),
+        thinking: lines.join("\n"),
+        answer: count.to_string(),
+        source: "synthetic".into(),
+        domain: "counting".into(),
+        ..Default::default()
+    }
+}
+
 fn digits_of(mut n: u64) -> Vec<u64> {
     let mut out = vec![n % 10];
     n /= 10;
@@ -86,5 +121,19 @@ mod tests {
                 .all(|r| r.question.len() == "What is 123 + 456?".len())
         );
         assert_eq!(rows, addition(3, 50, 1));
+    }
+
+    #[test]
+    fn counting_keeps_a_running_count() {
+        let row = counting_row(&['b', 'a', 'c', 'a']);
+        assert_eq!(row.question, "How many a are in: b a c a?");
+        assert_eq!(row.thinking, "b 0\na 1\nc 1\na 2");
+        assert_eq!(row.answer, "2");
+        let rows = counting(12, 100, 3);
+        assert!(
+            rows.iter()
+                .all(|r| (6..=12).contains(&r.thinking.lines().count()))
+        );
+        assert_eq!(rows, counting(12, 100, 3));
     }
 }

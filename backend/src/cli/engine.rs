@@ -16,12 +16,16 @@ use still_engine::{hf, synth, train};
 
 #[derive(Args)]
 pub struct SynthArgs {
-    /// The task (only `addition` so far).
+    /// `addition` (column-by-column traces) or `count` (a running count whose answer needs all
+    /// of its thinking: cutting it short costs accuracy).
     #[arg(long, default_value = "addition")]
     task: String,
-    /// Digits per operand.
+    /// Digits per operand (addition).
     #[arg(long, default_value_t = 3)]
     digits: usize,
+    /// Letters per list, at most (count; at least half as many).
+    #[arg(long, default_value_t = 12)]
+    items: usize,
     #[arg(long, default_value_t = 5000)]
     n: usize,
     #[arg(long, default_value_t = 1)]
@@ -173,13 +177,27 @@ fn load_model(dir: &Path, device: &str) -> anyhow::Result<hf::ModelFolder> {
 }
 
 pub fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {
-    if args.task != "addition" {
-        bail!("--task '{}': only 'addition' exists", args.task);
-    }
-    if !(1..=18).contains(&args.digits) {
-        bail!("--digits must be between 1 and 18");
-    }
-    let rows = synth::addition(args.digits, args.n, args.seed);
+    let (rows, what) = match args.task.as_str() {
+        "addition" => {
+            if !(1..=18).contains(&args.digits) {
+                bail!("--digits must be between 1 and 18");
+            }
+            (
+                synth::addition(args.digits, args.n, args.seed),
+                format!("addition rows ({} digits", args.digits),
+            )
+        }
+        "count" => {
+            if !(2..=200).contains(&args.items) {
+                bail!("--items must be between 2 and 200");
+            }
+            (
+                synth::counting(args.items, args.n, args.seed),
+                format!("counting rows (up to {} items", args.items),
+            )
+        }
+        other => bail!("--task '{other}': use addition or count"),
+    };
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?,
@@ -190,10 +208,9 @@ pub fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     println!(
-        "{}: {} addition rows ({} digits, seed {})",
+        "{}: {} {what}, seed {})",
         args.out.display(),
         rows.len(),
-        args.digits,
         args.seed
     );
     Ok(())
