@@ -849,6 +849,19 @@ impl WorkerApi {
     }
 }
 
+/// A server with 64 synthetic addition rows (dataset `add`) and a tiny model made from them
+/// (`tiny`), what the run and eval tests start from.
+pub async fn server_with_tiny_model(adjust: impl FnOnce(&mut Config)) -> (TestServer, Api) {
+    let server = TestServer::start_with(adjust).await;
+    let api = Api::new(&server);
+    api.import_addition("add", 64).await;
+    let model = api
+        .create_model(serde_json::json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
+        .await;
+    assert_eq!(model.status, 201, "{}", model.text);
+    (server, api)
+}
+
 /// Whether a run has ended (succeeded, failed or cancelled).
 pub fn run_finished(run: &still_api::RunSummary) -> bool {
     run.status.is_finished()

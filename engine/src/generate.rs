@@ -11,7 +11,6 @@ use candle_core::DType;
 
 use crate::EngineError;
 use crate::Result;
-use crate::data::ChatTemplate;
 use crate::hf::ModelFolder;
 use crate::model::{KvCache, Qwen2};
 use crate::rng::Rng;
@@ -388,14 +387,4 @@ pub fn complete(
         stop_tokens: Vec::new(),
     };
     Ok(generate(folder, &[request])?.remove(0))
-}
-
-/// Asks a question through the chat template: the completion is what the assistant says.
-pub fn chat(
-    folder: &ModelFolder,
-    template: &ChatTemplate,
-    question: &str,
-    options: GenerateOptions,
-) -> Result<Completion> {
-    complete(folder, &template.prompt(question), options)
 }

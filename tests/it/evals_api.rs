@@ -9,14 +9,7 @@ use still_api::{EvalExample, EvalSummary};
 use still_tests::{Api, TestServer, wait_until};
 
 async fn server_with_model(adjust: impl FnOnce(&mut still_backend::Config)) -> (TestServer, Api) {
-    let server = TestServer::start_with(adjust).await;
-    let api = Api::new(&server);
-    api.import_addition("add", 64).await;
-    let model = api
-        .create_model(json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
-        .await;
-    assert_eq!(model.status, 201, "{}", model.text);
-    (server, api)
+    still_tests::server_with_tiny_model(adjust).await
 }
 
 async fn eval(api: &Api, id: i64) -> EvalSummary {

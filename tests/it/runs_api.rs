@@ -17,14 +17,7 @@ async fn server_with_model() -> (TestServer, Api) {
 async fn server_with_model_and(
     adjust: impl FnOnce(&mut still_backend::Config),
 ) -> (TestServer, Api) {
-    let server = TestServer::start_with(adjust).await;
-    let api = Api::new(&server);
-    api.import_addition("add", 64).await;
-    let model = api
-        .create_model(json!({"name": "tiny", "preset": "tiny", "tokenizer_dataset": "add", "vocab_size": 300}))
-        .await;
-    assert_eq!(model.status, 201, "{}", model.text);
-    (server, api)
+    still_tests::server_with_tiny_model(adjust).await
 }
 
 async fn new_run(api: &Api, name: &str, max_steps: usize, max_attempts: i64) -> RunSummary {

@@ -64,7 +64,22 @@ pub fn run(
     let device = still_engine::device(&options.device)?;
     let folder = still_engine::hf::load(&model_dir, still_engine::candle::DType::F32, &device)?;
     let path = format!("/api/worker/jobs/{}/eval/records", job.job_id);
+    // A batch's records go up in one request when the batch is graded (`evaluate` hands them
+    // over one by one, a batch at a time): a restart loses at most the batch in flight.
+    let mut pending: Vec<EvalRecordUpload> = Vec::new();
     let mut sent = 0usize;
+    let upload = |pending: &mut Vec<EvalRecordUpload>| -> Result<usize, EngineError> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        client
+            .post::<_, serde_json::Value>(&path, &*pending)
+            .map_err(|e| EngineError::Data(format!("uploading graded examples: {e:#}")))?;
+        let n = pending.len();
+        pending.clear();
+        Ok(n)
+    };
+    let batch = settings.batch_size.max(1);
     eval::evaluate(
         &folder,
         &rows,
@@ -75,21 +90,21 @@ pub fn run(
             if stop.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
             }
-            let upload = EvalRecordUpload {
+            pending.push(EvalRecordUpload {
                 budget_index: record.budget as i64,
                 example_index: record.index as i64,
                 correct: record.correct,
                 thinking_tokens: record.thought.thinking_tokens as i64,
                 record: serde_json::to_value(record)
                     .map_err(|e| EngineError::Data(e.to_string()))?,
-            };
-            client
-                .post::<_, serde_json::Value>(&path, &[upload])
-                .map_err(|e| EngineError::Data(format!("uploading a graded example: {e:#}")))?;
-            sent += 1;
+            });
+            if pending.len() >= batch {
+                sent += upload(&mut pending)?;
+            }
             Ok(())
         },
     )?;
+    sent += upload(&mut pending)?;
     log.info(format!("graded and uploaded {sent} pairs"));
     Ok(())
 }

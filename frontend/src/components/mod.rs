@@ -13,3 +13,15 @@ use crate::api::ApiError;
 pub fn ErrorBox(error: ApiError) -> impl IntoView {
     view! { <div class="error" data-test="error">{error.to_string()}</div> }
 }
+
+/// Bumps `counter` every `period` while the calling component lives (resources that track it
+/// refetch).
+pub fn every(period: std::time::Duration, counter: RwSignal<u32>) {
+    let handle =
+        leptos::prelude::set_interval_with_handle(move || counter.update(|n| *n += 1), period);
+    on_cleanup(move || {
+        if let Ok(h) = handle {
+            h.clear();
+        }
+    });
+}

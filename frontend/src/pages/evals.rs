@@ -11,9 +11,9 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use still_api::{BudgetSpec, Decoding, EvalExample, EvalSummary, NewEval};
 
 use crate::api::{self, ApiError};
-use crate::components::ErrorBox;
 use crate::components::chart::LineChart;
 use crate::components::math_text::MathText;
+use crate::components::{ErrorBox, every};
 use crate::format::{Marked, cut, marked_segments, timestamp};
 
 /// The string budget forcing appends to extend thinking (the engine's default).
@@ -75,17 +75,6 @@ pub fn budget_label(b: &BudgetSpec) -> String {
 
 fn finished(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
-}
-
-/// Bumps `counter` every `period` while the calling component lives.
-fn every(period: std::time::Duration, counter: RwSignal<u32>) {
-    let handle =
-        leptos::prelude::set_interval_with_handle(move || counter.update(|n| *n += 1), period);
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
 }
 
 #[component]

@@ -9,20 +9,8 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use still_api::{NewModel, NewRun, RunEstimate, RunMethod, RunParams, RunStatus, RunSummary};
 
 use crate::api::{self, ApiError};
-use crate::components::ErrorBox;
+use crate::components::{ErrorBox, every};
 use crate::format::{bytes, thousands, timestamp};
-
-/// Bumps `counter` every `period` while the calling component lives (resources that track it
-/// refetch).
-fn every(period: std::time::Duration, counter: RwSignal<u32>) {
-    let handle =
-        leptos::prelude::set_interval_with_handle(move || counter.update(|n| *n += 1), period);
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
-}
 
 fn parse_opt<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.trim().parse().ok()
