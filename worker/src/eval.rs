@@ -1,6 +1,6 @@
-//! The `eval` job: the model under every budget on the eval's pinned rows, each graded record
-//! uploaded as it is made (so a restart redoes only what was in flight), pairs an earlier
-//! attempt graded skipped.
+//! The `eval` job: the model under every budget on the eval's pinned rows, each batch's graded
+//! records uploaded in one request when the batch is graded (so a restart redoes only the batch
+//! in flight), pairs an earlier attempt graded skipped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
