@@ -358,6 +358,131 @@ pub fn causal_attention(
     probs.matmul(&v)
 }
 
+/// One row's keys and values for [`attend_cached`]: token-major `[T, H_kv, D]` with the row's
+/// `new` tokens already appended. Rows are packed in order, so a row's new tokens follow the
+/// previous row's.
+pub(crate) struct CachedRow<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub new: usize,
+}
+
+/// Decode attention on the CPU in f32: the new tokens of several rows, packed, against each
+/// row's own cache, in one pass (composed from candle ops, this is about ten small ops per row
+/// per layer, and at decode sizes those cost more than the weight products).
+///
+/// `q` is the pack's rotated queries, token-major `[N, H·D]`; new token `i` of a row whose cache holds
+/// `T` positions (its own new tokens included) sees the first `T - new + i + 1` of them
+/// (causal), query head `h` reading key/value head `h / rep` in place (GQA). Returns the
+/// attended values token-major, `[N, H·D]`, ready for the output projection. The arithmetic per
+/// (token, head) is a fixed sequence, so results do not depend on the thread count.
+pub(crate) fn attend_cached(
+    q: &[f32],
+    rows: &[CachedRow<'_>],
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let n: usize = rows.iter().map(|r| r.new).sum();
+    debug_assert_eq!(q.len(), heads * n * d);
+    let rep = heads / kv_heads;
+    // Each packed token's row and its index among the row's new tokens.
+    let token_row: Vec<(usize, usize)> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(r, row)| (0..row.new).map(move |i| (r, i)))
+        .collect();
+    let width = heads * d;
+    let mut out = vec![0f32; n * width];
+    // Split by work (each output value costs a pass over the row's visible keys and values),
+    // not by output size: a decode step's output is small but its cache reads are not.
+    let work: usize = token_row
+        .iter()
+        .map(|&(r, i)| (rows[r].keys.len() / (kv_heads * d) - rows[r].new + i + 1) * width * 2)
+        .sum();
+    let per = n.div_ceil(crate::pool::parts_for(work)).max(1);
+    let parts: Vec<&mut [f32]> = out.chunks_mut(per * width).collect();
+    crate::pool::for_each_part(parts, |p, chunk| {
+        for (t, dst) in chunk.chunks_mut(width).enumerate() {
+            attend_token(
+                q,
+                rows,
+                token_row[p * per + t],
+                p * per + t,
+                dst,
+                (heads, rep, d),
+                scale,
+            );
+        }
+    });
+    out
+}
+
+/// [`attend_cached`] for one packed token: every head's attended values into `dst` `[H·D]`.
+fn attend_token(
+    q: &[f32],
+    rows: &[CachedRow<'_>],
+    (r, i): (usize, usize),
+    token: usize,
+    dst: &mut [f32],
+    (heads, rep, d): (usize, usize, usize),
+    scale: f32,
+) {
+    let stride = heads / rep * d;
+    {
+        let row = &rows[r];
+        let cached = row.keys.len() / stride;
+        let visible = cached - row.new + i + 1;
+        let mut scores = vec![0f32; visible];
+        for h in 0..heads {
+            let kvh = h / rep;
+            let qh = &q[(token * heads + h) * d..][..d];
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k = &row.keys[j * stride + kvh * d..][..d];
+                *s = dot(qh, k) * scale;
+                max = max.max(*s);
+            }
+            let mut total = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            let o = &mut dst[h * d..][..d];
+            for (j, &p) in scores.iter().enumerate() {
+                let v = &row.values[j * stride + kvh * d..][..d];
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o += p * v;
+                }
+            }
+            let inv = 1.0 / total;
+            for o in o.iter_mut() {
+                *o *= inv;
+            }
+        }
+    }
+}
+
+/// `a · b` in eight interleaved partial sums, so it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

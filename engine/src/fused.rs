@@ -82,6 +82,24 @@ fn product_slices<T: Float + 'static>(
     Ok((out, shape))
 }
 
+/// `A·Bᵀ` of a few rows of `A` by a row-major `B` (`x Wᵀ` in a decode step) through
+/// [`crate::skinny`]; `None` for every other product.
+fn skinny_slices(
+    a: &[f32],
+    la: &Layout,
+    b: &[f32],
+    lb: &Layout,
+    (ta, tb): (bool, bool),
+) -> candle_core::Result<Option<(Vec<f32>, Shape)>> {
+    let (batch, m, k, a0) = matrices(la, "product")?;
+    let (_, n, k2, b0) = matrices(lb, "product")?;
+    if ta || !tb || batch != 1 || la.shape().rank() != 2 || m > crate::skinny::MAX_ROWS || k != k2 {
+        return Ok(None);
+    }
+    let out = crate::skinny::product(&a[a0..a0 + m * k], m, k, &b[b0..b0 + n * k], n);
+    Ok(out.map(|out| (out, Shape::from((m, n)))))
+}
+
 impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
         "product"
@@ -97,7 +115,10 @@ impl CustomOp2 for Product {
         let flags = (self.ta, self.tb);
         match (a, b) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (out, shape) = product_slices(a, la, b, lb, flags)?;
+                let (out, shape) = match skinny_slices(a, la, b, lb, flags)? {
+                    Some(done) => done,
+                    None => product_slices(a, la, b, lb, flags)?,
+                };
                 Ok((CpuStorage::F32(out), shape))
             }
             (CpuStorage::F64(a), CpuStorage::F64(b)) => {

@@ -109,6 +109,11 @@ pub(crate) fn matmul_threads<T: Float + 'static>(
         crate::pool::threads().min(m.div_ceil(PART_ROWS)).max(1)
     };
     if parts == 1 {
+        if m.saturating_mul(n).saturating_mul(k) >= MIN_PARALLEL_MACS && n >= 2 * PART_COLS {
+            // Few rows (a decode step) but a wide product: cut the columns instead (whatever
+            // the thread count, so the result does not depend on it).
+            return matmul_columns(dst, ld, a, b, accumulate);
+        }
         return matmul(dst, ld, a, b, accumulate);
     }
     let per = m.div_ceil(parts).div_ceil(PART_ROWS) * PART_ROWS;
@@ -118,6 +123,69 @@ pub(crate) fn matmul_threads<T: Float + 'static>(
         let rows = per.min(m.saturating_sub(start));
         matmul(band, ld, a.row_range(start, rows), b, accumulate);
     });
+}
+
+/// Columns per band of a product cut by columns: fixed, so each band is the same product
+/// whatever the thread count, and wide enough that gemm's per-call cost stays small.
+const PART_COLS: usize = 256;
+
+/// [`matmul_threads`] for a product with too few rows to cut: the columns are cut into bands
+/// of [`PART_COLS`], each part of the pool computes its bands (one product each) into its own
+/// block, and the blocks are copied into `dst`.
+fn matmul_columns<T: Float + 'static>(
+    dst: &mut [T],
+    ld: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) {
+    let (m, n) = (a.rows, b.cols);
+    let bands = n.div_ceil(PART_COLS);
+    let parts = crate::pool::threads().min(bands).max(1);
+    let per = bands.div_ceil(parts) * PART_COLS;
+    // Part `p` owns columns `p·per ..` as a row-major `[m, width]` block at `m·p·per`.
+    let mut blocks = vec![T::zero(); m * n];
+    let width = |p: usize| per.min(n - p * per);
+    let cells = |p: usize, i: usize| (p * per * m + i * width(p), i * ld + p * per);
+    let used = n.div_ceil(per);
+    if accumulate {
+        for p in 0..used {
+            for i in 0..m {
+                let (at, from) = cells(p, i);
+                blocks[at..at + width(p)].copy_from_slice(&dst[from..from + width(p)]);
+            }
+        }
+    }
+    let chunks: Vec<&mut [T]> = blocks.chunks_mut(m * per).collect();
+    crate::pool::for_each_part(chunks, |p, block| {
+        let w = block.len() / m;
+        for band in (0..w).step_by(PART_COLS) {
+            let cols = PART_COLS.min(w - band);
+            let b = b.col_range(p * per + band, cols);
+            matmul(&mut block[band..], w, a, b, accumulate);
+        }
+    });
+    for p in 0..used {
+        for i in 0..m {
+            let (at, to) = cells(p, i);
+            dst[to..to + width(p)].copy_from_slice(&blocks[at..at + width(p)]);
+        }
+    }
+}
+
+impl<'a, T> View<'a, T> {
+    /// Columns `start..start + cols` of the view.
+    fn col_range(self, start: usize, cols: usize) -> Self {
+        assert!(start + cols <= self.cols, "columns past the view");
+        if cols == 0 {
+            return Self { cols, ..self };
+        }
+        Self {
+            data: &self.data[start * self.cs..],
+            cols,
+            ..self
+        }
+    }
 }
 
 #[allow(unsafe_code)]
@@ -211,6 +279,42 @@ mod tests {
         matmul_threads(&mut bands, n, a, b, true);
         assert!(m * n * k >= MIN_PARALLEL_MACS);
         assert_eq!(one, bands);
+    }
+
+    #[test]
+    fn a_product_cut_by_columns_equals_one_band_at_a_time() {
+        // A decode step's shape: few rows, many columns (a short last band), `b` read
+        // transposed as a weight is; with and without accumulation, into a wider `dst`.
+        let (m, k, n, ld) = (8, 96, 3 * PART_COLS + 40, 3 * PART_COLS + 45);
+        let a_buf: Vec<f32> = (0..m * k)
+            .map(|x| ((x * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let b_buf: Vec<f32> = (0..n * k)
+            .map(|x| ((x * 53) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let a = View::rows(&a_buf, m, k);
+        let b = View::rows(&b_buf, n, k).t();
+        for accumulate in [false, true] {
+            let start: Vec<f32> = (0..m * ld).map(|x| (x % 7) as f32).collect();
+            let (mut expected, mut cut) = (start.clone(), start.clone());
+            for band in (0..n).step_by(PART_COLS) {
+                let cols = PART_COLS.min(n - band);
+                matmul(
+                    &mut expected[band..],
+                    ld,
+                    a,
+                    b.col_range(band, cols),
+                    accumulate,
+                );
+            }
+            matmul_columns(&mut cut, ld, a, b, accumulate);
+            assert_eq!(expected, cut, "accumulate {accumulate}");
+            // The columns past `n` are untouched, and the product is a product.
+            assert_eq!(cut[n..ld], start[n..ld]);
+            let naive: f32 = (0..k).map(|p| a_buf[k + p] * b_buf[5 * k + p]).sum();
+            let got = cut[ld + 5] - if accumulate { start[ld + 5] } else { 0.0 };
+            assert!((got - naive).abs() < 1e-3, "{got} vs {naive}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod optim;
 mod pool;
 pub mod rng;
 pub mod simd;
+mod skinny;
 pub mod synth;
 pub mod tokenizer;
 pub mod topk;

@@ -52,12 +52,39 @@ struct Layer {
 
 /// Per-layer key/value caches for generation.
 pub struct KvCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: Vec<LayerCache>,
+}
+
+/// One layer's cached keys and values.
+enum LayerCache {
+    /// On the CPU in f32: token-major `[T, H_kv, D]` buffers, appended in place and read by the
+    /// engine's decode attention ([`crate::attention::attend_cached`]).
+    Host {
+        keys: Vec<f32>,
+        values: Vec<f32>,
+        /// `H_kv · D`, the values per position.
+        width: usize,
+    },
+    /// Elsewhere (and in bf16): candle's cache of `[1, H_kv, T, D]` tensors.
+    Tensors(candle_nn::kv_cache::KvCache),
 }
 
 impl KvCache {
     pub fn seq_len(&self) -> usize {
-        self.layers.first().map_or(0, |c| c.current_seq_len())
+        self.layers.first().map_or(0, |c| c.seq_len())
+    }
+
+    fn is_host(&self) -> bool {
+        matches!(self.layers.first(), Some(LayerCache::Host { .. }))
+    }
+}
+
+impl LayerCache {
+    fn seq_len(&self) -> usize {
+        match self {
+            LayerCache::Host { keys, width, .. } => keys.len() / width,
+            LayerCache::Tensors(c) => c.current_seq_len(),
+        }
     }
 }
 
@@ -394,11 +421,32 @@ impl Qwen2 {
 
     /// An empty cache for up to `max_len` positions.
     pub fn new_cache(&self, max_len: usize) -> KvCache {
+        self.cache_of_kind(max_len, self.host_decode())
+    }
+
+    /// A cache for the engine's CPU decode attention (`host`) or for candle's ops.
+    fn cache_of_kind(&self, max_len: usize, host: bool) -> KvCache {
+        let width = self.config.num_key_value_heads * self.config.head_dim();
         KvCache {
             layers: (0..self.config.num_hidden_layers)
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, max_len.max(1)))
+                .map(|_| {
+                    if host {
+                        LayerCache::Host {
+                            keys: Vec::with_capacity(max_len * width),
+                            values: Vec::with_capacity(max_len * width),
+                            width,
+                        }
+                    } else {
+                        LayerCache::Tensors(candle_nn::kv_cache::KvCache::new(2, max_len.max(1)))
+                    }
+                })
                 .collect(),
         }
+    }
+
+    /// Whether decoding uses the engine's CPU attention over host caches (on the CPU in f32).
+    fn host_decode(&self) -> bool {
+        self.device.is_cpu() && self.compute == DType::F32
     }
 
     /// Generation forward: appends `ids` (`[1, T]`) to the cache and returns the logits of the
@@ -454,6 +502,14 @@ impl Qwen2 {
         let eps = cfg.rms_norm_eps;
         // Per row: its start in the packed sequence and its causal mask; per token: its position
         // (so the rotary tables of the whole pack are read in one gather).
+        // The caches say which attention runs: host caches (made on the CPU in f32) the
+        // engine's decode attention, tensor caches candle's ops.
+        let host = caches.iter().all(|c| c.is_host());
+        if !host && caches.iter().any(|c| c.is_host()) || host && !self.host_decode() {
+            return Err(EngineError::Model(
+                "forward_rows needs caches made by this model's new_cache".into(),
+            ));
+        }
         let mut starts = Vec::with_capacity(ids.len());
         let mut masks = Vec::with_capacity(ids.len());
         let mut positions: Vec<u32> = Vec::new();
@@ -463,7 +519,7 @@ impl Qwen2 {
             starts.push(n);
             n += t;
             positions.extend((offset..offset + t).map(|p| p as u32));
-            masks.push(if t > 1 {
+            masks.push(if t > 1 && !host {
                 // New tokens see the whole cache and the new tokens before them.
                 let total = offset + t;
                 let values: Vec<f32> = (0..t)
@@ -503,35 +559,51 @@ impl Qwen2 {
         for (li, layer) in self.layers.iter().enumerate() {
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.input_norm, eps)?;
-            // Heads of the whole pack, `[1, heads, N, hd]`, rotated at each token's position.
-            let heads = |x: &Tensor, count: usize| -> candle_core::Result<Tensor> {
-                x.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
-            };
-            let q = crate::ops::rope(&heads(&layer.q.forward(&h)?, nh)?, &cos, &sin)?;
-            let k = crate::ops::rope(&heads(&layer.k.forward(&h)?, nkv)?, &cos, &sin)?;
-            let v = heads(&layer.v.forward(&h)?, nkv)?;
-            let mut attended = Vec::with_capacity(ids.len());
-            for (r, cache) in caches.iter_mut().enumerate() {
-                let (start, t) = (starts[r], ids[r].len());
-                let row = |x: &Tensor| x.narrow(2, start, t)?.contiguous();
-                let q = row(&q)?;
-                let (k, v) = cache.layers[li].append(&row(&k)?, &row(&v)?)?;
-                let k = repeat_kv(&k, nh / nkv)?;
-                let v = repeat_kv(&v, nh / nkv)?;
-                let mut scores = (heads_product(&q, &k, true)? * scale)?;
-                if let Some(mask) = &masks[r] {
-                    scores = scores.broadcast_add(mask)?;
-                }
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                attended.push(heads_product(&probs, &v, false)?);
-            }
-            let attn = if attended.len() == 1 {
-                attended.pop().expect("one row")
+            let (q, k, v) = (
+                layer.q.forward(&h)?,
+                layer.k.forward(&h)?,
+                layer.v.forward(&h)?,
+            );
+            let attn = if host {
+                // Token-major projections; rotated inside, as they are cached and read.
+                let rows = HostRows { ids, li, hd, scale };
+                attend_host(&rows, (&q, &k, &v), (&cos, &sin), caches)?
             } else {
-                Tensor::cat(&attended, 2)?
-            }
-            .transpose(1, 2)?
-            .reshape((1, n, nh * hd))?;
+                // Heads of the whole pack, `[1, heads, N, hd]`, rotated at each token's position.
+                let heads = |x: &Tensor, count: usize| -> candle_core::Result<Tensor> {
+                    x.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous()
+                };
+                let q = crate::ops::rope(&heads(&q, nh)?, &cos, &sin)?;
+                let k = crate::ops::rope(&heads(&k, nkv)?, &cos, &sin)?;
+                let v = heads(&v, nkv)?;
+                let mut attended = Vec::with_capacity(ids.len());
+                for (r, cache) in caches.iter_mut().enumerate() {
+                    let (start, t) = (starts[r], ids[r].len());
+                    let row = |x: &Tensor| x.narrow(2, start, t)?.contiguous();
+                    let q = row(&q)?;
+                    let LayerCache::Tensors(layer_cache) = &mut cache.layers[li] else {
+                        return Err(EngineError::Model(
+                            "a host cache given to a forward off the CPU".into(),
+                        ));
+                    };
+                    let (k, v) = layer_cache.append(&row(&k)?, &row(&v)?)?;
+                    let k = repeat_kv(&k, nh / nkv)?;
+                    let v = repeat_kv(&v, nh / nkv)?;
+                    let mut scores = (heads_product(&q, &k, true)? * scale)?;
+                    if let Some(mask) = &masks[r] {
+                        scores = scores.broadcast_add(mask)?;
+                    }
+                    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                    attended.push(heads_product(&probs, &v, false)?);
+                }
+                if attended.len() == 1 {
+                    attended.pop().expect("one row")
+                } else {
+                    Tensor::cat(&attended, 2)?
+                }
+                .transpose(1, 2)?
+                .reshape((1, n, nh * hd))?
+            };
             xs = (residual + layer.o.forward(&attn)?)?;
             let residual = xs.clone();
             let h = Self::rms_norm_cached(&xs, &layer.post_norm, eps)?;
@@ -554,6 +626,98 @@ impl Qwen2 {
         .forward(&last)?;
         Ok(logits.squeeze(0)?)
     }
+}
+
+/// What [`attend_host`] needs of a [`Qwen2::forward_rows`] call besides the tensors.
+struct HostRows<'a> {
+    ids: &'a [&'a [u32]],
+    /// The layer.
+    li: usize,
+    hd: usize,
+    scale: f64,
+}
+
+/// A layer's attention on the CPU in f32 for [`Qwen2::forward_rows`]. `q`, `k`, `v` are the
+/// pack's projections, token-major (`[1, N, heads·D]`), and `cos`, `sin` `[N, D/2]` the rotary
+/// tables at each token's position: keys are rotated as they are appended to each row's host
+/// cache and queries as they are read, then every new token is attended in one pass. Returns
+/// `[1, N, heads·D]`.
+fn attend_host(
+    rows: &HostRows<'_>,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    (cos, sin): (&Tensor, &Tensor),
+    caches: &mut [&mut KvCache],
+) -> Result<Tensor> {
+    let (_, n, width) = q.dims3()?;
+    let (d, li) = (rows.hd, rows.li);
+    let (heads, kv_heads) = (width / d, k.dim(2)? / d);
+    let half = d / 2;
+    let tensors = [q, k, v, cos, sin].map(|t| t.contiguous());
+    let mut guards = Vec::with_capacity(5);
+    for t in tensors {
+        guards.push(t?);
+    }
+    let guards: Vec<_> = guards.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices: Vec<&[f32]> = Vec::with_capacity(5);
+    for (storage, layout) in &guards {
+        match &**storage {
+            candle_core::Storage::Cpu(s) => {
+                slices.push(crate::ops::contiguous_slice(s, layout, "decode attention")?)
+            }
+            _ => {
+                return Err(EngineError::Model(
+                    "decode attention: CPU tensors only".into(),
+                ));
+            }
+        }
+    }
+    let [qs, ks, vs, cs, ss] = slices[..] else {
+        unreachable!("five tensors")
+    };
+    let rotated = |src: &[f32], t: usize, out: &mut Vec<f32>| {
+        let at = out.len();
+        out.resize(at + d, 0.0);
+        let (c, s) = (&cs[t * half..][..half], &ss[t * half..][..half]);
+        crate::ops::rotate_half_row(&mut out[at..], src, c, s, false);
+    };
+    let kw = kv_heads * d;
+    let mut t = 0;
+    for (cache, row) in caches.iter_mut().zip(rows.ids) {
+        let LayerCache::Host { keys, values, .. } = &mut cache.layers[li] else {
+            return Err(EngineError::Model(
+                "a tensor cache given to the CPU decode attention".into(),
+            ));
+        };
+        for _ in 0..row.len() {
+            for h in 0..kv_heads {
+                rotated(&ks[t * kw + h * d..][..d], t, keys);
+            }
+            values.extend_from_slice(&vs[t * kw..(t + 1) * kw]);
+            t += 1;
+        }
+    }
+    let mut queries = Vec::with_capacity(n * width);
+    for t in 0..n {
+        for h in 0..heads {
+            rotated(&qs[t * width + h * d..][..d], t, &mut queries);
+        }
+    }
+    let cached: Vec<crate::attention::CachedRow<'_>> = caches
+        .iter()
+        .zip(rows.ids)
+        .map(|(cache, row)| match &cache.layers[li] {
+            LayerCache::Host { keys, values, .. } => crate::attention::CachedRow {
+                keys,
+                values,
+                new: row.len(),
+            },
+            LayerCache::Tensors(_) => unreachable!("checked above"),
+        })
+        .collect();
+    let scale = rows.scale as f32;
+    let out = crate::attention::attend_cached(&queries, &cached, heads, kv_heads, d, scale);
+    drop(guards);
+    Ok(Tensor::from_vec(out, (1, n, width), q.device())?)
 }
 
 /// `a · b` (`a · bᵀ` with `tb`) head by head for `[B, H, M, K]` heads: on the CPU in f32/f64
@@ -584,4 +748,45 @@ pub fn attention_mask(lengths: &[usize], l: usize, device: &Device) -> candle_co
         }
     }
     Tensor::from_vec(values, (lengths.len(), 1, l, l), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_decode_attention_matches_candles_ops() {
+        // Three rows of different lengths: a prefill, then decode steps of one token per row,
+        // through host caches and through tensor caches; the logits agree at every step.
+        let config = Qwen2Config::preset("tiny", 300).unwrap();
+        let model = Qwen2::new(config, DType::F32, &Device::Cpu).unwrap();
+        model.init_weights(7).unwrap();
+        let prompts: [&[u32]; 3] = [&[5, 9, 200, 17, 3], &[42], &[7, 7, 8]];
+        let mut host: Vec<KvCache> = (0..3).map(|_| model.cache_of_kind(16, true)).collect();
+        let mut tensors: Vec<KvCache> = (0..3).map(|_| model.cache_of_kind(16, false)).collect();
+        let mut steps: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        for step in 0..6 {
+            let ids: Vec<&[u32]> = steps.iter().map(Vec::as_slice).collect();
+            let a = model
+                .forward_rows(&ids, &mut host.iter_mut().collect::<Vec<_>>())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let b = model
+                .forward_rows(&ids, &mut tensors.iter_mut().collect::<Vec<_>>())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+                assert!((x - y).abs() < 1e-4, "step {step}: {x} vs {y}");
+            }
+            steps = (0..3)
+                .map(|r| vec![(step as u32 * 31 + r * 11) % 300])
+                .collect();
+        }
+        assert_eq!(host[0].seq_len(), 5 + 5);
+        assert_eq!(host[1].seq_len(), tensors[1].seq_len());
+        let mut mixed = [&mut host[0], &mut tensors[0]];
+        assert!(model.forward_rows(&[&[1], &[2]], &mut mixed).is_err());
+    }
 }
