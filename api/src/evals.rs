@@ -61,6 +61,40 @@ pub struct NewEval {
     pub limit: Option<u32>,
 }
 
+/// An eval a run makes of itself as it trains (`NewRun.evals`): the dataset and budgets of a
+/// [`NewEval`], at every `every_steps`-th step's checkpoint (none: only the final model) and
+/// at the end.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunEval {
+    pub dataset: String,
+    pub budgets: Vec<BudgetSpec>,
+    #[serde(default)]
+    pub decoding: Option<Decoding>,
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Evaluate the checkpoints of steps that are multiples of this (the run's
+    /// `checkpoint_every` decides which steps have one).
+    #[serde(default)]
+    pub every_steps: Option<u32>,
+}
+
+impl RunEval {
+    /// The eval of `model` this asks for.
+    pub fn new_eval(&self, model: String, name: String) -> NewEval {
+        NewEval {
+            model,
+            dataset: self.dataset.clone(),
+            name: Some(name),
+            budgets: self.budgets.clone(),
+            decoding: self.decoding,
+            preset: self.preset.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
 /// Accuracy and thinking under one budget.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BudgetResult {
@@ -84,6 +118,9 @@ pub struct EvalSummary {
     pub model_id: i64,
     pub model_name: String,
     pub run_id: Option<i64>,
+    /// The run's step its model was taken at (an eval the run made as it trained).
+    #[serde(default)]
+    pub step: Option<i64>,
     pub dataset_id: i64,
     pub dataset_name: String,
     pub dataset_version: i64,

@@ -93,6 +93,9 @@ pub struct NewRun {
     pub params: RunParams,
     #[serde(default)]
     pub max_attempts: Option<i64>,
+    /// Evals of the run's checkpoints and final model, made as it trains.
+    #[serde(default)]
+    pub evals: Vec<crate::RunEval>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,6 +124,9 @@ pub struct RunSummary {
     pub output_model_id: Option<i64>,
     /// The engine's training config (s1 defaults with this run's overrides).
     pub config: serde_json::Value,
+    /// The evals it makes of itself as it trains.
+    #[serde(default)]
+    pub evals: Vec<crate::RunEval>,
     /// Set once a worker has tokenised the dataset.
     #[serde(default)]
     pub examples: Option<RunExamples>,

@@ -211,6 +211,11 @@ pub async fn evals() -> ApiResult<Vec<still_api::EvalSummary>> {
     get("/api/evals").await
 }
 
+/// The evals a run made of its checkpoints and final model, in step order.
+pub async fn run_evals(run: i64) -> ApiResult<Vec<still_api::EvalSummary>> {
+    get(&format!("/api/evals?run={run}")).await
+}
+
 pub async fn eval(id: &str) -> ApiResult<still_api::EvalSummary> {
     get(&format!("/api/evals/{}", encode(id))).await
 }

@@ -252,3 +252,86 @@ async fn an_eval_worker_killed_mid_way_resumes_and_grades_every_pair_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_evaluates_its_checkpoints_and_its_final_model_as_it_trains() {
+    let (server, api) = server_with_model(|_| {}).await;
+    let body = |name: &str, evals: serde_json::Value| {
+        json!({"name": name, "method": "sft", "model": "tiny", "dataset": "add",
+               "params": {"max_steps": 6, "epochs": 1000, "lr": 3e-3, "batch_size": 8, "grad_accum": 1,
+                          "max_seq_len": 128, "checkpoint_every": 2},
+               "evals": evals})
+    };
+    // Bad plans are refused with the field named, and no run is stored.
+    for (evals, field) in [
+        (
+            json!([{"dataset": "add", "budgets": [{}], "every_steps": 0}]),
+            "evals[0].every_steps",
+        ),
+        (
+            json!([{"dataset": "nope", "budgets": [{}]}]),
+            "evals[0].dataset",
+        ),
+        (
+            json!([{"dataset": "add", "budgets": []}]),
+            "evals[0].budgets",
+        ),
+    ] {
+        let bad = api.create_run(body("bad", evals)).await;
+        assert_eq!(bad.status, 400, "{}", bad.text);
+        let message = bad.error().message;
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    let runs: Vec<still_api::RunSummary> = api.get("/api/runs").await.ok();
+    assert!(runs.is_empty());
+
+    let plan = json!([{"dataset": "add", "limit": 3, "every_steps": 4,
+                       "budgets": [{"max_thinking_tokens": 4}, {"max_thinking_tokens": 8}],
+                       "decoding": {"max_answer_tokens": 4}}]);
+    let run: still_api::RunSummary = api.create_run(body("watched", plan)).await.ok();
+    assert_eq!(run.evals.len(), 1);
+    assert_eq!(run.evals[0].every_steps, Some(4));
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let run = api
+        .wait_for_run(run.id, Duration::from_secs(180), still_tests::run_finished)
+        .await;
+    assert_eq!(run.status, still_api::RunStatus::Succeeded, "{run:?}");
+    // Checkpoints at steps 2, 4 and 6: only step 4 is a multiple of 4; then the final model.
+    let evals: Vec<EvalSummary> = wait_until(
+        Duration::from_secs(180),
+        || async {
+            api.get(&format!("/api/evals?run={}", run.id))
+                .await
+                .ok::<Vec<EvalSummary>>()
+        },
+        |list: &Vec<EvalSummary>| list.len() == 2 && list.iter().all(|e| e.status == "succeeded"),
+    )
+    .await;
+    worker.kill().await.unwrap();
+    let names: Vec<&str> = evals.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["watched @ step 4 on add", "watched @ final on add"]);
+    assert_eq!(evals[0].step, Some(4));
+    assert_eq!(evals[1].step, run.last_step);
+    assert_eq!(evals[0].model_name, "watched-step4");
+    assert_eq!(evals[1].model_id, run.output_model_id.unwrap());
+    for e in &evals {
+        assert_eq!(e.run_id, Some(run.id));
+        assert_eq!((e.n_examples, e.done), (3, 6), "{e:?}");
+        assert!(e.budgets[0].mean_thinking_tokens <= 4.0);
+    }
+    // The checkpoint is a registered model of the run, usable like any other.
+    let models: Vec<still_api::ModelSummary> = api.get("/api/models").await.ok();
+    let checkpoint = models.iter().find(|m| m.name == "watched-step4").unwrap();
+    assert_eq!(
+        (checkpoint.origin.as_str(), checkpoint.run_id),
+        ("checkpoint", Some(run.id))
+    );
+    // The run's log says what was queued.
+    let log = api.logs(run.id).await;
+    assert!(
+        log.iter()
+            .any(|l| l.message.contains("queued: 'add' at step 4")),
+        "{log:?}"
+    );
+}

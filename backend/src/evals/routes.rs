@@ -135,6 +135,20 @@ async fn create_eval(
     ApiJson(body): ApiJson<NewEval>,
 ) -> Result<(StatusCode, Json<EvalSummary>)> {
     let team = team.id();
+    let request = check_request(&body)?;
+    let (model, run_id) = resolve_model_or_run(&state, team, &body.model).await?;
+    let eval_id = start(&state, team, &body, request, &model, (run_id, None)).await?;
+    let row = store::load(&state.db, team, &eval_id.to_string()).await?;
+    Ok((StatusCode::CREATED, Json(summary(&state, row).await?)))
+}
+
+/// What an eval request asks for, checked before anything is looked up or stored.
+pub struct Checked {
+    settings: EvalSettings,
+}
+
+/// Checks an eval request's budgets, decoding and answer preset.
+pub fn check_request(body: &NewEval) -> Result<Checked> {
     let budgets = check_budgets(&body.budgets)?;
     let decoding = body.decoding.unwrap_or_default();
     let sampling = check_decoding(&decoding)?;
@@ -144,7 +158,32 @@ async fn create_eval(
         .unwrap_or("math")
         .parse()
         .map_err(|e: String| Error::BadRequest(format!("preset: {e}")))?;
-    let (model, run_id) = resolve_model_or_run(&state, team, &body.model).await?;
+    Ok(Checked {
+        settings: EvalSettings {
+            budgets,
+            forcing: Forcing {
+                max_answer_tokens: decoding.max_answer_tokens as usize,
+                ..Forcing::default()
+            },
+            sampling,
+            preset,
+            batch_size: 8,
+        },
+    })
+}
+
+/// Starts an eval of `model` as `body` asks (checked by [`check_request`]): its dataset's
+/// current version pinned, the eval stored and its job queued in one transaction. `origin` is
+/// the run and step the model is of (a run evaluating itself as it trains). Returns its id.
+pub async fn start(
+    state: &AppState,
+    team: i64,
+    body: &NewEval,
+    checked: Checked,
+    model: &still_api::ModelSummary,
+    (run_id, step): (Option<i64>, Option<i64>),
+) -> Result<i64> {
+    let settings = checked.settings;
     let dataset = datasets::store::resolve(&state.db, team, &body.dataset).await?;
     let name = match &body.name {
         Some(name) => {
@@ -178,16 +217,6 @@ async fn create_eval(
             dataset.name, version.version
         )));
     }
-    let settings = EvalSettings {
-        budgets,
-        forcing: Forcing {
-            max_answer_tokens: decoding.max_answer_tokens as usize,
-            ..Forcing::default()
-        },
-        sampling,
-        preset,
-        batch_size: 8,
-    };
     let settings_json =
         serde_json::to_string(&settings).map_err(|e| Error::Internal(e.to_string()))?;
     let mut db = crate::db::write_tx(&state.db).await?;
@@ -198,6 +227,7 @@ async fn create_eval(
             name: &name,
             model_id: model.id,
             run_id,
+            step,
             dataset_id: dataset.id,
             dataset_version_id: version.id,
             settings: &settings_json,
@@ -243,8 +273,7 @@ async fn create_eval(
     )
     .await?;
     db.commit().await?;
-    let row = store::load(&state.db, team, &eval_id.to_string()).await?;
-    Ok((StatusCode::CREATED, Json(summary(&state, row).await?)))
+    Ok(eval_id)
 }
 
 /// An eval's summary: per-budget results from its graded records so far.
@@ -284,6 +313,7 @@ pub async fn summary(state: &AppState, row: EvalRow) -> Result<EvalSummary> {
         model_id: row.model_id,
         model_name: row.model_name,
         run_id: row.run_id,
+        step: row.step,
         dataset_id: row.dataset_id,
         dataset_name: row.dataset_name,
         dataset_version: row.dataset_version,
@@ -307,9 +337,27 @@ pub async fn summary(state: &AppState, row: EvalRow) -> Result<EvalSummary> {
     })
 }
 
-async fn list_evals(State(state): State<AppState>, team: Team) -> Result<Json<Vec<EvalSummary>>> {
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// Only the evals of this run (its id or name), in step order.
+    run: Option<String>,
+}
+
+async fn list_evals(
+    State(state): State<AppState>,
+    team: Team,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<EvalSummary>>> {
+    let run = match &query.run {
+        Some(run) => Some(
+            crate::runs::store::load_run(&state.db, team.id(), run)
+                .await?
+                .id,
+        ),
+        None => None,
+    };
     let mut out = Vec::new();
-    for row in store::list(&state.db, team.id()).await? {
+    for row in store::list(&state.db, team.id(), run).await? {
         out.push(summary(&state, row).await?);
     }
     Ok(Json(out))

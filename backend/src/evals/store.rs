@@ -15,6 +15,7 @@ pub struct EvalRow {
     pub model_name: String,
     pub model_origin: String,
     pub run_id: Option<i64>,
+    pub step: Option<i64>,
     pub dataset_id: i64,
     pub dataset_name: String,
     pub dataset_version_id: i64,
@@ -29,7 +30,7 @@ pub struct EvalRow {
 }
 
 const SELECT: &str = "SELECT e.id, e.team_id, e.name, e.model_id, m.name AS model_name, \
-     m.origin AS model_origin, e.run_id, e.dataset_id, d.name AS dataset_name, \
+     m.origin AS model_origin, e.run_id, e.step, e.dataset_id, d.name AS dataset_name, \
      e.dataset_version_id, v.version AS dataset_version, e.settings, e.n_examples, e.n_budgets, \
      e.created_at, j.status, j.error, j.finished_at \
      FROM evals e JOIN models m ON m.id = e.model_id JOIN datasets d ON d.id = e.dataset_id \
@@ -50,13 +51,23 @@ pub async fn by_id(db: &mut SqliteConnection, id: i64) -> Result<EvalRow> {
         .ok_or_else(|| Error::not_found(format!("eval {id}")))
 }
 
-pub async fn list(pool: &SqlitePool, team_id: i64) -> Result<Vec<EvalRow>> {
-    Ok(
-        sqlx::query_as(&format!("{SELECT} WHERE e.team_id = ? ORDER BY e.id DESC"))
-            .bind(team_id)
-            .fetch_all(pool)
-            .await?,
-    )
+/// The team's evals, newest first; with `run`, only that run's, in step order.
+pub async fn list(pool: &SqlitePool, team_id: i64, run: Option<i64>) -> Result<Vec<EvalRow>> {
+    Ok(match run {
+        None => {
+            sqlx::query_as(&format!("{SELECT} WHERE e.team_id = ? ORDER BY e.id DESC"))
+                .bind(team_id)
+                .fetch_all(pool)
+                .await?
+        }
+        Some(run) => sqlx::query_as(&format!(
+            "{SELECT} WHERE e.team_id = ? AND e.run_id = ? ORDER BY e.step IS NULL, e.step, e.id"
+        ))
+        .bind(team_id)
+        .bind(run)
+        .fetch_all(pool)
+        .await?,
+    })
 }
 
 pub async fn name_taken(pool: &SqlitePool, team_id: i64, name: &str) -> Result<bool> {
@@ -75,6 +86,7 @@ pub struct NewEvalRow<'a> {
     pub name: &'a str,
     pub model_id: i64,
     pub run_id: Option<i64>,
+    pub step: Option<i64>,
     pub dataset_id: i64,
     pub dataset_version_id: i64,
     pub settings: &'a str,
@@ -84,13 +96,15 @@ pub struct NewEvalRow<'a> {
 
 pub async fn insert(db: &mut SqliteConnection, e: &NewEvalRow<'_>) -> Result<i64> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO evals (team_id, name, model_id, run_id, dataset_id, dataset_version_id, \
-         settings, n_examples, n_budgets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO evals (team_id, name, model_id, run_id, step, dataset_id, \
+         dataset_version_id, settings, n_examples, n_budgets) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(e.team_id)
     .bind(e.name)
     .bind(e.model_id)
     .bind(e.run_id)
+    .bind(e.step)
     .bind(e.dataset_id)
     .bind(e.dataset_version_id)
     .bind(e.settings)

@@ -104,6 +104,7 @@ async fn create_run(
         estimate,
     } = plan(&state, team, &body).await?;
     let team = team.id();
+    super::evals::check_plans(&state, team, &body.evals).await?;
     if store::name_taken(&state.db, team, &name).await? {
         return Err(Error::Conflict(format!(
             "name: a run named '{name}' already exists"
@@ -133,6 +134,7 @@ async fn create_run(
             dataset_id: dataset.id,
             dataset_version_id: version.id,
             config: &config,
+            evals: &body.evals,
         },
     )
     .await?;

@@ -33,6 +33,7 @@ struct RunRow {
     min_memory_bytes: i64,
     output_model_id: Option<i64>,
     params: String,
+    evals: String,
     n_trained: Option<i64>,
     n_truncated: Option<i64>,
     n_skipped: Option<i64>,
@@ -46,7 +47,7 @@ struct RunRow {
 const RUN_SELECT: &str = "SELECT r.id, r.name, r.method, r.model_id, m.name AS model, r.teacher_id, r.dataset_id, \
      d.name AS dataset, v.version AS dataset_version, v.content_hash AS dataset_version_hash, j.status, j.attempts, \
      j.max_attempts, j.cancel_requested, j.error, coalesce(j.lease_owner, j.last_worker) AS worker_id, j.device, j.min_memory_bytes, \
-     r.output_model_id, r.params, r.n_trained, r.n_truncated, r.n_skipped, \
+     r.output_model_id, r.params, r.evals, r.n_trained, r.n_truncated, r.n_skipped, \
      (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss') AS last_step, \
      (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1) AS last_loss, \
      r.created_at, j.started_at, j.finished_at \
@@ -64,6 +65,8 @@ impl TryFrom<RunRow> for RunSummary {
         Ok(RunSummary {
             config: serde_json::from_str(&r.params)
                 .map_err(|e| Error::Internal(format!("run {}: params: {e}", r.id)))?,
+            evals: serde_json::from_str(&r.evals)
+                .map_err(|e| Error::Internal(format!("run {}: evals: {e}", r.id)))?,
             examples: r.n_trained.map(|n_trained| still_api::RunExamples {
                 n_trained,
                 n_truncated: r.n_truncated.unwrap_or(0),
@@ -141,14 +144,15 @@ pub struct NewRunRow<'a> {
     pub dataset_id: i64,
     pub dataset_version_id: i64,
     pub config: &'a TrainConfig,
+    pub evals: &'a [still_api::RunEval],
 }
 
 /// Stores a new run in the caller's transaction; returns its id.
 pub async fn insert(db: &mut SqliteConnection, run: &NewRunRow<'_>) -> Result<i64> {
     let name = run.name;
     sqlx::query_scalar(
-        "INSERT INTO runs (team_id, name, method, model_id, teacher_id, dataset_id, dataset_version_id, params) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO runs (team_id, name, method, model_id, teacher_id, dataset_id, dataset_version_id, params, evals) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(run.team_id)
     .bind(name)
@@ -158,6 +162,7 @@ pub async fn insert(db: &mut SqliteConnection, run: &NewRunRow<'_>) -> Result<i6
     .bind(run.dataset_id)
     .bind(run.dataset_version_id)
     .bind(serde_json::to_string(run.config).map_err(|e| Error::Internal(e.to_string()))?)
+    .bind(serde_json::to_string(run.evals).map_err(|e| Error::Internal(e.to_string()))?)
     .fetch_one(&mut *db)
     .await
     .map_err(|e| on_unique(e, || format!("name: a run named '{name}' already exists")))

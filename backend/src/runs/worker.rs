@@ -151,6 +151,7 @@ async fn commit_checkpoint(
     .await?;
     db.commit().await?;
     state.events.touch(run);
+    super::evals::at_checkpoint(&state, run, step).await;
     Ok(Json(serde_json::json!({ "resume_step": step })))
 }
 
@@ -245,5 +246,6 @@ pub async fn complete(state: &AppState, job: &Leased) -> Result<serde_json::Valu
     )
     .await?;
     db.commit().await?;
+    super::evals::at_end(state, run, model_id).await;
     Ok(serde_json::json!({ "status": RunStatus::Succeeded, "model_id": model_id }))
 }

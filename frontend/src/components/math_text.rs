@@ -49,17 +49,24 @@ fn Formula(latex: String, display: bool) -> impl IntoView {
 
 /// Prose with inline and display math; newlines are kept.
 #[component]
-pub fn MathText(#[prop(into)] text: String) -> impl IntoView {
+pub fn MathText(
+    #[prop(into)] text: String,
+    /// In a line of other text (a span, not a block): a piece of a thinking trace between
+    /// budget forcing's marks.
+    #[prop(optional)]
+    inline: bool,
+) -> impl IntoView {
     let segments = latex::split_math(&text);
-    view! {
-        <div class="math-text">
-            {segments
-                .into_iter()
-                .map(|segment| match segment {
-                    Segment::Text(t) => view! { <span>{t}</span> }.into_any(),
-                    Segment::Math { latex, display } => view! { <Formula latex display/> }.into_any(),
-                })
-                .collect_view()}
-        </div>
+    let parts = segments
+        .into_iter()
+        .map(|segment| match segment {
+            Segment::Text(t) => view! { <span>{t}</span> }.into_any(),
+            Segment::Math { latex, display } => view! { <Formula latex display/> }.into_any(),
+        })
+        .collect_view();
+    if inline {
+        view! { <span class="math-text">{parts}</span> }.into_any()
+    } else {
+        view! { <div class="math-text">{parts}</div> }.into_any()
     }
 }

@@ -458,7 +458,7 @@ fn ExampleDetail(example: EvalExample) -> impl IntoView {
                 <h3>"Thinking"</h3>
                 <pre class="thinking" data-test="example-thinking">
                     {segments.into_iter().map(|s| match s {
-                        Marked::Text(t) => view! { <span>{t}</span> }.into_any(),
+                        Marked::Text(t) => view! { <MathText text=t inline=true/> }.into_any(),
                         Marked::Wait(w) => view! { <mark class="forced-wait" data-test="forced-wait" title="forced by budget forcing">{w}</mark> }.into_any(),
                         Marked::Cut => view! { <span class="cut-mark" data-test="cut-mark" title="thinking cut at its budget">"✂ cut"</span> }.into_any(),
                     }).collect_view()}

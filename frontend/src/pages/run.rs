@@ -10,8 +10,8 @@ use leptos_router::hooks::use_params_map;
 use still_api::{ArtifactFolder, MetricPoint, RunLogEntry, RunSnapshot, RunStatus, RunSummary};
 
 use crate::api::{self, ApiError};
-use crate::components::ErrorBox;
-use crate::components::chart::LineChart;
+use crate::components::chart::{LineChart, MultiLineChart};
+use crate::components::{ErrorBox, every};
 use crate::format::{bytes, timestamp};
 
 /// Points kept per metric before the page downsamples what it has (extremes kept).
@@ -182,6 +182,7 @@ pub fn RunPage() -> impl IntoView {
                     {move || view! { <LineChart title=name.to_string() points=series(&points.read(), name)/> }}
                 })}
             </div>
+            {move || run.with(|r| r.as_ref().filter(|r| !r.evals.is_empty()).map(|r| view! { <RunEvals run_id=r.id/> }))}
             <RunLog logs/>
             <Artifacts run_id=move || run.with(|r| r.as_ref().map_or(0, |r| r.id)) artifacts/>
             <section class="panel">
@@ -189,6 +190,57 @@ pub fn RunPage() -> impl IntoView {
                 <pre class="metadata" data-test="run-config">{move || run.with(|r| r.as_ref().map(|r| serde_json::to_string_pretty(&r.config).unwrap_or_default()))}</pre>
             </section>
         </Show>
+    }
+}
+
+/// The evals a run makes of itself as it trains: accuracy per budget against the step its
+/// checkpoint (or final model) was taken at, beside the loss; each eval linked.
+#[component]
+fn RunEvals(run_id: i64) -> impl IntoView {
+    let tick = RwSignal::new(0u32);
+    every(std::time::Duration::from_secs(3), tick);
+    let evals = LocalResource::new(move || {
+        tick.track();
+        api::run_evals(run_id)
+    });
+    view! {
+        <section class="panel" data-test="run-evals">
+            <h2>"Evals while training"</h2>
+            {move || evals.get().map(|answer| match answer {
+                Err(error) => view! { <ErrorBox error/> }.into_any(),
+                Ok(list) if list.is_empty() => view! {
+                    <p class="empty">"No eval yet: one starts at each evaluated checkpoint and at the end."</p>
+                }.into_any(),
+                Ok(list) => {
+                    let budgets = list.first().map(|e| e.budgets.iter().map(|b| b.budget).collect::<Vec<_>>()).unwrap_or_default();
+                    let series: Vec<(String, Vec<(f64, f64)>)> = budgets.iter().enumerate().map(|(i, b)| {
+                        let points = list.iter()
+                            .filter_map(|e| Some((e.step? as f64, e.budgets.get(i).filter(|r| r.n > 0)?.accuracy)))
+                            .collect();
+                        (crate::pages::evals::budget_label(b), points)
+                    }).collect();
+                    view! {
+                        <MultiLineChart title="accuracy by step".to_string() series x_label="step"/>
+                        <table class="grid" data-test="run-eval-table">
+                            <thead><tr><th>"Eval"</th><th class="num">"Step"</th><th>"Status"</th><th class="num">"Graded"</th>
+                                {budgets.iter().map(|b| view! { <th class="num">{crate::pages::evals::budget_label(b)}</th> }).collect_view()}
+                            </tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|e| view! {
+                                    <tr data-test="run-eval-row">
+                                        <td><A href=format!("/evals/{}", e.id)>{e.name.clone()}</A></td>
+                                        <td class="num">{e.step.map(|s| s.to_string()).unwrap_or_default()}</td>
+                                        <td><span class=format!("status {}", e.status)>{e.status.clone()}</span></td>
+                                        <td class="num">{format!("{} / {}", e.done, e.n_examples * e.budgets.len() as i64)}</td>
+                                        {e.budgets.iter().map(|r| view! { <td class="num">{format!("{:.1}%", 100.0 * r.accuracy)}</td> }).collect_view()}
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }
+            })}
+        </section>
     }
 }
 

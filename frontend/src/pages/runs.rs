@@ -6,7 +6,10 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use still_api::{NewModel, NewRun, RunEstimate, RunMethod, RunParams, RunStatus, RunSummary};
+use still_api::{
+    BudgetSpec, Decoding, NewModel, NewRun, RunEstimate, RunEval, RunMethod, RunParams, RunStatus,
+    RunSummary,
+};
 
 use crate::api::{self, ApiError};
 use crate::components::{ErrorBox, every};
@@ -14,6 +17,18 @@ use crate::format::{bytes, thousands, timestamp};
 
 fn parse_opt<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.trim().parse().ok()
+}
+
+/// Budgets' maxima as the form's text (`none` for uncut).
+fn budgets_text(budgets: &[BudgetSpec]) -> String {
+    budgets
+        .iter()
+        .map(|b| {
+            b.max_thinking_tokens
+                .map_or("none".into(), |m| m.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The list's filters: all, then each status.
@@ -111,6 +126,13 @@ struct Fields {
     teacher_top_k: RwSignal<String>,
     precision: RwSignal<String>,
     long_examples: RwSignal<String>,
+    /// An eval the run makes of itself: dataset (empty: none), budgets (max thinking tokens,
+    /// comma-separated; `-` uncut), every N steps (empty: the final model only), rows.
+    eval_dataset: RwSignal<String>,
+    eval_budgets: RwSignal<String>,
+    eval_every: RwSignal<String>,
+    eval_limit: RwSignal<String>,
+    eval_answer_tokens: RwSignal<String>,
 }
 
 impl Fields {
@@ -137,7 +159,33 @@ impl Fields {
             teacher_top_k: text(""),
             precision: text("f32"),
             long_examples: text("truncate"),
+            eval_dataset: text(""),
+            eval_budgets: text("512, 1024, 2048, 4096"),
+            eval_every: text(""),
+            eval_limit: text(""),
+            eval_answer_tokens: text("256"),
         }
+    }
+
+    /// The eval plan the fields make (none without a dataset).
+    fn evals(&self) -> Vec<RunEval> {
+        let dataset = self.eval_dataset.get();
+        if dataset.is_empty() {
+            return Vec::new();
+        }
+        vec![RunEval {
+            dataset,
+            // A budget that does not parse sends none: the server names the field.
+            budgets: crate::pages::evals::parse_budgets(&self.eval_budgets.get(), "")
+                .unwrap_or_default(),
+            decoding: Some(Decoding {
+                max_answer_tokens: parse_opt(&self.eval_answer_tokens.get()).unwrap_or(256),
+                ..Decoding::default()
+            }),
+            preset: None,
+            limit: parse_opt(&self.eval_limit.get()),
+            every_steps: parse_opt(&self.eval_every.get()),
+        }]
     }
 
     /// The request the fields make (only what parses is sent; the server checks the rest).
@@ -168,6 +216,7 @@ impl Fields {
                 ..Default::default()
             },
             max_attempts: None,
+            evals: self.evals(),
         }
     }
 
@@ -196,6 +245,17 @@ impl Fields {
             (self.checkpoint_every, "checkpoint_every"),
         ] {
             signal.set(text(key));
+        }
+        if let Some(plan) = run.evals.first() {
+            self.eval_dataset.set(plan.dataset.clone());
+            self.eval_budgets.set(budgets_text(&plan.budgets));
+            self.eval_every
+                .set(plan.every_steps.map(|n| n.to_string()).unwrap_or_default());
+            self.eval_limit
+                .set(plan.limit.map(|n| n.to_string()).unwrap_or_default());
+            if let Some(d) = plan.decoding {
+                self.eval_answer_tokens.set(d.max_answer_tokens.to_string());
+            }
         }
         self.long_examples.set(
             Some(text("long_examples"))
@@ -402,6 +462,24 @@ fn NewRunForm(
                 {field("max_seq_len", f.max_seq_len)}
                 {field("seed", f.seed)}
                 {field("checkpoint_every", f.checkpoint_every)}
+            </div>
+            <div class="form-row" title="Evaluate the run's checkpoints (every N steps; set checkpoint_every to match) and its final model, with s1's budget forcing: accuracy appears beside the loss.">
+                <label>"evaluate on "
+                    <select data-test="run-eval-dataset" on:change=move |ev| f.eval_dataset.set(event_target_value(&ev))>
+                        <option value="">"— (no evals while training)"</option>
+                        {move || datasets.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|d| {
+                            let name = d.name.clone();
+                            view! { <option value=name.clone() selected=move || f.eval_dataset.get() == name>{format!("{} ({} rows)", d.name, thousands(d.n_rows))}</option> }
+                        }).collect_view()}
+                    </select>
+                </label>
+                <label>"max thinking "
+                    <input type="text" size="18" data-test="run-eval-budgets" prop:value=move || f.eval_budgets.get()
+                        on:input=move |ev| f.eval_budgets.set(event_target_value(&ev))/>
+                </label>
+                {field("eval_every", f.eval_every)}
+                {field("eval_limit", f.eval_limit)}
+                {field("eval_answer_tokens", f.eval_answer_tokens)}
                 <button class="primary" data-test="start-run" on:click=submit disabled=move || busy.get()>"Start run"</button>
             </div>
             {move || estimate.get().map(|answer| match answer {
