@@ -180,3 +180,37 @@ pub struct EvalRecordUpload {
     pub thinking_tokens: i64,
     pub record: serde_json::Value,
 }
+
+/// `GET /api/evals/{a}/flips/{b}`: the questions two evals both graded, matched by question
+/// text, at one budget of each, and which of them flipped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalFlips {
+    pub a: i64,
+    pub b: i64,
+    pub budget_a: i64,
+    pub budget_b: i64,
+    /// Questions graded in both.
+    pub shared: i64,
+    pub both_right: i64,
+    pub both_wrong: i64,
+    pub n_right_to_wrong: i64,
+    pub n_wrong_to_right: i64,
+    /// Right in `a`, wrong in `b` (the first [`MAX_FLIPS`], in `a`'s order).
+    pub right_to_wrong: Vec<Flip>,
+    /// Wrong in `a`, right in `b`.
+    pub wrong_to_right: Vec<Flip>,
+}
+
+/// Flipped questions listed per direction (the counts are exact).
+pub const MAX_FLIPS: usize = 500;
+
+/// One question that flipped between two evals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Flip {
+    pub question: String,
+    pub reference: String,
+    pub a_example: i64,
+    pub b_example: i64,
+    pub a_extracted: Option<String>,
+    pub b_extracted: Option<String>,
+}

@@ -216,6 +216,20 @@ pub async fn run_evals(run: i64) -> ApiResult<Vec<still_api::EvalSummary>> {
     get(&format!("/api/evals?run={run}")).await
 }
 
+/// The questions evals `a` and `b` both graded, at budget `budget_a` of `a` and `budget_b` of
+/// `b`, and which flipped.
+pub async fn eval_flips(
+    a: i64,
+    b: i64,
+    budget_a: i64,
+    budget_b: i64,
+) -> ApiResult<still_api::EvalFlips> {
+    get(&format!(
+        "/api/evals/{a}/flips/{b}?budget_a={budget_a}&budget_b={budget_b}"
+    ))
+    .await
+}
+
 pub async fn eval(id: &str) -> ApiResult<still_api::EvalSummary> {
     get(&format!("/api/evals/{}", encode(id))).await
 }

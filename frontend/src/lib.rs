@@ -36,6 +36,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/workers") view=pages::runs::WorkersPage/>
                     <Route path=path!("/evals") view=pages::evals::EvalsPage/>
                     <Route path=path!("/evals/:id") view=pages::evals::EvalPage/>
+                    <Route path=path!("/compare/evals") view=pages::eval_compare::EvalComparePage/>
                 </Routes>
             </main>
         </Router>

@@ -455,6 +455,100 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
             browser.wait_for("[data-test=cut-mark]").await?;
         }
     }
+
+    // A second eval (the untrained base model, same rows and budgets), then both compared:
+    // ticked on the evals list, their scaling curves overlaid, the flipped questions counted
+    // as the API counts them.
+    let all: Vec<still_api::EvalSummary> = api.get("/api/evals").await.ok();
+    let final_eval = all
+        .into_iter()
+        .find(|e| e.name == "from-ui-final on add")
+        .unwrap();
+    let base: still_api::EvalSummary = api
+        .post(
+            "/api/evals",
+            serde_json::json!({"model": "tiny", "dataset": "add", "limit": 3,
+                               "budgets": [{"max_thinking_tokens": 4}, {"max_thinking_tokens": 8}],
+                               "decoding": {"max_answer_tokens": 6}}),
+        )
+        .await
+        .ok();
+    still_tests::wait_until(
+        std::time::Duration::from_secs(90),
+        || async {
+            api.get(&format!("/api/evals/{}", base.id))
+                .await
+                .ok::<still_api::EvalSummary>()
+        },
+        |e| e.status == "succeeded",
+    )
+    .await;
+    c.goto(&format!("{}/evals", server.url)).await?;
+    for id in [final_eval.id, base.id] {
+        let row = browser
+            .wait_for(&format!("[data-test=eval-row] a[href='/evals/{id}']"))
+            .await?;
+        let check = row
+            .find(Locator::XPath("../..//input[@data-test='compare-check']"))
+            .await?;
+        check.click().await?;
+    }
+    browser
+        .wait_for_text("[data-test=compare-evals]", |t| t.contains("(2)"))
+        .await?;
+    browser
+        .wait_for("[data-test=compare-evals]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=flip-counts]", |t| {
+            t.contains("questions in both")
+        })
+        .await?;
+    let compare_url = c.current_url().await?;
+    assert!(
+        compare_url
+            .as_str()
+            .ends_with(&format!("/compare/evals?ids={},{}", final_eval.id, base.id)),
+        "{compare_url}"
+    );
+    let flips: still_api::EvalFlips = api
+        .get(&format!("/api/evals/{}/flips/{}", final_eval.id, base.id))
+        .await
+        .ok();
+    // The link is the comparison: reloaded, it shows the same.
+    c.goto(compare_url.as_str()).await?;
+    let counts = browser
+        .wait_for_text("[data-test=flip-counts]", |t| {
+            t.contains("questions in both")
+        })
+        .await?;
+    assert_eq!(
+        counts,
+        format!(
+            "{} questions in both · both right {} · both wrong {} · right → wrong {} · wrong → right {}",
+            flips.shared,
+            flips.both_right,
+            flips.both_wrong,
+            flips.n_right_to_wrong,
+            flips.n_wrong_to_right
+        )
+    );
+    assert_eq!(flips.shared, 3);
+    let series = c.find_all(Locator::Css("[data-test=chart-series]")).await?;
+    assert_eq!(series.len(), 2);
+    assert_eq!(
+        c.find_all(Locator::Css("[data-test=compare-eval-row]"))
+            .await?
+            .len(),
+        2
+    );
+    let shown = c.find_all(Locator::Css("[data-test=flip-row]")).await?;
+    assert_eq!(
+        shown.len() as i64,
+        flips.n_right_to_wrong + flips.n_wrong_to_right
+    );
     browser.close().await?;
     worker.kill().await?;
     server.stop().await;

@@ -335,3 +335,92 @@ async fn a_run_evaluates_its_checkpoints_and_its_final_model_as_it_trains() {
         "{log:?}"
     );
 }
+
+#[tokio::test]
+async fn two_evals_show_the_questions_that_flipped_between_them() {
+    // Two evals graded by workers speaking the protocol, with known verdicts: question q1 is
+    // right in A and wrong in B, q2 the other way round. B graded the questions in another
+    // order; they are matched by text.
+    let (server, api) = server_with_model(|_| {}).await;
+    let body = json!({"model": "tiny", "dataset": "add", "limit": 4,
+                      "budgets": [{"max_thinking_tokens": 4}, {"max_thinking_tokens": 8}]});
+    let a: EvalSummary = api.post("/api/evals", &body).await.ok();
+    let b: EvalSummary = api.post("/api/evals", &body).await.ok();
+    let grade = |order: [usize; 4], verdicts: [bool; 4]| {
+        (0..2)
+            .flat_map(move |budget| {
+                order.into_iter().enumerate().map(move |(i, q)| {
+                    let correct = verdicts[q] && budget == 1;
+                    json!({"budget_index": budget, "example_index": i, "correct": correct, "thinking_tokens": 3,
+                           "record": {"question": format!("q{q}"), "reference": format!("{q}"),
+                                      "extracted": if correct { format!("{q}") } else { "7".to_string() }}})
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for (eval, records) in [
+        (&a, grade([0, 1, 2, 3], [true, true, false, false])),
+        (&b, grade([3, 2, 1, 0], [true, false, true, false])),
+    ] {
+        let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "grader")
+            .await
+            .unwrap();
+        let worker = api.worker(&token);
+        let job: still_api::ClaimedJob = worker.claim().await.ok();
+        assert_eq!(job.work.subject(), format!("eval {}", eval.id));
+        let sent = worker
+            .post(
+                &format!("/api/worker/jobs/{}/eval/records", job.job_id),
+                &records,
+            )
+            .await;
+        assert_eq!(sent.status, 200, "{}", sent.text);
+    }
+    let flips: still_api::EvalFlips = api
+        .get(&format!("/api/evals/{}/flips/{}", a.id, b.id))
+        .await
+        .ok();
+    // The last budget of each by default.
+    assert_eq!((flips.budget_a, flips.budget_b), (1, 1));
+    assert_eq!(flips.shared, 4);
+    assert_eq!((flips.both_right, flips.both_wrong), (1, 1));
+    assert_eq!((flips.n_right_to_wrong, flips.n_wrong_to_right), (1, 1));
+    let r2w = &flips.right_to_wrong[0];
+    assert_eq!(
+        (r2w.question.as_str(), r2w.a_example, r2w.b_example),
+        ("q1", 1, 2)
+    );
+    assert_eq!(
+        (r2w.a_extracted.as_deref(), r2w.b_extracted.as_deref()),
+        (Some("1"), Some("7"))
+    );
+    assert_eq!(flips.wrong_to_right[0].question, "q2");
+    // At budget 0 everything was wrong in both: nothing flipped.
+    let first: still_api::EvalFlips = api
+        .get(&format!(
+            "/api/evals/{}/flips/{}?budget_a=0&budget_b=0",
+            a.id, b.id
+        ))
+        .await
+        .ok();
+    assert_eq!(
+        (
+            first.both_wrong,
+            first.n_right_to_wrong,
+            first.n_wrong_to_right
+        ),
+        (4, 0, 0)
+    );
+    // A budget an eval does not have is named; an unknown eval is a 404.
+    let bad = api
+        .get(&format!("/api/evals/{}/flips/{}?budget_b=2", a.id, b.id))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.error().message.contains("budget_b"), "{}", bad.text);
+    assert_eq!(
+        api.get(&format!("/api/evals/{}/flips/999", a.id))
+            .await
+            .status,
+        404
+    );
+}

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/evals", get(list_evals).post(create_eval))
         .route("/api/evals/{eval}", get(get_eval))
         .route("/api/evals/{eval}/examples", get(get_examples))
+        .route("/api/evals/{eval}/flips/{other}", get(get_flips))
         .route("/api/evals/{eval}/cancel", post(cancel_eval))
         .route("/api/evals/{eval}/logs", get(get_logs))
 }
@@ -370,6 +371,41 @@ async fn get_eval(
 ) -> Result<Json<EvalSummary>> {
     let row = store::load(&state.db, team.id(), &eval).await?;
     Ok(Json(summary(&state, row).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct FlipsQuery {
+    /// Each eval's budget index (default: its last budget).
+    budget_a: Option<i64>,
+    budget_b: Option<i64>,
+}
+
+/// The questions two evals both graded and which flipped between them.
+async fn get_flips(
+    State(state): State<AppState>,
+    team: Team,
+    Path((eval, other)): Path<(String, String)>,
+    Query(query): Query<FlipsQuery>,
+) -> Result<Json<still_api::EvalFlips>> {
+    let a = store::load(&state.db, team.id(), &eval).await?;
+    let b = store::load(&state.db, team.id(), &other).await?;
+    let budget = |row: &EvalRow, asked: Option<i64>, field: &str| -> Result<i64> {
+        let last = row.n_budgets - 1;
+        match asked {
+            None => Ok(last),
+            Some(i) if (0..=last).contains(&i) => Ok(i),
+            Some(i) => Err(Error::BadRequest(format!(
+                "{field}: eval '{}' has budgets 0..={last}, not {i}",
+                row.name
+            ))),
+        }
+    };
+    let budget_a = budget(&a, query.budget_a, "budget_a")?;
+    let budget_b = budget(&b, query.budget_b, "budget_b")?;
+    let graded_a = store::graded(&state.db, a.id, budget_a).await?;
+    let graded_b = store::graded(&state.db, b.id, budget_b).await?;
+    let flips = super::compare::flips(&graded_a, &graded_b);
+    Ok(Json(flips.between((a.id, budget_a), (b.id, budget_b))))
 }
 
 async fn get_examples(

@@ -124,6 +124,32 @@ pub async fn outcomes(pool: &SqlitePool, eval_id: i64) -> Result<Vec<(i64, bool,
     .await?)
 }
 
+/// One graded question of an eval at one budget, for comparing evals.
+#[derive(Debug, Clone, FromRow)]
+pub struct Graded {
+    pub example_index: i64,
+    pub correct: bool,
+    pub question: String,
+    pub reference: String,
+    pub extracted: Option<String>,
+}
+
+/// An eval's graded questions at one budget, in example order (their texts read from the
+/// stored records by SQLite, not parsed here).
+pub async fn graded(pool: &SqlitePool, eval_id: i64, budget: i64) -> Result<Vec<Graded>> {
+    Ok(sqlx::query_as(
+        "SELECT example_index, correct, \
+         coalesce(json_extract(record, '$.question'), '') AS question, \
+         coalesce(json_extract(record, '$.reference'), '') AS reference, \
+         json_extract(record, '$.extracted') AS extracted \
+         FROM eval_records WHERE eval_id = ? AND budget_index = ? ORDER BY example_index",
+    )
+    .bind(eval_id)
+    .bind(budget)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The `(budget_index, example_index)` pairs already graded.
 pub async fn done_pairs(db: &mut SqliteConnection, eval_id: i64) -> Result<Vec<(i64, i64)>> {
     Ok(sqlx::query_as(

@@ -85,22 +85,44 @@ pub fn EvalsPage() -> impl IntoView {
         api::evals()
     });
     every(std::time::Duration::from_secs(3), refresh);
+    // Evals ticked for comparison, in the order they were ticked.
+    let picked = RwSignal::new(Vec::<i64>::new());
+    let compare_href = move || {
+        let ids: Vec<String> = picked.get().iter().map(i64::to_string).collect();
+        format!("/compare/evals?ids={}", ids.join(","))
+    };
     view! {
         <h1>"Evals"</h1>
         <NewEvalForm/>
+        <div class="actions">
+            <A href=compare_href attr:data-test="compare-evals" attr:class=move || if picked.with(Vec::is_empty) { "button disabled" } else { "button" }>
+                {move || format!("Compare selected ({})", picked.with(Vec::len))}
+            </A>
+        </div>
         <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
             {move || evals.get().map(|r| match r {
                 Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                 Ok(list) if list.is_empty() => view! { <p class="empty">"No evals yet."</p> }.into_any(),
                 Ok(list) => view! {
                     <table class="grid" data-test="evals">
-                        <thead><tr><th>"Eval"</th><th>"Status"</th><th>"Model"</th><th>"Dataset"</th>
+                        <thead><tr><th></th><th>"Eval"</th><th>"Status"</th><th>"Model"</th><th>"Dataset"</th>
                             <th class="num">"Graded"</th><th class="num">"Best accuracy"</th><th>"Created"</th></tr></thead>
                         <tbody>
                             {list.into_iter().map(|e| {
                                 let link_text = e.name.clone();
+                                let id = e.id;
                                 view! {
                                 <tr data-test="eval-row" data-name=e.name.clone()>
+                                    <td><input type="checkbox" data-test="compare-check" prop:checked=move || picked.with(|p| p.contains(&id))
+                                        on:change=move |ev| {
+                                            let on = event_target_checked(&ev);
+                                            picked.update(|p| {
+                                                p.retain(|x| *x != id);
+                                                if on {
+                                                    p.push(id);
+                                                }
+                                            });
+                                        }/></td>
                                     <td><A href=format!("/evals/{}", e.id)>{link_text}</A></td>
                                     <td><span class=format!("status {}", e.status)>{e.status.clone()}</span></td>
                                     <td>{e.model_name.clone()}</td>

@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod datasets;
+pub mod eval_compare;
 pub mod evals;
 pub mod example;
 pub mod import;
