@@ -103,6 +103,7 @@ pub fn app(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(kinds::router())
         .merge(live::router())
+        .merge(demo::router())
         .route("/api", any(http::api_not_found))
         .route("/api/{*rest}", any(http::api_not_found));
     let index = state.config.ui_dir.join("index.html");

@@ -182,6 +182,11 @@ pub async fn runs(status: &str) -> ApiResult<Vec<still_api::RunSummary>> {
     get(&format!("/api/runs?status={}", encode(status))).await
 }
 
+/// The s1 demo as a run request (the embedded default's one-click recipe).
+pub async fn s1_demo_recipe() -> ApiResult<still_api::NewRun> {
+    get("/api/recipes/s1-demo").await
+}
+
 pub async fn estimate_run(request: &still_api::NewRun) -> ApiResult<still_api::RunEstimate> {
     send_json("POST", "/api/runs/estimate", request).await
 }

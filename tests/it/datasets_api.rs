@@ -658,10 +658,23 @@ async fn demo_data_is_seeded_once() {
     let list = api.datasets().await;
     let mut seeded: Vec<(&str, i64)> = list.iter().map(|d| (d.name.as_str(), d.n_rows)).collect();
     seeded.sort();
-    assert_eq!(seeded, [("addition-demo", 2000), ("gsm8k-sample", 300)]);
+    assert_eq!(
+        seeded,
+        [
+            ("addition-demo", 2000),
+            ("counting-demo", 4000),
+            ("counting-held-out", 200),
+            ("gsm8k-sample", 300)
+        ]
+    );
     let dir = server.data_dir.path().to_path_buf();
     // Deleting them and restarting on the same data directory does not bring them back.
-    for name in ["gsm8k-sample", "addition-demo"] {
+    for name in [
+        "gsm8k-sample",
+        "addition-demo",
+        "counting-demo",
+        "counting-held-out",
+    ] {
         let deleted = api.delete(&format!("/api/datasets/{name}")).await;
         assert_eq!(deleted.status, 204);
     }

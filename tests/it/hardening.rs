@@ -59,6 +59,66 @@ async fn a_new_data_directory_holds_the_demo_the_readme_promises() {
         )
         .await;
     assert_eq!(run.status, 201, "{}", run.body);
+
+    // The s1 demo: its recipe names the counting traces, the held-out questions and the tiny
+    // student, and evaluates the run at five thinking budgets as it trains.
+    assert_eq!(rows("counting-demo"), Some(4000));
+    assert_eq!(rows("counting-held-out"), Some(200));
+    let student: ModelSummary = api.get("/api/models/tiny-counting").await.ok();
+    assert!(student.n_params > 0);
+    let mut recipe: still_api::NewRun = api.get("/api/recipes/s1-demo").await.ok();
+    assert_eq!(recipe.name, "s1-demo");
+    assert_eq!(
+        (recipe.model.as_str(), recipe.dataset.as_str()),
+        ("tiny-counting", "counting-demo")
+    );
+    let plan = &recipe.evals[0];
+    assert_eq!(plan.dataset, "counting-held-out");
+    let maxima: Vec<Option<u32>> = plan.budgets.iter().map(|b| b.max_thinking_tokens).collect();
+    assert_eq!(maxima, [Some(4), Some(8), Some(16), Some(32), Some(64)]);
+    assert_eq!(
+        plan.every_steps.map(|n| n as usize),
+        recipe.params.checkpoint_every
+    );
+    // Shortened here (the full demo's effect is the engine's counting test and the
+    // benchmarks'): 20 steps, evaluated at step 10 and at the end, on 10 questions.
+    recipe.params.max_steps = Some(20);
+    recipe.params.checkpoint_every = Some(10);
+    recipe.evals[0].every_steps = Some(10);
+    recipe.evals[0].limit = Some(10);
+    let demo: RunSummary = api.post("/api/runs", &recipe).await.ok();
+    let again: still_api::NewRun = api.get("/api/recipes/s1-demo").await.ok();
+    assert_eq!(again.name, "s1-demo-2", "a taken name is not offered again");
+    // The first run goes first on the queue; cancel it so the worker takes the demo.
+    api.cancel(run.ok::<RunSummary>().id).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let demo = api
+        .wait_for_run(demo.id, Duration::from_secs(300), still_tests::run_finished)
+        .await;
+    assert_eq!(demo.status, RunStatus::Succeeded, "{demo:?}");
+    let evals: Vec<still_api::EvalSummary> = still_tests::wait_until(
+        Duration::from_secs(300),
+        || async {
+            api.get(&format!("/api/evals?run={}", demo.id))
+                .await
+                .ok::<Vec<still_api::EvalSummary>>()
+        },
+        |l: &Vec<still_api::EvalSummary>| l.len() == 2 && l.iter().all(|e| e.status == "succeeded"),
+    )
+    .await;
+    worker.kill().await.unwrap();
+    // Step 20's checkpoint holds the final weights: evaluated once, not again as "final".
+    assert_eq!(
+        evals.iter().map(|e| e.step).collect::<Vec<_>>(),
+        [Some(10), Some(20)]
+    );
+    for e in &evals {
+        assert_eq!((e.n_examples, e.done), (10, 50), "{e:?}");
+        for (b, max) in e.budgets.iter().zip([4.0, 8.0, 16.0, 32.0, 64.0]) {
+            assert!(b.mean_thinking_tokens <= max, "{b:?}");
+        }
+    }
     server.stop().await;
 }
 

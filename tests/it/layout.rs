@@ -21,12 +21,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("jobs", &["http", "store"]),
     ("data", &["http"]),
     ("models", &["data", "http"]),
-    ("runs", &["data", "http", "jobs", "models", "store"]),
-    ("live", &["http", "runs", "store"]),
+    ("evals", &["data", "http", "jobs", "models", "store"]),
     (
-        "evals",
-        &["data", "http", "jobs", "models", "runs", "store"],
+        "runs",
+        &["data", "evals", "http", "jobs", "models", "store"],
     ),
+    ("live", &["http", "runs", "store"]),
 ];
 
 /// The top-level modules a file names with `crate::x` (including `use crate::{x, y::z}`) in

@@ -114,7 +114,7 @@ async fn resolve_model_or_run(
         Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    let run = crate::runs::store::load_run(&state.db, team, reference)
+    let run = crate::models::store::run_output(&state.db, team, reference)
         .await
         .map_err(|e| match e {
             Error::NotFound(_) => Error::not_found(format!("model or run '{reference}'")),
@@ -122,8 +122,8 @@ async fn resolve_model_or_run(
         })?;
     let Some(model_id) = run.output_model_id else {
         return Err(Error::Conflict(format!(
-            "run '{}' has no final model yet ({}); evaluate it when it has succeeded",
-            run.name, run.status
+            "run '{}' has no final model yet; evaluate it when it has succeeded",
+            run.name
         )));
     };
     let model = crate::models::resolve_model(&state.db, team, &model_id.to_string()).await?;
@@ -351,7 +351,7 @@ async fn list_evals(
 ) -> Result<Json<Vec<EvalSummary>>> {
     let run = match &query.run {
         Some(run) => Some(
-            crate::runs::store::load_run(&state.db, team.id(), run)
+            crate::models::store::run_output(&state.db, team.id(), run)
                 .await?
                 .id,
         ),

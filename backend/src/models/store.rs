@@ -72,6 +72,27 @@ pub async fn resolve_model(
     Ok(row.into())
 }
 
+/// A run as the registry knows it: its id, name, and the final model it made (if yet).
+#[derive(Debug, Clone, FromRow)]
+pub struct RunOutput {
+    pub id: i64,
+    pub name: String,
+    pub output_model_id: Option<i64>,
+}
+
+/// The run of the team named by id or name, with its final model (for "evaluate a run").
+pub async fn run_output(pool: &SqlitePool, team_id: i64, reference: &str) -> Result<RunOutput> {
+    crate::db::by_id_or_name(
+        pool,
+        "SELECT id, name, output_model_id FROM runs",
+        "",
+        team_id,
+        reference,
+        "run",
+    )
+    .await
+}
+
 /// The team's models, newest first.
 pub async fn list(pool: &SqlitePool, team: i64) -> Result<Vec<ModelSummary>> {
     let rows: Vec<ModelRow> = sqlx::query_as(&format!(

@@ -2,7 +2,8 @@
 //! budgets, and optionally `every_steps`. When a checkpoint of such a step is committed, the
 //! checkpoint is laid out as a model folder (links into the store), registered as the model
 //! `<run>-step<N>` (origin `checkpoint`) and evaluated; when the run succeeds, its final model
-//! is evaluated under every plan. The evals are ordinary evals (the evals area's `start`) that
+//! is evaluated under every plan that has not already evaluated a checkpoint of the last step
+//! (the same weights). The evals are ordinary evals (the evals area's `start`) that
 //! remember their run and step, so the run page can draw accuracy against steps beside the
 //! loss.
 //!
@@ -211,6 +212,13 @@ async fn end(state: &AppState, run: i64, model_id: i64) -> Result<()> {
     }
     let model = crate::models::resolve_model(&state.db, team, &model_id.to_string()).await?;
     for i in 0..summary.evals.len() {
+        // A checkpoint of the last step, already evaluated, holds the final weights.
+        if let Some(last) = summary.last_step {
+            let at_last = eval_name(&run_name, &format!("step {last}"), &summary.evals, i);
+            if crate::evals::store::name_taken(&state.db, team, &at_last).await? {
+                continue;
+            }
+        }
         if let Err(e) = start_plan(
             state,
             (team, run, &run_name),

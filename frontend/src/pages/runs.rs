@@ -55,6 +55,7 @@ pub fn RunsPage() -> impl IntoView {
     every(std::time::Duration::from_secs(2), refresh);
     view! {
         <h1>"Runs"</h1>
+        <S1Demo/>
         <NewRunForm models datasets on_change=Callback::new(move |_| refresh.update(|n| *n += 1))/>
         <div class="toolbar" data-test="run-filters">
             {status_filters().map(|s| view! {
@@ -100,6 +101,37 @@ pub fn RunsPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// The s1 demo in one click: the server's recipe posted as a run, then its page.
+#[component]
+fn S1Demo() -> impl IntoView {
+    let error = RwSignal::new(None::<ApiError>);
+    let busy = RwSignal::new(false);
+    let navigate = use_navigate();
+    let start = move |_| {
+        busy.set(true);
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            let created = match api::s1_demo_recipe().await {
+                Ok(recipe) => api::create_run(&recipe).await,
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok(run) => navigate(&format!("/runs/{}", run.id), Default::default()),
+                Err(e) => error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <section class="panel demo" data-test="s1-demo-panel">
+            <h2>"The s1 effect on this machine"</h2>
+            <p class="hint">"Train a tiny student on counting traces (300 steps, a few minutes on a CPU) and evaluate it as it trains, with its thinking cut at 4 to 64 tokens: cut short, it cannot finish counting, and accuracy rises with the budget — s1's test-time scaling, drawn on the run page."</p>
+            <button class="primary" data-test="s1-demo" on:click=start disabled=move || busy.get()>"Run the s1 demo"</button>
+            {move || error.get().map(|error| view! { <ErrorBox error/> })}
+        </section>
     }
 }
 
