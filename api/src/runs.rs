@@ -28,7 +28,8 @@ pub struct NewModel {
 pub struct ModelSummary {
     pub id: i64,
     pub name: String,
-    /// `scratch`, `folder`, `run`, or `worker` (on workers' disks only).
+    /// `scratch`, `folder`, `run` (a final model), `checkpoint` (a run's evaluated checkpoint),
+    /// or `worker` (on workers' disks only).
     pub origin: String,
     pub path: String,
     pub run_id: Option<i64>,

@@ -483,6 +483,17 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
         |e| e.status == "succeeded",
     )
     .await;
+    // The models page lists the registry; its Evaluate link opens the form with the model chosen.
+    let tiny: still_api::ModelSummary = api.get("/api/models/tiny").await.ok();
+    c.goto(&format!("{}/models", server.url)).await?;
+    browser
+        .wait_for("[data-test=model-row][data-name='tiny'] [data-test=evaluate-model]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_value("[data-test=eval-model]", |v| v == tiny.id.to_string())
+        .await?;
     c.goto(&format!("{}/evals", server.url)).await?;
     for id in [final_eval.id, base.id] {
         let row = browser

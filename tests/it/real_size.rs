@@ -140,3 +140,64 @@ async fn long_limo_traces_are_truncated_or_skipped_by_choice_and_counted() {
     worker.kill().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_gsm8k_test_split_is_evaluated_on_a_worker() {
+    // 1,319 questions graded once each by a real worker (GSM8K's `####` answers as references),
+    // the results read back through the examples pages and the summary.
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let report = dataset_and_model(&api, "gsm8k/test.jsonl", "gsm8k-test", 512).await;
+    assert_eq!(report.n_imported, 1319);
+    let eval: still_api::EvalSummary = api
+        .post(
+            "/api/evals",
+            json!({"model": "tiny", "dataset": "gsm8k-test", "preset": "gsm8k",
+                   "budgets": [{"max_thinking_tokens": 4}], "decoding": {"max_answer_tokens": 4}}),
+        )
+        .await
+        .ok();
+    assert_eq!(eval.n_examples, 1319);
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, work.path()).await;
+    let done: still_api::EvalSummary = still_tests::wait_until(
+        Duration::from_secs(600),
+        || async {
+            api.get(&format!("/api/evals/{}", eval.id))
+                .await
+                .ok::<still_api::EvalSummary>()
+        },
+        |e| matches!(e.status.as_str(), "succeeded" | "failed" | "cancelled"),
+    )
+    .await;
+    worker.kill().await.unwrap();
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!((done.done, done.budgets[0].n), (1319, 1319));
+    assert_eq!(done.budgets[0].control, 1.0);
+    // Every question once, with its GSM8K reference (the number after `####`).
+    let mut seen = Vec::new();
+    let mut after = -1i64;
+    loop {
+        let page: Vec<still_api::EvalExample> = api
+            .get(&format!(
+                "/api/evals/{}/examples?limit=200&after={after}",
+                eval.id
+            ))
+            .await
+            .ok();
+        let Some(last) = page.last() else { break };
+        after = last.example_index;
+        for e in &page {
+            let reference = e.record["reference"].as_str().unwrap_or("");
+            assert!(
+                !reference.is_empty() && reference.replace(',', "").parse::<f64>().is_ok(),
+                "example {}: reference {reference:?}",
+                e.example_index
+            );
+            assert!(e.thinking_tokens <= 4);
+            seen.push(e.example_index);
+        }
+    }
+    assert_eq!(seen, (0..1319).collect::<Vec<i64>>());
+    server.stop().await;
+}

@@ -157,11 +157,12 @@ mod tests {
 
     #[test]
     fn series_share_their_axes() {
-        let (a, b): (&[(f64, f64)], &[(f64, f64)]) = (&[(0.0, 0.0), (1.0, 0.5)], &[(2.0, 1.0)]);
-        let (x, y) = bounds([a, b]);
+        let a = [(0.0, 0.0), (1.0, 0.5)];
+        let b = [(2.0, 1.0)];
+        let (x, y) = bounds([&a[..], &b[..]]);
         assert_eq!((x, y), ((0.0, 2.0), (0.0, 1.0)));
         // b's one point is the top right corner of the shared plot area.
-        assert_eq!(project(b, x, y), format!("552.0,8.0"));
+        assert_eq!(project(&b, x, y), "552.0,8.0");
         assert_eq!(bounds(std::iter::empty()), ((0.0, 1.0), (0.0, 1.0)));
     }
 }

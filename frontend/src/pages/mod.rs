@@ -6,5 +6,6 @@ pub mod eval_compare;
 pub mod evals;
 pub mod example;
 pub mod import;
+pub mod models;
 pub mod run;
 pub mod runs;
