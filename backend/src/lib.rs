@@ -17,6 +17,7 @@ pub mod live;
 pub mod models;
 pub mod names;
 pub mod runs;
+pub mod serving;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub events: Arc<store::notices::Events>,
     /// Failures tests inject at named points (inert without the `failpoints` feature).
     pub failpoints: Arc<failpoints::Armed>,
+    /// Models loaded for `/v1/chat/completions`.
+    pub serving: Arc<serving::engine::Models>,
 }
 
 async fn health() -> ApiJson<Health> {
@@ -104,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(kinds::router())
         .merge(live::router())
         .merge(demo::router())
+        .merge(serving::router())
         .route("/api", any(http::api_not_found))
         .route("/api/{*rest}", any(http::api_not_found));
     let index = state.config.ui_dir.join("index.html");
@@ -178,6 +182,7 @@ pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         events: Arc::new(store::notices::Events::default()),
         failpoints: Arc::default(),
+        serving: Arc::default(),
     })
 }
 

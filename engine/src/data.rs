@@ -48,6 +48,22 @@ impl ChatTemplate {
         out
     }
 
+    /// A conversation's prompt up to where the assistant starts speaking: the template's system
+    /// turn unless the conversation has its own, then every `(role, content)` turn.
+    pub fn chat_prompt(&self, turns: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        if let Some(system) = &self.system
+            && !turns.iter().any(|(role, _)| *role == "system")
+        {
+            out.push_str(&format!("{IM_START}system\n{system}{IM_END}\n"));
+        }
+        for (role, content) in turns {
+            out.push_str(&format!("{IM_START}{role}\n{content}{IM_END}\n"));
+        }
+        out.push_str(&format!("{IM_START}assistant\n"));
+        out
+    }
+
     /// What the assistant says: thinking (when there is any), then the answer.
     pub fn response(&self, example: &ExampleFields) -> String {
         let thinking = if example.thinking.trim().is_empty() && self.solution_as_thinking {
@@ -182,6 +198,24 @@ pub fn epoch_batches(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_conversation_prompt_is_the_question_prompt_for_one_user_turn() {
+        let t = ChatTemplate::default();
+        assert_eq!(t.chat_prompt(&[("user", "2+2?")]), t.prompt("2+2?"));
+        let with_system = ChatTemplate {
+            system: Some("Be brief.".into()),
+            ..Default::default()
+        };
+        let own = with_system.chat_prompt(&[("system", "Think."), ("user", "q")]);
+        assert!(own.starts_with("<|im_start|>system\nThink.<|im_end|>\n"));
+        assert!(!own.contains("Be brief."));
+        assert_eq!(
+            with_system.chat_prompt(&[("user", "q")]),
+            with_system.prompt("q")
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -256,3 +256,62 @@ pub async fn cancel_eval(id: i64) -> ApiResult<still_api::EvalSummary> {
 pub async fn eval_examples(id: i64, query: &str) -> ApiResult<Vec<still_api::EvalExample>> {
     get(&format!("/api/evals/{id}/examples?{query}")).await
 }
+
+/// A chat completion streamed from the studio's own route (`/api/chat/completions`, the same
+/// handler as `/v1/chat/completions`): `on_chunk` gets every `data:` payload but `[DONE]`, as
+/// JSON, in order. An error answer (not a stream) is returned as the error.
+pub async fn stream_chat(
+    body: &serde_json::Value,
+    mut on_chunk: impl FnMut(serde_json::Value),
+) -> ApiResult<()> {
+    use wasm_bindgen::JsCast;
+    let response = Request::post("/api/chat/completions")
+        .json(body)
+        .map_err(network)?
+        .send()
+        .await
+        .map_err(network)?;
+    if !response.ok() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        return Err(ApiError { status, message });
+    }
+    let Some(stream) = response.body() else {
+        return Err(network("the answer has no body"));
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let read = wasm_bindgen_futures::JsFuture::from(reader.read())
+            .await
+            .map_err(|e| network(format!("{e:?}")))?;
+        let done = js_sys::Reflect::get(&read, &"done".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        if let Ok(value) = js_sys::Reflect::get(&read, &"value".into())
+            && !value.is_undefined()
+        {
+            pending.extend(js_sys::Uint8Array::new(&value).to_vec());
+        }
+        // Server-Sent Events: records end with a blank line; each `data:` line is a chunk.
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let record: Vec<u8> = pending.drain(..end + 2).collect();
+            for line in String::from_utf8_lossy(&record).lines() {
+                if let Some(data) = line.strip_prefix("data: ")
+                    && data != "[DONE]"
+                    && let Ok(value) = serde_json::from_str(data)
+                {
+                    on_chunk(value);
+                }
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}

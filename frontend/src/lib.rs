@@ -24,6 +24,7 @@ pub fn App() -> impl IntoView {
                     <A href="/runs">"Runs"</A>
                     <A href="/models">"Models"</A>
                     <A href="/evals">"Evals"</A>
+                    <A href="/playground">"Playground"</A>
                     <A href="/workers">"Workers"</A>
                 </nav>
             </header>
@@ -36,6 +37,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/runs/:id") view=pages::run::RunPage/>
                     <Route path=path!("/workers") view=pages::runs::WorkersPage/>
                     <Route path=path!("/models") view=pages::models::ModelsPage/>
+                    <Route path=path!("/playground") view=pages::playground::PlaygroundPage/>
                     <Route path=path!("/evals") view=pages::evals::EvalsPage/>
                     <Route path=path!("/evals/:id") view=pages::evals::EvalPage/>
                     <Route path=path!("/compare/evals") view=pages::eval_compare::EvalComparePage/>

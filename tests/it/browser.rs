@@ -183,6 +183,75 @@ async fn latex_renders_as_mathml_and_thinking_shows_apart() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_streams_an_answer_with_its_thinking_apart() -> anyhow::Result<()> {
+    let (server, _api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    c.goto(&format!("{}/playground", server.url)).await?;
+    browser
+        .wait_for("[data-test=playground-model] option[value='tiny']")
+        .await?;
+    browser
+        .wait_for("[data-test=playground-model]")
+        .await?
+        .select_by_value("tiny")
+        .await?;
+    for (field, value) in [("max-tokens", "24"), ("max-thinking", "6")] {
+        let input = browser
+            .wait_for(&format!("[data-test=playground-{field}]"))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    browser
+        .wait_for("[data-test=playground-input]")
+        .await?
+        .send_keys("What is 2 + 2?")
+        .await?;
+    // The request to copy is the one the page sends, as a `curl` of /v1.
+    let curl = browser
+        .wait_for_text("[data-test=playground-curl]", |t| t.contains("2 + 2"))
+        .await?;
+    assert!(curl.contains("/v1/chat/completions"), "{curl}");
+    assert!(curl.contains("\"max_thinking_tokens\":6"), "{curl}");
+    browser
+        .wait_for("[data-test=playground-send]")
+        .await?
+        .click()
+        .await?;
+    let status = browser
+        .wait_for_text("[data-test=playground-status]", |t| {
+            t.starts_with("finished") && t.contains("completion tokens")
+        })
+        .await?;
+    assert!(status.contains("prompt"), "{status}");
+    // Cut at 6 thinking tokens: thinking apart, the answer opening with `Final Answer:`. The
+    // stream has ended, so both are complete; the tiny model's thinking may be all whitespace,
+    // which rendered text drops, so it is read as the element's text content.
+    let thinking = browser
+        .wait_for("[data-test=playground-thinking]")
+        .await?
+        .prop("textContent")
+        .await?
+        .unwrap_or_default();
+    assert!(!thinking.is_empty(), "no thinking streamed");
+    let answer = browser
+        .wait_for_text("[data-test=playground-answer]", |t| !t.is_empty())
+        .await?;
+    assert!(answer.starts_with("Final Answer:"), "{answer}");
+    assert!(!thinking.contains("Final Answer:"), "{thinking}");
+    // The turn joins the conversation.
+    browser
+        .wait_for_text("[data-test=playground-history]", |t| {
+            t.contains("assistant")
+        })
+        .await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let api = Api::new(&server);

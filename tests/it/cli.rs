@@ -418,3 +418,74 @@ fn eval_prints_the_per_budget_table_and_generate_forces_a_budget() {
     assert!(stdout.contains("── answer: "), "{stdout}");
     assert!(stdout.contains("Final Answer:"), "{stdout}");
 }
+
+/// `still token create` prints a token once; a running server accepts it on `/v1`, and after
+/// `still token revoke` refuses it, as OpenAI does an unknown key (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_made_on_the_command_line_opens_v1_until_it_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = still(dir.path(), &["token", "create", "--name", "scripts"]);
+    let line = stdout_of(&out);
+    // "token <id> 'scripts': sta_…"
+    let token = line.split_whitespace().last().unwrap().to_string();
+    let id = line.split_whitespace().nth(1).unwrap().to_string();
+    assert!(token.starts_with("sta_") && token.len() > 40, "{line}");
+    for file in ["still.db", "still.db-wal"] {
+        let stored = std::fs::read(dir.path().join(file)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&stored).contains(&token),
+            "the token itself is stored in {file}"
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(still_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--no-demo", "--local-workers", "0"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let models = |token: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}/v1/models"))
+                .bearer_auth(token)
+                .send()
+                .await
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        match models(token.clone()).await {
+            Ok(answer) => break answer,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the server never answered: {e}"),
+        }
+    };
+    assert_eq!(answer.status(), 200);
+    let list: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let wrong = models("sta_not-a-token".into()).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let revoked = still(dir.path(), &["token", "revoke", "--id", &id]);
+    assert!(stdout_of(&revoked).contains("revoked"));
+    let after = models(token.clone()).await.unwrap();
+    assert_eq!(after.status(), 401);
+    let error: serde_json::Value = after.json().await.unwrap();
+    assert!(error["error"]["message"].is_string(), "{error}");
+    // Revoking it again names the problem.
+    let again = still(dir.path(), &["token", "revoke", "--id", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&format!("id {id}")));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}

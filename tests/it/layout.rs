@@ -10,7 +10,7 @@ use still_tests::repo_root;
 /// Areas of `backend/src/` (folders); everything else at the root is either composition
 /// (`lib.rs`'s `AppState`, `kinds.rs`, `demo.rs`, `cli/`) or a leaf every area may use.
 const AREAS: &[&str] = &[
-    "data", "evals", "http", "jobs", "live", "models", "runs", "store",
+    "data", "evals", "http", "jobs", "live", "models", "runs", "serving", "store",
 ];
 /// Root modules every area may import; they import no area themselves.
 const LEAVES: &[&str] = &["db", "error", "failpoints", "names"];
@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["data", "evals", "http", "jobs", "models", "store"],
     ),
     ("live", &["http", "runs", "store"]),
+    ("serving", &["http", "models"]),
 ];
 
 /// The top-level modules a file names with `crate::x` (including `use crate::{x, y::z}`) in

@@ -9,4 +9,5 @@ mod layout;
 mod real_size;
 mod repo;
 mod runs_api;
+mod serving;
 mod tool_shapes;

@@ -68,6 +68,23 @@ enum Command {
     /// Manage worker tokens.
     #[command(subcommand)]
     WorkerToken(WorkerTokenCommand),
+    /// Manage API tokens (for scripts and OpenAI-compatible clients of `/v1`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token and print it (shown once; only its hash is stored).
+    Create {
+        #[arg(long, default_value = "api")]
+        name: String,
+    },
+    /// Revoke an API token: requests with it are refused from then on.
+    Revoke {
+        #[arg(long)]
+        id: i64,
+    },
 }
 
 #[derive(Args)]
@@ -378,6 +395,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = open_db(&cli.data_dir).await?;
             for d in datasets::store::list(&pool, DEFAULT_TEAM).await? {
                 println!("{}\t{}\t{} rows", d.id, d.name, d.n_rows);
+            }
+            Ok(())
+        }
+        Command::Token(command) => {
+            let pool = open_db(&cli.data_dir).await?;
+            match command {
+                TokenCommand::Create { name } => {
+                    let name = crate::names::validate_name("token", &name)?;
+                    let (id, token) =
+                        crate::http::tokens::create(&pool, crate::DEFAULT_TEAM, &name).await?;
+                    println!("token {id} '{name}': {token}");
+                }
+                TokenCommand::Revoke { id } => {
+                    crate::http::tokens::revoke(&pool, id).await?;
+                    println!("token {id}: revoked");
+                }
             }
             Ok(())
         }

@@ -4,6 +4,7 @@
 //! body of [`Team`]'s extractor, not its ~30 callers.
 
 pub mod guard;
+pub mod tokens;
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;

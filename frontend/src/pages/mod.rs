@@ -7,5 +7,6 @@ pub mod evals;
 pub mod example;
 pub mod import;
 pub mod models;
+pub mod playground;
 pub mod run;
 pub mod runs;
