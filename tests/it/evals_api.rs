@@ -424,3 +424,39 @@ async fn two_evals_show_the_questions_that_flipped_between_them() {
         404
     );
 }
+
+#[tokio::test]
+async fn an_eval_with_a_limit_sends_its_worker_only_the_rows_it_grades() {
+    let (server, api) = server_with_model(|_| {}).await;
+    let created: EvalSummary = api
+        .post(
+            "/api/evals",
+            json!({"model": "tiny", "dataset": "add", "limit": 5,
+                   "budgets": [{"max_thinking_tokens": 8}]}),
+        )
+        .await
+        .ok();
+    let (worker, token) = still_backend::jobs::workers::create_worker(server.pool(), "reader")
+        .await
+        .unwrap();
+    let claimed = still_backend::kinds::claim(server.pool(), worker, 30)
+        .await
+        .unwrap()
+        .expect("the eval job is queued");
+    assert!(
+        matches!(&claimed.work, still_api::JobWork::Eval(w) if w.eval_id == created.id),
+        "{claimed:?}"
+    );
+    let rows = api
+        .worker(&token)
+        .get(&format!("/api/worker/jobs/{}/eval/dataset", claimed.job_id))
+        .await;
+    assert_eq!(rows.status, 200, "{}", rows.text);
+    // The dataset holds 64 rows; the eval grades 5, and only those 5 travel.
+    assert_eq!(api.dataset("add").await.n_rows, 64);
+    let lines: Vec<&str> = rows.text.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", rows.text);
+    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(first["question"].is_string(), "{first}");
+    server.stop().await;
+}

@@ -374,6 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dataset.id,
                 version,
                 args.shape,
+                None,
                 tx,
             ));
             let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &args.out {

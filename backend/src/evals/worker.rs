@@ -41,8 +41,8 @@ pub async fn claimed(db: &mut SqliteConnection, job: &Leased) -> Result<EvalWork
     })
 }
 
-/// The eval's pinned dataset version, as canonical JSONL (the worker reads its first
-/// `n_examples` rows).
+/// The eval's pinned dataset version, as canonical JSONL: only its first `n_examples` rows, so an
+/// eval with a `limit` moves only the rows it grades.
 async fn dataset_route(
     State(state): State<AppState>,
     WorkerAuth(id): WorkerAuth,
@@ -60,6 +60,7 @@ async fn dataset_route(
         state.db.clone(),
         eval.dataset_id,
         version,
+        usize::try_from(eval.n_examples).ok(),
     ))
 }
 

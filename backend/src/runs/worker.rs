@@ -50,6 +50,7 @@ async fn dataset_route(
         state.db.clone(),
         dataset_id,
         version,
+        None,
     ))
 }
 

@@ -98,21 +98,29 @@ async fn export(
                 format!("attachment; filename=\"{file_name}\""),
             ),
         ],
-        export_body(state.db.clone(), row.id, version, params.shape),
+        export_body(state.db.clone(), row.id, version, params.shape, None),
     )
         .into_response())
 }
 
-/// A version's rows as canonical JSONL, streamed as the reader (a worker) takes them: the server
-/// never holds the whole dataset.
+/// A version's rows (its first `max_rows` when given) as canonical JSONL, streamed as the reader
+/// (a worker) takes them: the server never holds the whole dataset, and a job that reads only a
+/// prefix is sent only that prefix.
 pub fn canonical_jsonl(
     pool: SqlitePool,
     dataset_id: i64,
     version: DatasetVersion,
+    max_rows: Option<usize>,
 ) -> axum::response::Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        export_body(pool, dataset_id, Some(version), ExportShape::Canonical),
+        export_body(
+            pool,
+            dataset_id,
+            Some(version),
+            ExportShape::Canonical,
+            max_rows,
+        ),
     )
         .into_response()
 }
@@ -124,11 +132,12 @@ pub fn export_body(
     dataset_id: i64,
     version: Option<DatasetVersion>,
     shape: ExportShape,
+    max_rows: Option<usize>,
 ) -> Body {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let error_tx = tx.clone();
-        if let Err(e) = store::export_rows(pool, dataset_id, version, shape, tx).await {
+        if let Err(e) = store::export_rows(pool, dataset_id, version, shape, max_rows, tx).await {
             tracing::error!(error = %e, "export failed");
             let _ = error_tx
                 .send(Err(std::io::Error::other(e.to_string())))

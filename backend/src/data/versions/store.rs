@@ -211,10 +211,16 @@ pub async fn export_rows(
     dataset_id: i64,
     version: Option<DatasetVersion>,
     shape: ExportShape,
+    max_rows: Option<usize>,
     out: mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<()> {
     let mut cursor = -1i64;
+    let mut left = max_rows.unwrap_or(usize::MAX);
     loop {
+        let batch = left.min(BATCH as usize) as i64;
+        if batch == 0 {
+            return Ok(());
+        }
         let mut chunk = String::new();
         let fetched = match &version {
             Some(v) => {
@@ -224,7 +230,7 @@ pub async fn export_rows(
                 )
                 .bind(v.id)
                 .bind(cursor)
-                .bind(BATCH)
+                .bind(batch)
                 .fetch_all(&pool)
                 .await?;
                 for (ordinal, body) in &rows {
@@ -241,7 +247,7 @@ pub async fn export_rows(
                 ))
                 .bind(dataset_id)
                 .bind(cursor)
-                .bind(BATCH)
+                .bind(batch)
                 .fetch_all(&pool)
                 .await?;
                 let ids: Vec<i64> = records.iter().map(ExampleRecord::id).collect();
@@ -260,8 +266,9 @@ pub async fn export_rows(
         if !chunk.is_empty() && out.send(Ok(Bytes::from(chunk))).await.is_err() {
             return Ok(()); // the client went away
         }
-        if fetched < BATCH as usize {
+        if fetched < batch as usize {
             return Ok(());
         }
+        left -= fetched;
     }
 }
