@@ -866,3 +866,171 @@ pub async fn server_with_tiny_model(adjust: impl FnOnce(&mut Config)) -> (TestSe
 pub fn run_finished(run: &still_api::RunSummary) -> bool {
     run.status.is_finished()
 }
+
+/// A stand-in for a third-party OpenAI-compatible teacher (a hosted API, vLLM) on a loopback
+/// port: it answers `What is a + b?` rows, right when `a` is even and one off when it is odd,
+/// thinking in `reasoning_content` when `b` is even and in inline `<think>` tags when it is
+/// odd. It asks for the bearer key [`FakeTeacher::KEY`], refuses (400) any question containing
+/// [`FakeTeacherConfig::refuse`], fails each question's first `fail_first` requests (429 with
+/// `Retry-After: 0`, then 500, alternately), waits `delay` before each answer, and counts what
+/// it was asked and what it answered (what a paying user would be billed for).
+pub struct FakeTeacher {
+    pub url: String,
+    pub state: Arc<FakeTeacherState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeTeacherConfig {
+    pub fail_first: u32,
+    pub delay: Duration,
+    pub refuse: Option<String>,
+}
+
+#[derive(Default)]
+pub struct FakeTeacherState {
+    pub config: FakeTeacherConfig,
+    /// Requests per question, and answers (200s) per question.
+    pub calls: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    pub answered: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Status codes sent, in order.
+    pub statuses: std::sync::Mutex<Vec<u16>>,
+}
+
+impl FakeTeacherState {
+    pub fn answered(&self, question: &str) -> u32 {
+        self.answered
+            .lock()
+            .unwrap()
+            .get(question)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_answered(&self) -> u32 {
+        self.answered.lock().unwrap().values().sum()
+    }
+
+    pub fn count(&self, status: u16) -> usize {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&s| s == status)
+            .count()
+    }
+}
+
+impl FakeTeacher {
+    pub const KEY: &'static str = "sk-fake-teacher-0123456789abcdef";
+
+    pub async fn start(config: FakeTeacherConfig) -> Self {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let state = Arc::new(FakeTeacherState {
+            config,
+            ..Default::default()
+        });
+        async fn chat(
+            axum::extract::State(state): axum::extract::State<Arc<FakeTeacherState>>,
+            headers: HeaderMap,
+            axum::Json(body): axum::Json<serde_json::Value>,
+        ) -> axum::response::Response {
+            let error = |status: StatusCode, message: &str| {
+                let body = serde_json::json!({"error": {"message": message, "type": "fake"}});
+                (status, [("retry-after", "0")], axum::Json(body)).into_response()
+            };
+            let record = |status: u16| state.statuses.lock().unwrap().push(status);
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if auth != format!("Bearer {}", FakeTeacher::KEY) {
+                record(401);
+                return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided");
+            }
+            let question = body
+                .pointer("/messages")
+                .and_then(|m| m.as_array())
+                .and_then(|m| m.iter().rev().find(|t| t["role"] == "user"))
+                .and_then(|t| t["content"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let k = {
+                let mut calls = state.calls.lock().unwrap();
+                let k = calls.entry(question.clone()).or_default();
+                *k += 1;
+                *k - 1
+            };
+            if k < state.config.fail_first {
+                let (status, message) = if k % 2 == 0 {
+                    (StatusCode::TOO_MANY_REQUESTS, "Rate limit reached")
+                } else {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "The server had an error")
+                };
+                record(status.as_u16());
+                return error(status, message);
+            }
+            if let Some(refuse) = &state.config.refuse
+                && question.contains(refuse.as_str())
+            {
+                record(400);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "This model's maximum context length is 8 tokens",
+                );
+            }
+            tokio::time::sleep(state.config.delay).await;
+            let numbers: Vec<u64> = question
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let (a, b) = (
+                numbers.first().copied().unwrap_or(0),
+                numbers.get(1).copied().unwrap_or(0),
+            );
+            let answer = if a % 2 == 0 { a + b } else { a + b + 1 };
+            let thinking = format!("I add {a} and {b}.");
+            let message = if b % 2 == 0 {
+                serde_json::json!({"role": "assistant", "reasoning_content": thinking,
+                                   "content": format!("The answer is \\boxed{{{answer}}}.")})
+            } else {
+                serde_json::json!({"role": "assistant",
+                    "content": format!("<think>\n{thinking}\n</think>\n\nThe answer is \\boxed{{{answer}}}.")})
+            };
+            *state
+                .answered
+                .lock()
+                .unwrap()
+                .entry(question.clone())
+                .or_default() += 1;
+            record(200);
+            let words = question.split_whitespace().count();
+            axum::Json(serde_json::json!({
+                "id": format!("chatcmpl-{k}"), "object": "chat.completion", "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": words, "completion_tokens": 12,
+                          "total_tokens": words + 12},
+            }))
+            .into_response()
+        }
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(chat))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake teacher binds");
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("fake teacher serves");
+        });
+        Self { url, state, task }
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 pub mod evals;
 pub mod example;
 pub mod files;
+pub mod generations;
 pub mod runs;
 
 pub use evals::*;
 pub use example::{Example, ExampleFields};
 pub use files::{CHECKPOINT_FILES, MODEL_FILES};
+pub use generations::*;
 pub use runs::*;
 
 /// `GET /api/health`.

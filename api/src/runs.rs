@@ -264,16 +264,19 @@ pub enum JobKind {
     Train,
     /// Evaluate a model on a dataset version under budgets, uploading each graded example.
     Eval,
+    /// Ask a teacher for traces of a dataset version's questions, uploading each row.
+    Generate,
 }
 
 impl JobKind {
-    pub const ALL: &'static [JobKind] = &[JobKind::Train, JobKind::Eval];
+    pub const ALL: &'static [JobKind] = &[JobKind::Train, JobKind::Eval, JobKind::Generate];
 
     /// The name stored in `jobs.kind` and sent as `"kind"`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Train => "train",
             JobKind::Eval => "eval",
+            JobKind::Generate => "generate",
         }
     }
 
@@ -309,6 +312,7 @@ pub struct ClaimedJob {
 pub enum JobWork {
     Train(TrainWork),
     Eval(crate::evals::EvalWork),
+    Generate(crate::generations::GenerationWork),
 }
 
 impl JobWork {
@@ -316,6 +320,7 @@ impl JobWork {
         match self {
             JobWork::Train(_) => JobKind::Train,
             JobWork::Eval(_) => JobKind::Eval,
+            JobWork::Generate(_) => JobKind::Generate,
         }
     }
 
@@ -323,15 +328,16 @@ impl JobWork {
     pub fn run_id(&self) -> Option<i64> {
         match self {
             JobWork::Train(w) => Some(w.run_id),
-            JobWork::Eval(_) => None,
+            JobWork::Eval(_) | JobWork::Generate(_) => None,
         }
     }
 
-    /// What the job reports to, for log lines: `run 5`, `eval 2`.
+    /// What the job reports to, for log lines: `run 5`, `eval 2`, `generation 3`.
     pub fn subject(&self) -> String {
         match self {
             JobWork::Train(w) => format!("run {}", w.run_id),
             JobWork::Eval(w) => format!("eval {}", w.eval_id),
+            JobWork::Generate(w) => format!("generation {}", w.generation_id),
         }
     }
 }

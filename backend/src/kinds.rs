@@ -40,6 +40,9 @@ pub async fn claim(
     let work = match job.kind {
         JobKind::Train => JobWork::Train(crate::runs::store::claimed(&mut db, &job).await?),
         JobKind::Eval => JobWork::Eval(crate::evals::worker::claimed(&mut db, &job).await?),
+        JobKind::Generate => {
+            JobWork::Generate(crate::generations::worker::claimed(&mut db, &job).await?)
+        }
     };
     db.commit().await?;
     Ok(Some(ClaimedJob {
@@ -91,6 +94,7 @@ async fn complete_route(
     let reply = match job.kind {
         JobKind::Train => crate::runs::worker::complete(&state, &job).await?,
         JobKind::Eval => crate::evals::worker::complete(&state, &job).await?,
+        JobKind::Generate => crate::generations::worker::complete(&state, &job).await?,
     };
     state.events.touch_owner(job.owner);
     Ok(Json(reply))

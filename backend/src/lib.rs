@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod evals;
 pub mod failpoints;
+pub mod generations;
 pub mod http;
 pub mod jobs;
 pub mod kinds;
@@ -103,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .merge(models::router())
         .merge(runs::router())
         .merge(evals::router())
+        .merge(generations::router())
         .merge(jobs::router())
         .merge(kinds::router())
         .merge(live::router())

@@ -10,7 +10,16 @@ use still_tests::repo_root;
 /// Areas of `backend/src/` (folders); everything else at the root is either composition
 /// (`lib.rs`'s `AppState`, `kinds.rs`, `demo.rs`, `cli/`) or a leaf every area may use.
 const AREAS: &[&str] = &[
-    "data", "evals", "http", "jobs", "live", "models", "runs", "serving", "store",
+    "data",
+    "evals",
+    "generations",
+    "http",
+    "jobs",
+    "live",
+    "models",
+    "runs",
+    "serving",
+    "store",
 ];
 /// Root modules every area may import; they import no area themselves.
 const LEAVES: &[&str] = &["db", "error", "failpoints", "names"];
@@ -22,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("data", &["http"]),
     ("models", &["data", "http"]),
     ("evals", &["data", "http", "jobs", "models", "store"]),
+    ("generations", &["data", "http", "jobs", "models", "store"]),
     (
         "runs",
         &["data", "evals", "http", "jobs", "models", "store"],
@@ -209,7 +219,7 @@ fn the_areas_form_no_cycle() {
 #[test]
 fn only_kinds_rs_and_the_workers_run_job_match_on_job_kinds() {
     // The queue knows no job kind: a `JobKind::`/`JobWork::` variant is named only where a kind
-    // meets its area (and where a run or an eval queues its job).
+    // meets its area (and where a run, an eval or a generation queues its job).
     let mut files = Vec::new();
     sources(&repo_root().join("backend/src"), &mut files);
     sources(&repo_root().join("worker/src"), &mut files);
@@ -235,6 +245,7 @@ fn only_kinds_rs_and_the_workers_run_job_match_on_job_kinds() {
     }
     let expected: BTreeSet<String> = [
         "backend/src/evals/routes.rs",
+        "backend/src/generations/routes.rs",
         "backend/src/kinds.rs",
         "backend/src/runs/routes.rs",
         "worker/src/lib.rs",

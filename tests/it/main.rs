@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod datasets_api;
 mod evals_api;
+mod generations;
 mod hardening;
 mod layout;
 mod real_size;

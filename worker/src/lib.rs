@@ -1,5 +1,5 @@
 //! The worker: registers with a server, long-polls for jobs, runs each with the module of its
-//! kind (`train`, `eval`: the engine), heartbeats its lease (`lease`; it stops when the job is cancelled
+//! kind (`train`, `eval`: the engine; `generate`: the engine or a remote teacher), heartbeats its lease (`lease`; it stops when the job is cancelled
 //! or the lease is lost), reports metrics and log lines (`report`), moves files (`transfer`)
 //! and reports the outcome. `client` is the HTTP client with a typed error; `host` the
 //! machine's facts.
@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod eval;
+pub mod generate;
 pub mod host;
 pub mod lease;
 pub mod report;
@@ -55,6 +56,9 @@ pub fn run_job(client: &Client, options: &WorkerOptions, job: ClaimedJob) -> any
     let result = match &job.work {
         JobWork::Train(work) => train::run(client, options, &job, work, lease.stop_flag(), &log),
         JobWork::Eval(work) => eval::run(client, options, &job, work, lease.stop_flag(), &log),
+        JobWork::Generate(work) => {
+            generate::run(client, options, &job, work, lease.stop_flag(), &log)
+        }
     };
     if lease.lost() {
         lease.release();

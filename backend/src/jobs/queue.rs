@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::error::{Error, Result};
 pub use crate::store::logs::Owner;
 use crate::store::logs::owner_line;
+use crate::store::logs::{OWNER_COLUMNS, OwnerKeys};
 
 /// How long a lease lasts without a heartbeat.
 pub const LEASE_SECONDS: i64 = 30;
@@ -36,19 +37,14 @@ pub struct NewJob<'a> {
 /// Queues a job in the caller's transaction; returns its id.
 pub async fn enqueue(db: &mut SqliteConnection, job: &NewJob<'_>) -> Result<i64> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO jobs (team_id, kind, run_id, eval_id, max_attempts, device, min_memory_bytes, worker_models) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO jobs (team_id, kind, run_id, eval_id, generation_id, max_attempts, device, min_memory_bytes, worker_models) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(job.team_id)
     .bind(job.kind.as_str())
-    .bind(match job.owner {
-        Owner::Run(id) => Some(id),
-        Owner::Eval(_) => None,
-    })
-    .bind(match job.owner {
-        Owner::Eval(id) => Some(id),
-        Owner::Run(_) => None,
-    })
+    .bind(job.owner.keys().run_id)
+    .bind(job.owner.keys().eval_id)
+    .bind(job.owner.keys().generation_id)
     .bind(job.max_attempts)
     .bind(job.device)
     .bind(job.min_memory_bytes)
@@ -72,7 +68,7 @@ impl Leased {
     pub fn run(&self) -> Result<i64> {
         match self.owner {
             Owner::Run(id) => Ok(id),
-            Owner::Eval(_) => Err(Error::BadRequest(format!(
+            _ => Err(Error::BadRequest(format!(
                 "job {} is an {} job: it has no run",
                 self.job_id, self.kind
             ))),
@@ -83,8 +79,19 @@ impl Leased {
     pub fn eval(&self) -> Result<i64> {
         match self.owner {
             Owner::Eval(id) => Ok(id),
-            Owner::Run(_) => Err(Error::BadRequest(format!(
+            _ => Err(Error::BadRequest(format!(
                 "job {} is a {} job: it has no eval",
+                self.job_id, self.kind
+            ))),
+        }
+    }
+
+    /// The generation a generate job reports to.
+    pub fn generation(&self) -> Result<i64> {
+        match self.owner {
+            Owner::Generation(id) => Ok(id),
+            _ => Err(Error::BadRequest(format!(
+                "job {} is a {} job: it has no trace generation",
                 self.job_id, self.kind
             ))),
         }
@@ -98,29 +105,37 @@ fn kind_of(job_id: i64, kind: &str) -> Result<JobKind> {
 
 /// The job `job_id` if `worker_id` holds its lease; 409 otherwise.
 pub async fn leased(pool: &SqlitePool, job_id: i64, worker_id: i64) -> Result<Leased> {
-    let row: Option<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT kind, run_id, eval_id, attempts FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
-    )
+    let row: Option<LeasedRow> = sqlx::query_as(&format!(
+        "SELECT kind, attempts, {OWNER_COLUMNS} FROM jobs WHERE id = ? AND lease_owner = ? AND status = 'running'"
+    ))
     .bind(job_id)
     .bind(worker_id)
     .fetch_optional(pool)
     .await?;
-    let (kind, run_id, eval_id, attempt) = row.ok_or_else(|| lease_lost(job_id))?;
+    let row = row.ok_or_else(|| lease_lost(job_id))?;
     Ok(Leased {
         job_id,
         worker_id,
-        kind: kind_of(job_id, &kind)?,
-        owner: Owner::of_job(job_id, run_id, eval_id)?,
-        attempt,
+        kind: kind_of(job_id, &row.kind)?,
+        owner: row.keys.owner(job_id)?,
+        attempt: row.attempts,
     })
+}
+
+#[derive(FromRow)]
+struct LeasedRow {
+    kind: String,
+    attempts: i64,
+    #[sqlx(flatten)]
+    keys: OwnerKeys,
 }
 
 #[derive(FromRow)]
 struct ClaimRow {
     id: i64,
     kind: String,
-    run_id: Option<i64>,
-    eval_id: Option<i64>,
+    #[sqlx(flatten)]
+    keys: OwnerKeys,
     attempts: i64,
     resume_from: Option<String>,
 }
@@ -140,7 +155,7 @@ pub async fn claim(
     worker_id: i64,
     lease_seconds: i64,
 ) -> Result<Option<Claimed>> {
-    let row: Option<ClaimRow> = sqlx::query_as(
+    let row: Option<ClaimRow> = sqlx::query_as(&format!(
         "UPDATE jobs SET status = 'running', lease_owner = ?1, last_worker = ?1, attempts = attempts + 1, \
          lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2), \
          started_at = coalesce(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
@@ -151,8 +166,8 @@ pub async fn claim(
                      AND (j.device IS NULL OR j.device = CASE WHEN w.device LIKE 'cuda%' THEN 'cuda' ELSE w.device END) \
                      AND (w.memory_bytes = 0 OR j.min_memory_bytes <= w.memory_bytes) \
                      ORDER BY j.priority DESC, j.id LIMIT 1) AND status = 'queued' \
-         RETURNING id, kind, run_id, eval_id, attempts, resume_from",
-    )
+         RETURNING id, kind, {OWNER_COLUMNS}, attempts, resume_from",
+    ))
     .bind(worker_id)
     .bind(format!("+{lease_seconds} seconds"))
     .fetch_optional(&mut *db)
@@ -168,7 +183,7 @@ pub async fn claim(
         .as_deref()
         .map(|f| format!(", resuming from checkpoint {f}"))
         .unwrap_or_default();
-    let owner = Owner::of_job(row.id, row.run_id, row.eval_id)?;
+    let owner = row.keys.owner(row.id)?;
     owner_line(
         &mut *db,
         owner,
@@ -335,19 +350,18 @@ pub async fn finish(
     error: Option<&str>,
 ) -> Result<Owner> {
     let mut db = crate::db::write_tx(pool).await?;
-    let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+    let row: Option<OwnerKeys> = sqlx::query_as(&format!(
         "UPDATE jobs SET status = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING run_id, eval_id",
-    )
+         WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING {OWNER_COLUMNS}"
+    ))
     .bind(status.as_str())
     .bind(error)
     .bind(job_id)
     .bind(worker_id)
     .fetch_optional(&mut *db)
     .await?;
-    let (run_id, eval_id) = row.ok_or_else(|| lease_lost(job_id))?;
-    let owner = Owner::of_job(job_id, run_id, eval_id)?;
+    let owner = row.ok_or_else(|| lease_lost(job_id))?.owner(job_id)?;
     let (level, line) = match (status, error) {
         (RunStatus::Cancelled, _) => ("warn", "cancelled by the user".to_string()),
         (_, Some(e)) => ("error", format!("{status}: {e}")),
@@ -362,8 +376,8 @@ pub async fn finish(
 #[derive(FromRow)]
 struct Reaped {
     id: i64,
-    run_id: Option<i64>,
-    eval_id: Option<i64>,
+    #[sqlx(flatten)]
+    keys: OwnerKeys,
     attempts: i64,
     status: String,
 }
@@ -372,27 +386,27 @@ struct Reaped {
 /// `max_attempts`. Returns what the changed jobs report to.
 pub async fn reap(pool: &SqlitePool) -> Result<Vec<Owner>> {
     let mut db = crate::db::write_tx(pool).await?;
-    let failed: Vec<Reaped> = sqlx::query_as(
+    let failed: Vec<Reaped> = sqlx::query_as(&format!(
         "UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
          error = 'the worker stopped answering ' || attempts || ' times (lease expired); giving up', \
          finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
          WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         AND attempts >= max_attempts RETURNING id, run_id, eval_id, attempts, status",
-    )
+         AND attempts >= max_attempts RETURNING id, {OWNER_COLUMNS}, attempts, status"
+    ))
     .fetch_all(&mut *db)
     .await?;
-    let requeued: Vec<Reaped> = sqlx::query_as(
+    let requeued: Vec<Reaped> = sqlx::query_as(&format!(
         "UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
          lease_owner = NULL, lease_expires_at = NULL, \
          finished_at = CASE WHEN cancel_requested = 1 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END \
          WHERE status = 'running' AND lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-         RETURNING id, run_id, eval_id, attempts, status",
-    )
+         RETURNING id, {OWNER_COLUMNS}, attempts, status"
+    ))
     .fetch_all(&mut *db)
     .await?;
     let mut changed = Vec::new();
     for job in &failed {
-        let owner = Owner::of_job(job.id, job.run_id, job.eval_id)?;
+        let owner = job.keys.owner(job.id)?;
         changed.push(owner);
         owner_line(
             &mut *db,
@@ -406,7 +420,7 @@ pub async fn reap(pool: &SqlitePool) -> Result<Vec<Owner>> {
         .await?;
     }
     for job in &requeued {
-        let owner = Owner::of_job(job.id, job.run_id, job.eval_id)?;
+        let owner = job.keys.owner(job.id)?;
         changed.push(owner);
         let line = if job.status == "cancelled" {
             "the worker stopped answering (lease expired); it was being cancelled: cancelled"
@@ -429,13 +443,10 @@ pub async fn cancel_for_run(pool: &SqlitePool, run_id: i64) -> Result<()> {
     cancel(pool, Owner::Run(run_id)).await
 }
 
-/// Asks the job of a run or an eval to stop (as [`cancel_for_run`]).
+/// Asks the job of a run, an eval or a generation to stop (as [`cancel_for_run`]).
 pub async fn cancel(pool: &SqlitePool, owner: Owner) -> Result<()> {
     let mut db = crate::db::write_tx(pool).await?;
-    let (key, id) = match owner {
-        Owner::Run(id) => ("run_id", id),
-        Owner::Eval(id) => ("eval_id", id),
-    };
+    let (key, id) = owner.column();
     let changed = sqlx::query(&format!(
         "UPDATE jobs SET cancel_requested = 1, \
          status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \

@@ -1,6 +1,6 @@
-//! Run and eval logs: the server's lines (claims, checkpoints, lease expiries, outcomes) and the
-//! workers' lines in one table per owner (`run_logs`, `eval_logs`, the same shape), read as a
-//! tail.
+//! Run, eval and generation logs: the server's lines (claims, checkpoints, lease expiries,
+//! outcomes) and the workers' lines in one table per owner (`run_logs`, `eval_logs`,
+//! `generation_logs`, the same shape), read as a tail.
 
 use sqlx::SqlitePool;
 use still_api::{LogLine, RunLogEntry};
@@ -26,18 +26,50 @@ fn clip(message: &str) -> String {
 pub enum Owner {
     Run(i64),
     Eval(i64),
+    Generation(i64),
+}
+
+/// A job row's owner columns (select them with [`OWNER_COLUMNS`]): exactly one is set.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct OwnerKeys {
+    pub run_id: Option<i64>,
+    pub eval_id: Option<i64>,
+    pub generation_id: Option<i64>,
+}
+
+/// The owner columns of `jobs`, in [`OwnerKeys`]' order.
+pub const OWNER_COLUMNS: &str = "run_id, eval_id, generation_id";
+
+impl OwnerKeys {
+    /// The one owner these columns name.
+    pub fn owner(self, job_id: i64) -> Result<Owner> {
+        match (self.run_id, self.eval_id, self.generation_id) {
+            (Some(run), None, None) => Ok(Owner::Run(run)),
+            (None, Some(eval), None) => Ok(Owner::Eval(eval)),
+            (None, None, Some(generation)) => Ok(Owner::Generation(generation)),
+            _ => Err(Error::Internal(format!(
+                "job {job_id} reports to {self:?}: not exactly one owner"
+            ))),
+        }
+    }
 }
 
 impl Owner {
-    /// From a job row's `run_id` and `eval_id` (a job has exactly one).
-    pub fn of_job(job_id: i64, run_id: Option<i64>, eval_id: Option<i64>) -> Result<Self> {
-        match (run_id, eval_id) {
-            (Some(run), None) => Ok(Owner::Run(run)),
-            (None, Some(eval)) => Ok(Owner::Eval(eval)),
-            _ => Err(Error::Internal(format!(
-                "job {job_id} reports to {run_id:?} / {eval_id:?}: not exactly one owner"
-            ))),
+    /// The owner columns that name it (one set, the rest `NULL`).
+    pub fn keys(self) -> OwnerKeys {
+        let mut keys = OwnerKeys::default();
+        match self {
+            Owner::Run(id) => keys.run_id = Some(id),
+            Owner::Eval(id) => keys.eval_id = Some(id),
+            Owner::Generation(id) => keys.generation_id = Some(id),
         }
+        keys
+    }
+
+    /// Its key column in `jobs` (a fixed name, never user input), and its id.
+    pub fn column(self) -> (&'static str, i64) {
+        let (_, key, id) = self.table();
+        (key, id)
     }
 
     /// Its log table and key column (fixed names, never user input), and its id.
@@ -45,6 +77,7 @@ impl Owner {
         match self {
             Owner::Run(id) => ("run_logs", "run_id", id),
             Owner::Eval(id) => ("eval_logs", "eval_id", id),
+            Owner::Generation(id) => ("generation_logs", "generation_id", id),
         }
     }
 }
