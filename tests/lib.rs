@@ -963,7 +963,7 @@ impl FakeTeacher {
                 *k - 1
             };
             if k < state.config.fail_first {
-                let (status, message) = if k % 2 == 0 {
+                let (status, message) = if k.is_multiple_of(2) {
                     (StatusCode::TOO_MANY_REQUESTS, "Rate limit reached")
                 } else {
                     (StatusCode::INTERNAL_SERVER_ERROR, "The server had an error")
@@ -989,9 +989,9 @@ impl FakeTeacher {
                 numbers.first().copied().unwrap_or(0),
                 numbers.get(1).copied().unwrap_or(0),
             );
-            let answer = if a % 2 == 0 { a + b } else { a + b + 1 };
+            let answer = if a.is_multiple_of(2) { a + b } else { a + b + 1 };
             let thinking = format!("I add {a} and {b}.");
-            let message = if b % 2 == 0 {
+            let message = if b.is_multiple_of(2) {
                 serde_json::json!({"role": "assistant", "reasoning_content": thinking,
                                    "content": format!("The answer is \\boxed{{{answer}}}.")})
             } else {
@@ -1033,4 +1033,14 @@ impl FakeTeacher {
     pub fn stop(self) {
         self.task.abort();
     }
+}
+
+/// A bench's `--name VALUE` argument, or `default` (also when it does not parse).
+pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

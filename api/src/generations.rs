@@ -114,7 +114,7 @@ pub struct TeacherInfo {
     pub model: String,
     pub model_id: Option<i64>,
     pub base_url: Option<String>,
-    /// `…abcd`, or `None` when no key was given.
+    /// `…abcd` (its last four characters; `…` alone for a key under 12), or `None` without one.
     pub api_key_hint: Option<String>,
 }
 

@@ -315,3 +315,40 @@ pub async fn stream_chat(
         }
     }
 }
+
+/// The team's trace generations; with `dataset`, only those from or into it.
+pub async fn generations(dataset: Option<&str>) -> ApiResult<Vec<still_api::GenerationSummary>> {
+    match dataset {
+        Some(d) => get(&format!("/api/generations?dataset={}", encode(d))).await,
+        None => get("/api/generations").await,
+    }
+}
+
+pub async fn generation(id: &str) -> ApiResult<still_api::GenerationSummary> {
+    get(&format!("/api/generations/{}", encode(id))).await
+}
+
+pub async fn create_generation(
+    request: &still_api::NewGeneration,
+) -> ApiResult<still_api::GenerationSummary> {
+    send_json("POST", "/api/generations", request).await
+}
+
+pub async fn cancel_generation(id: i64) -> ApiResult<still_api::GenerationSummary> {
+    send_json(
+        "POST",
+        &format!("/api/generations/{id}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
+/// A page of a generation's rows; `query` is the route's query string.
+pub async fn generation_rows(id: i64, query: &str) -> ApiResult<Vec<still_api::GenerationRow>> {
+    get(&format!("/api/generations/{id}/rows?{query}")).await
+}
+
+/// A generation's log lines.
+pub async fn generation_logs(id: i64) -> ApiResult<Vec<still_api::RunLogEntry>> {
+    get(&format!("/api/generations/{id}/logs?limit=200")).await
+}

@@ -24,6 +24,7 @@ pub fn App() -> impl IntoView {
                     <A href="/runs">"Runs"</A>
                     <A href="/models">"Models"</A>
                     <A href="/evals">"Evals"</A>
+                    <A href="/generations">"Traces"</A>
                     <A href="/playground">"Playground"</A>
                     <A href="/workers">"Workers"</A>
                 </nav>
@@ -41,6 +42,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/evals") view=pages::evals::EvalsPage/>
                     <Route path=path!("/evals/:id") view=pages::evals::EvalPage/>
                     <Route path=path!("/compare/evals") view=pages::eval_compare::EvalComparePage/>
+                    <Route path=path!("/generations") view=pages::generations::GenerationsPage/>
+                    <Route path=path!("/generations/:id") view=pages::generations::GenerationPage/>
                 </Routes>
             </main>
         </Router>

@@ -64,13 +64,7 @@ async fn one(url: &str, token: &str, tokens: u32, seed: u64) -> (Duration, u64, 
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let tokens: u32 = args
-        .iter()
-        .position(|a| a == "--tokens")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(64);
+    let tokens: u32 = still_tests::bench_arg("--tokens", 64);
     let (server, _api) = still_tests::server_with_tiny_model(|_| {}).await;
     let (_, token) = still_backend::http::tokens::create(server.pool(), 1, "bench")
         .await

@@ -252,6 +252,130 @@ async fn the_playground_streams_an_answer_with_its_thinking_apart() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_generated_from_a_dataset_page_end_in_a_new_dataset() -> anyhow::Result<()> {
+    let (server, api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let source = api.dataset("add").await;
+    let model = api.model("tiny").await;
+    let dir = tempfile::tempdir()?;
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    c.goto(&format!("{}/datasets/{}", server.url, source.id))
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-generations]", |t| {
+            t.contains("No traces generated")
+        })
+        .await?;
+    browser
+        .wait_for("[data-test=generate-traces]")
+        .await?
+        .click()
+        .await?;
+    // The form comes pre-filled with the dataset; an endpoint teacher asks for its URL and a
+    // key typed into a password field.
+    browser
+        .wait_for_value("[data-test=gen-dataset]", |v| v == "add")
+        .await?;
+    browser
+        .wait_for("[data-test=gen-kind]")
+        .await?
+        .select_by_value("openai")
+        .await?;
+    let key_type = browser
+        .wait_for("[data-test=gen-api-key]")
+        .await?
+        .attr("type")
+        .await?;
+    assert_eq!(key_type.as_deref(), Some("password"));
+    browser.wait_for("[data-test=gen-base-url]").await?;
+    browser
+        .wait_for("[data-test=gen-kind]")
+        .await?
+        .select_by_value("model")
+        .await?;
+    browser
+        .wait_for(&format!(
+            "[data-test=gen-model] option[value='{}']",
+            model.id
+        ))
+        .await?;
+    browser
+        .wait_for("[data-test=gen-model]")
+        .await?
+        .select_by_value(&model.id.to_string())
+        .await?;
+    for (field, value) in [
+        ("limit", "3"),
+        ("max-tokens", "12"),
+        ("max-thinking", "6"),
+        ("output", "add-from-ui"),
+    ] {
+        let input = browser
+            .wait_for(&format!("[data-test=gen-{field}]"))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    browser
+        .wait_for("[data-test=start-generation]")
+        .await?
+        .click()
+        .await?;
+    // Its page follows it to the end, with the counts.
+    browser
+        .wait_for_text("[data-test=generation-status]", |t| t == "succeeded")
+        .await?;
+    let done = browser
+        .wait_for_text("[data-test=count-done]", |t| t == "3 / 3")
+        .await?;
+    assert_eq!(done, "3 / 3");
+    let kept = browser
+        .wait_for_text("[data-test=count-kept]", |t| !t.is_empty())
+        .await?;
+    assert_eq!(kept, "3");
+    browser
+        .wait_for_text("[data-test=generation-rows]", |t| {
+            t.contains("right") || t.contains("wrong")
+        })
+        .await?;
+    browser
+        .wait_for_text("[data-test=generation-log]", |t| {
+            t.contains("succeeded: 3 rows answered")
+        })
+        .await?;
+    // The new dataset, linked from its generation, holds the three traces.
+    browser
+        .wait_for("[data-test=generation-output]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-name]", |t| t == "add-from-ui")
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-row-count]", |t| t == "3")
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-generations]", |t| {
+            t.contains("tiny on add")
+        })
+        .await?;
+    // And the source's page lists it too.
+    c.goto(&format!("{}/datasets/{}", server.url, source.id))
+        .await?;
+    browser
+        .wait_for_text("[data-test=dataset-generations]", |t| {
+            t.contains("tiny on add") && t.contains("add-from-ui")
+        })
+        .await?;
+    worker.kill().await?;
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let api = Api::new(&server);

@@ -1,7 +1,8 @@
 //! The `generate` job: a teacher answers the generation's pinned questions, `n` samples each;
 //! each answer is split into thinking and answer, graded against the row's reference, and
-//! uploaded as soon as it is made (in small batches), so a restart asks again only for what was
-//! in flight. Rows an earlier attempt stored are never asked for again.
+//! uploaded as soon as it is made (an endpoint's at once, with whatever else arrived
+//! meanwhile; an engine batch when it is decoded), so a restart asks again only for what was in
+//! flight. Rows an earlier attempt stored are never asked for again.
 //!
 //! Teachers: a registry model run by the engine with s1's budget forcing (batched, on this
 //! worker's device), or an OpenAI-compatible endpoint (`{base_url}/chat/completions`),
@@ -29,9 +30,8 @@ use crate::client::Client;
 use crate::report::RunLog;
 use crate::transfer::{fetch_model, fetch_rows};
 
-/// Rows sent in one upload at most, and the longest a finished row waits to be sent.
+/// Rows sent in one upload at most.
 const UPLOAD_BATCH: usize = 16;
-const UPLOAD_EVERY: Duration = Duration::from_millis(500);
 /// Rows a registry teacher decodes together.
 const ENGINE_BATCH: usize = 8;
 /// Retry lines written to the log before the rest are only counted.
@@ -216,7 +216,6 @@ struct Uploader<'c> {
     client: &'c Client,
     path: String,
     pending: Vec<GenerationRowUpload>,
-    since: Option<Instant>,
 }
 
 impl<'c> Uploader<'c> {
@@ -225,22 +224,12 @@ impl<'c> Uploader<'c> {
             client,
             path: format!("/api/worker/jobs/{job_id}/generation/rows"),
             pending: Vec::new(),
-            since: None,
         }
     }
 
     fn push(&mut self, row: GenerationRowUpload) -> anyhow::Result<()> {
-        self.since.get_or_insert_with(Instant::now);
         self.pending.push(row);
         if self.pending.len() >= UPLOAD_BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Sends what waited longer than [`UPLOAD_EVERY`].
-    fn tick(&mut self) -> anyhow::Result<()> {
-        if self.since.is_some_and(|s| s.elapsed() >= UPLOAD_EVERY) {
             self.flush()?;
         }
         Ok(())
@@ -253,7 +242,6 @@ impl<'c> Uploader<'c> {
                 .context("uploading generated rows")?;
             self.pending.clear();
         }
-        self.since = None;
         Ok(())
     }
 }
@@ -686,29 +674,43 @@ fn remote(
         }
         drop(tx);
         let mut fatal: Option<String> = None;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok((task, Outcome::Row(result), seconds)) => {
-                    if let Err(e) = &result {
-                        log.warn(format!(
-                            "row {} sample {}: {e} (recorded as the row's error)",
-                            task.example, task.sample
-                        ));
-                    }
-                    let row = finished(settings, &rows[task.example], task, result, seconds);
-                    if let Err(e) = uploader.push(row) {
-                        halt.store(true, Ordering::Relaxed);
-                        return Err(e);
-                    }
+        // Each answer is paid for: it goes up as soon as it is here (with whatever else
+        // arrived meanwhile), so a worker killed now loses only requests in flight and the
+        // rows of the upload in transit.
+        let mut take = |message: (Task, Outcome, f64), uploader: &mut Uploader| match message {
+            (task, Outcome::Row(result), seconds) => {
+                if let Err(e) = &result {
+                    log.warn(format!(
+                        "row {} sample {}: {e} (recorded as the row's error)",
+                        task.example, task.sample
+                    ));
                 }
-                Ok((_, Outcome::Fatal(why), _)) => {
-                    halt.store(true, Ordering::Relaxed);
-                    fatal.get_or_insert(why);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                uploader.push(finished(
+                    settings,
+                    &rows[task.example],
+                    task,
+                    result,
+                    seconds,
+                ))
             }
-            if let Err(e) = uploader.tick() {
+            (_, Outcome::Fatal(why), _) => {
+                halt.store(true, Ordering::Relaxed);
+                fatal.get_or_insert(why);
+                Ok(())
+            }
+        };
+        loop {
+            let sent = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(message) => take(message, &mut uploader).and_then(|()| {
+                    while let Ok(more) = rx.try_recv() {
+                        take(more, &mut uploader)?;
+                    }
+                    uploader.flush()
+                }),
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Err(e) = sent {
                 halt.store(true, Ordering::Relaxed);
                 return Err(e);
             }

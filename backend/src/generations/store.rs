@@ -39,6 +39,7 @@ const SELECT: &str = "SELECT g.id, g.team_id, g.name, g.dataset_id, d.name AS da
      o.name AS output_dataset_name, g.teacher_kind, g.teacher_model, g.model_id, \
      m.origin AS model_origin, g.base_url, \
      CASE WHEN g.api_key IS NULL OR g.api_key = '' THEN NULL \
+          WHEN length(g.api_key) < 12 THEN '…' \
           ELSE '…' || substr(g.api_key, -4) END AS api_key_hint, \
      g.settings, g.n_examples, g.n_samples, g.created_at, j.status, j.error, j.finished_at \
      FROM generations g JOIN datasets d ON d.id = g.dataset_id \

@@ -25,3 +25,41 @@ pub fn every(period: std::time::Duration, counter: RwSignal<u32>) {
         }
     });
 }
+
+/// Loads a summary into `state` now and every 2 s while it is unloaded, failed, or `active`
+/// says it is still going (an eval or a generation that has not ended), while the calling
+/// component lives. Returns the loader, for a reload after an action.
+pub fn poll_summary<T, F, Fut>(
+    state: RwSignal<Option<Result<T, ApiError>>>,
+    fetch: F,
+    active: fn(&T) -> bool,
+) -> impl Fn() + Copy + 'static
+where
+    T: Send + Sync + 'static,
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + 'static,
+{
+    let load = move || {
+        let future = fetch();
+        leptos::task::spawn_local(async move { state.set(Some(future.await)) });
+    };
+    load();
+    let handle = leptos::prelude::set_interval_with_handle(
+        move || {
+            let going = state.with_untracked(|s| match s {
+                Some(Ok(t)) => active(t),
+                _ => true,
+            });
+            if going {
+                load();
+            }
+        },
+        std::time::Duration::from_secs(2),
+    );
+    on_cleanup(move || {
+        if let Ok(h) = handle {
+            h.clear();
+        }
+    });
+    load
+}

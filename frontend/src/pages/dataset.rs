@@ -173,6 +173,7 @@ fn DatasetView(dataset: still_api::DatasetSummary, refresh: RwSignal<u32>) -> im
             <div class="actions">
                 <a class="button" href=format!("/api/datasets/{id}/export?shape=canonical") download="">"Export JSONL"</a>
                 <a class="button" href=format!("/api/datasets/{id}/export?shape=s1k") download="">"Export s1K shape"</a>
+                <A href=format!("/generations?dataset={}", encode(&dataset.name)) attr:class="button" attr:data-test="generate-traces">"Generate traces"</A>
                 <button class="danger" on:click=delete_dataset>"Delete dataset"</button>
             </div>
             {move || action_error.get().map(|error| view! { <ErrorBox error/> })}
@@ -216,6 +217,8 @@ fn DatasetView(dataset: still_api::DatasetSummary, refresh: RwSignal<u32>) -> im
                 })}
             </Transition>
         </section>
+
+        <crate::pages::generations::DatasetGenerations name=dataset.name.clone()/>
 
         <section class="panel">
             <h2>"Lengths"</h2>

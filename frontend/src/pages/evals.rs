@@ -13,7 +13,7 @@ use still_api::{BudgetSpec, Decoding, EvalExample, EvalSummary, NewEval};
 use crate::api::{self, ApiError};
 use crate::components::chart::LineChart;
 use crate::components::math_text::MathText;
-use crate::components::{ErrorBox, every};
+use crate::components::{ErrorBox, every, poll_summary};
 use crate::format::{Marked, cut, marked_segments, timestamp};
 
 /// The string budget forcing appends to extend thinking (the engine's default).
@@ -261,29 +261,11 @@ fn NewEvalForm() -> impl IntoView {
 pub fn EvalPage() -> impl IntoView {
     let params = use_params_map();
     let state = RwSignal::new(None::<Result<EvalSummary, ApiError>>);
-    let load = move || {
+    let fetch = move || {
         let id = params.read_untracked().get("id").unwrap_or_default();
-        spawn_local(async move { state.set(Some(api::eval(&id).await)) });
+        async move { api::eval(&id).await }
     };
-    load();
-    // Read again every 2 s until the eval has ended.
-    let handle = leptos::prelude::set_interval_with_handle(
-        move || {
-            let active = state.with_untracked(|s| match s {
-                Some(Ok(e)) => !finished(&e.status),
-                _ => true,
-            });
-            if active {
-                load();
-            }
-        },
-        std::time::Duration::from_secs(2),
-    );
-    on_cleanup(move || {
-        if let Ok(h) = handle {
-            h.clear();
-        }
-    });
+    let load = poll_summary(state, fetch, |e| !finished(&e.status));
     let summary =
         Memo::new(move |_| state.with(|s| s.as_ref().and_then(|r| r.as_ref().ok()).cloned()));
     let loaded = Memo::new(move |_| summary.with(|s| s.as_ref().map(|e| e.id)));

@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod eval_compare;
 pub mod evals;
 pub mod example;
+pub mod generations;
 pub mod import;
 pub mod models;
 pub mod playground;
