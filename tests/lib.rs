@@ -989,7 +989,11 @@ impl FakeTeacher {
                 numbers.first().copied().unwrap_or(0),
                 numbers.get(1).copied().unwrap_or(0),
             );
-            let answer = if a.is_multiple_of(2) { a + b } else { a + b + 1 };
+            let answer = if a.is_multiple_of(2) {
+                a + b
+            } else {
+                a + b + 1
+            };
             let thinking = format!("I add {a} and {b}.");
             let message = if b.is_multiple_of(2) {
                 serde_json::json!({"role": "assistant", "reasoning_content": thinking,
