@@ -36,6 +36,28 @@ pub struct ModelSummary {
     pub n_params: i64,
     pub vocab_size: i64,
     pub created_at: String,
+    /// `qwen2`, `qwen3` or `llama`.
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// `safetensors` or `gguf`.
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_arch() -> String {
+    "qwen2".into()
+}
+
+fn default_format() -> String {
+    "safetensors".into()
+}
+
+impl ModelSummary {
+    /// A model the engine's own Qwen2 does not run (another architecture, or GGUF): it writes
+    /// traces as a teacher of a generation (through candle-transformers) and nothing else.
+    pub fn generation_only(&self) -> bool {
+        !(self.arch == "qwen2" && self.format == "safetensors")
+    }
 }
 
 /// Overrides of the s1 defaults; absent fields keep them.

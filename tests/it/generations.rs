@@ -473,3 +473,182 @@ async fn a_generation_that_is_not_running_lists_and_cancels() {
     teacher.stop();
     server.stop().await;
 }
+
+/// Registers a tiny generation-only teacher written by `still_teacher::tiny` with the Qwen2.5
+/// tokenizer the repository carries.
+async fn register_tiny_teacher(
+    api: &Api,
+    dir: &std::path::Path,
+    name: &str,
+    arch: still_teacher::Arch,
+    format: still_teacher::Format,
+) -> still_api::ModelSummary {
+    let folder = dir.join(name);
+    still_teacher::tiny::Tiny::new(arch, format, 151_936)
+        .write(
+            &folder,
+            &still_tests::test_data("tokenizers/qwen2.5/tokenizer.json"),
+        )
+        .unwrap();
+    api.post(
+        "/api/models",
+        json!({"name": name, "path": folder.to_string_lossy()}),
+    )
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn generation_only_teachers_of_other_architectures_write_traces_through_candle_transformers()
+{
+    let (server, api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let models = tempfile::tempdir().unwrap();
+    use still_teacher::{Arch, Format};
+    let llama = register_tiny_teacher(
+        &api,
+        models.path(),
+        "llama-teacher",
+        Arch::Llama,
+        Format::Safetensors,
+    )
+    .await;
+    let qwen3 =
+        register_tiny_teacher(&api, models.path(), "qwen3-q8", Arch::Qwen3, Format::Gguf).await;
+    assert_eq!(
+        (llama.arch.as_str(), llama.format.as_str()),
+        ("llama", "safetensors")
+    );
+    assert_eq!(
+        (qwen3.arch.as_str(), qwen3.format.as_str()),
+        ("qwen3", "gguf")
+    );
+    assert!(llama.generation_only() && qwen3.generation_only());
+    assert_eq!(qwen3.vocab_size, 151_936);
+    let tiny = api.model("tiny").await;
+    assert_eq!(
+        (tiny.arch.as_str(), tiny.generation_only()),
+        ("qwen2", false)
+    );
+
+    // Llama: two sampled answers per question; Qwen3 GGUF: greedy, thinking cut at 8 tokens.
+    let sampled: GenerationSummary = api
+        .post(
+            "/api/generations",
+            json!({"dataset": "add", "limit": 3, "n": 2, "teacher": {"model": "llama-teacher"},
+                   "temperature": 0.9, "seed": 11, "max_tokens": 16, "output": "llama-traces"}),
+        )
+        .await
+        .ok();
+    let budgeted: GenerationSummary = api
+        .post(
+            "/api/generations",
+            json!({"dataset": "add", "limit": 3, "teacher": {"model": qwen3.id.to_string()},
+                   "max_tokens": 24, "max_thinking_tokens": 8, "output": "qwen3-traces",
+                   "system": "Think step by step."}),
+        )
+        .await
+        .ok();
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let sampled = wait_for_generation(&api, sampled.id, Duration::from_secs(180)).await;
+    let budgeted = wait_for_generation(&api, budgeted.id, Duration::from_secs(180)).await;
+    worker.kill().await.unwrap();
+    assert_eq!(sampled.status, "succeeded", "{sampled:?}");
+    assert_eq!(budgeted.status, "succeeded", "{budgeted:?}");
+    assert_eq!((sampled.counts.ok, sampled.counts.kept), (6, 6));
+    assert_eq!((budgeted.counts.ok, budgeted.counts.kept), (3, 3));
+
+    let rows = |id: i64| {
+        let api = &api;
+        async move {
+            let rows: Vec<GenerationRow> =
+                api.get(&format!("/api/generations/{id}/rows")).await.ok();
+            rows
+        }
+    };
+    let llama_rows = rows(sampled.id).await;
+    assert_eq!(llama_rows.len(), 6);
+    for g in &llama_rows {
+        // A model with random weights writes no tags: all of it is the answer, 16 tokens.
+        assert_eq!(g.record["split"], "none", "{g:?}");
+        assert_eq!(g.record["finish"], "length", "{g:?}");
+        assert_eq!(g.completion_tokens, 16);
+        assert!(!g.record["answer"].as_str().unwrap().is_empty());
+    }
+    for pair in llama_rows.chunks(2) {
+        assert_eq!(pair[0].example_index, pair[1].example_index);
+        assert_ne!(
+            pair[0].record["answer"], pair[1].record["answer"],
+            "two samples of one question differ"
+        );
+    }
+    let qwen3_rows = rows(budgeted.id).await;
+    assert_eq!(qwen3_rows.len(), 3);
+    for g in &qwen3_rows {
+        assert_eq!(g.record["split"], "think_tags", "{g:?}");
+        assert_eq!(g.record["finish"], "thinking_cut", "{g:?}");
+        assert!(!g.record["thinking"].as_str().unwrap().is_empty(), "{g:?}");
+        assert!(
+            g.completion_tokens <= 24 && g.completion_tokens > 8,
+            "{g:?}"
+        );
+    }
+    // The output datasets carry thinking and answer, and the teacher in each row's metadata.
+    let out = output_rows(&api, "qwen3-traces").await;
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|e| !e.fields.thinking.is_empty()));
+    assert!(
+        out[0].fields.metadata.to_string().contains("qwen3-q8"),
+        "{}",
+        out[0].fields.metadata
+    );
+    let log: Vec<still_api::RunLogEntry> = api
+        .get(&format!("/api/generations/{}/logs", budgeted.id))
+        .await
+        .ok();
+    assert!(
+        log.iter().any(|l| l.message.contains("qwen3 model in gguf")
+            && l.message.contains("candle-transformers")),
+        "{log:#?}"
+    );
+
+    // Not a student, not a KD teacher, not evaluated here: each refusal names why.
+    for body in [
+        json!({"name": "s", "dataset": "add", "model": "llama-teacher", "method": "sft"}),
+        json!({"name": "k", "dataset": "add", "model": "tiny", "method": "kd", "teacher": "qwen3-q8"}),
+    ] {
+        let r = api.post("/api/runs", body).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert!(r.message().contains("generation-only"), "{}", r.text);
+    }
+    let r = api
+        .post(
+            "/api/evals",
+            json!({"model": "qwen3-q8", "dataset": "add", "budgets": [{"max_thinking_tokens": 4}]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.message().contains("generation-only"), "{}", r.text);
+
+    // A folder that is not a teacher is refused with the file and the reason.
+    let bad = models.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("config.json"),
+        r#"{"model_type": "gemma", "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let r = api
+        .post(
+            "/api/models",
+            json!({"name": "bad", "path": bad.to_string_lossy()}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message().contains("'gemma'") && r.message().contains("config.json"),
+        "{}",
+        r.text
+    );
+    server.stop().await;
+}

@@ -5,7 +5,8 @@
 //! flight. Rows an earlier attempt stored are never asked for again.
 //!
 //! Teachers: a registry model run by the engine with s1's budget forcing (batched, on this
-//! worker's device), or an OpenAI-compatible endpoint (`{base_url}/chat/completions`),
+//! worker's device); a generation-only registry model (Qwen3, Llama, GGUF) through
+//! `still-teacher` and candle-transformers, a sequence at a time; or an OpenAI-compatible endpoint (`{base_url}/chat/completions`),
 //! `concurrency` requests at a time, each retried with backoff on 429, 5xx, timeouts and
 //! dropped connections. A request the endpoint refuses (another 4xx) is recorded as that row's
 //! error; a refused key or an unknown model (401, 403, 404), or a request that still fails
@@ -119,7 +120,19 @@ pub fn run(
                 (&work.teacher.model, on_worker),
                 log,
             )?;
-            local(options, &dir, &rows, tasks, settings, &stop, uploader)?
+            if still_teacher::engine_native(&dir)? {
+                local(options, &dir, &rows, tasks, settings, &stop, uploader)?
+            } else {
+                let inspected = still_teacher::inspect(&dir)?;
+                log.info(format!(
+                    "the teacher is a {} model in {} ({} parameters): generation through \
+                     candle-transformers, one sequence at a time",
+                    inspected.arch.as_str(),
+                    inspected.format.as_str(),
+                    inspected.n_params
+                ));
+                transformers(options, &dir, &rows, tasks, settings, &stop, uploader)?
+            }
         }
     }
     log.info(format!(
@@ -329,6 +342,74 @@ fn local(
         uploader.flush()?;
     }
     Ok(())
+}
+
+/// How often a one-at-a-time teacher's rows go up at least.
+const UPLOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// A generation-only registry teacher (Qwen3, Llama, any GGUF) through candle-transformers: a
+/// sequence at a time; with `max_thinking_tokens` the prompt opens `<think>` and the thinking
+/// is closed at the budget, and the answer is split from the tags.
+fn transformers(
+    options: &WorkerOptions,
+    dir: &std::path::Path,
+    rows: &[ExampleFields],
+    tasks: Vec<Task>,
+    settings: &GenerationSettings,
+    stop: &AtomicBool,
+    mut uploader: Uploader,
+) -> anyhow::Result<()> {
+    let device = still_engine::device(&options.device)?;
+    let mut teacher = still_teacher::Teacher::load(dir, &device)?;
+    let system = settings.system.as_deref();
+    let mut uploaded = Instant::now();
+    for task in tasks {
+        if stop.load(Ordering::Relaxed) {
+            anyhow::bail!("stopped: the job was cancelled or its lease lost");
+        }
+        let started = Instant::now();
+        let opts = still_teacher::Options {
+            max_tokens: settings.max_tokens as usize,
+            max_thinking_tokens: settings.max_thinking_tokens.map(|t| t as usize),
+            sampling: Sampling {
+                temperature: settings.temperature,
+                top_p: settings.top_p,
+                top_k: 0,
+                seed: seed_of(settings, task),
+            },
+        };
+        let user = user_turn(settings, &rows[task.example]);
+        // A prompt too long for the model is that row's error; anything else stops the job.
+        let result = match teacher.check_prompt(system, &user, &opts) {
+            Err(e) => Err(format!("{e:#}")),
+            Ok(_) => {
+                let written = teacher.write(system, &user, &opts)?;
+                let (thinking, answer, split) = split_think_tags(&written.text);
+                Ok(Answer {
+                    thinking,
+                    answer,
+                    split,
+                    finish: Some(written.finish.to_string()),
+                    prompt_tokens: written.prompt_tokens as i64,
+                    completion_tokens: written.completion_tokens as i64,
+                    retries: 0,
+                })
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        uploader.push(finished(
+            settings,
+            &rows[task.example],
+            task,
+            result,
+            seconds,
+        ))?;
+        if uploaded.elapsed() >= UPLOAD_EVERY {
+            uploader.flush()?;
+            uploaded = Instant::now();
+        }
+    }
+    uploader.flush()
 }
 
 /// What one endpoint request came to.

@@ -49,14 +49,22 @@ pub fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
 }
 
-/// Every file of a model folder that is transferred: the [`MODEL_FILES`] that exist, then the
-/// shards its index names.
+/// Every file of a model folder that is transferred: the [`MODEL_FILES`] that exist, the one
+/// `*.gguf` of a quantized teacher, then the shards its index names.
 pub fn model_files_in(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut files: Vec<String> = MODEL_FILES
         .iter()
         .filter(|f| dir.join(f).is_file())
         .map(|f| f.to_string())
         .collect();
+    if let Some(gguf) = still_teacher::gguf_file(dir)? {
+        let name = gguf
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| is_plain_file_name(n))
+            .with_context(|| format!("{}: not a plain file name", gguf.display()))?;
+        files.push(name.to_string());
+    }
     for shard in shard_names(dir)? {
         if !dir.join(&shard).is_file() {
             bail!(
@@ -90,7 +98,12 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
         .collect())
 }
 
-/// The model folders in `--models-dir` (sub-folders holding a `config.json`).
+/// Whether a folder holds a model: a `config.json`, or a quantized teacher's `*.gguf`.
+pub fn is_model_folder(dir: &Path) -> bool {
+    dir.join("config.json").is_file() || still_teacher::gguf_file(dir).is_ok_and(|g| g.is_some())
+}
+
+/// The model folders in `--models-dir` (sub-folders holding a model).
 pub fn local_models(models_dir: Option<&Path>) -> Vec<String> {
     let Some(dir) = models_dir else {
         return Vec::new();
@@ -99,7 +112,7 @@ pub fn local_models(models_dir: Option<&Path>) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("config.json").is_file())
+        .filter(|e| e.path().is_dir() && is_model_folder(&e.path()))
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     names.sort();
@@ -119,7 +132,7 @@ pub fn fetch_model(
     // model is never silently swapped for a same-named local folder.
     if let Some(local) = options.models_dir.as_ref().map(|d| d.join(model_name))
         && on_worker
-        && local.join("config.json").is_file()
+        && is_model_folder(&local)
     {
         log.info(format!(
             "model '{model_name}': using this worker's folder {}",
@@ -130,7 +143,7 @@ pub fn fetch_model(
     let work_dir = &options.work_dir;
     let dir = work_dir.join("models").join(model_id.to_string());
     // The folder appears only by the rename below, once every file is there.
-    if dir.join("config.json").is_file() {
+    if dir.is_dir() && is_model_folder(&dir) {
         log.info(format!(
             "model {model_id}: using the copy in {}",
             dir.display()

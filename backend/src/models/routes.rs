@@ -99,6 +99,26 @@ async fn inspect_folder(dir: PathBuf) -> Result<still_engine::hf::Inspected> {
         .map_err(engine_error)
 }
 
+/// Checks a folder the way what runs it will: the engine's own Qwen2 (safetensors, `model_type`
+/// `qwen2`), or candle-transformers for a generation-only teacher (Qwen3, Llama, any GGUF).
+async fn inspect_any(dir: PathBuf) -> Result<ModelFacts> {
+    let engine_native = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || still_teacher::engine_native(&dir))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unprocessable(format!("{e:#}")))?
+    };
+    if engine_native {
+        return Ok((&inspect_folder(dir).await?).into());
+    }
+    let inspected = tokio::task::spawn_blocking(move || still_teacher::inspect(&dir))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Unprocessable(format!("{e:#}")))?;
+    Ok((&inspected).into())
+}
+
 /// Makes a model from scratch (`preset` + `tokenizer_dataset`) or registers an HF folder
 /// (`path`); either way it must load (checked from its headers, without reading the weights).
 ///
@@ -127,23 +147,15 @@ pub async fn create(
     match (&body.path, &body.preset) {
         (Some(path), None) => {
             let path = PathBuf::from(path);
-            let inspected = inspect_folder(path.clone()).await?;
+            let facts = inspect_any(path.clone()).await?;
             let path_text = path
                 .canonicalize()
                 .unwrap_or(path)
                 .to_string_lossy()
                 .into_owned();
             let mut db = crate::db::write_tx(pool).await?;
-            let model = insert_model(
-                &mut db,
-                team,
-                &name,
-                "folder",
-                &path_text,
-                None,
-                &(&inspected).into(),
-            )
-            .await?;
+            let model =
+                insert_model(&mut db, team, &name, "folder", &path_text, None, &facts).await?;
             db.commit().await?;
             Ok(model)
         }
@@ -248,7 +260,27 @@ async fn register_on_workers(
             "name: '{name}' must be usable as a folder name on the workers"
         )));
     }
+    let model_type = body
+        .config
+        .as_ref()
+        .and_then(|c| c.get("model_type"))
+        .and_then(|t| t.as_str());
     let facts = match &body.config {
+        // A generation-only teacher of another architecture on the workers' disks.
+        Some(value) if model_type.is_some_and(|t| t != "qwen2") => {
+            let arch = still_teacher::Arch::parse(model_type.unwrap_or_default())
+                .map_err(|e| Error::BadRequest(format!("config: model_type: {e}")))?;
+            ModelFacts {
+                n_params: 0,
+                vocab_size: value
+                    .get("vocab_size")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0),
+                config: value.to_string(),
+                arch: arch.as_str(),
+                format: "safetensors",
+            }
+        }
         Some(value) => {
             let config: still_engine::config::Qwen2Config =
                 serde_json::from_value(value.clone())
@@ -260,12 +292,16 @@ async fn register_on_workers(
                 n_params: still_engine::memory::n_params(&config) as i64,
                 vocab_size: config.vocab_size as i64,
                 config: config.to_hf_json().to_string(),
+                arch: "qwen2",
+                format: "safetensors",
             }
         }
         None => ModelFacts {
             n_params: 0,
             vocab_size: 0,
             config: "{}".to_string(),
+            arch: "qwen2",
+            format: "safetensors",
         },
     };
     let mut db = crate::db::write_tx(pool).await?;

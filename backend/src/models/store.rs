@@ -23,6 +23,8 @@ struct ModelRow {
     n_params: i64,
     vocab_size: i64,
     created_at: String,
+    arch: String,
+    format: String,
 }
 
 impl From<ModelRow> for ModelSummary {
@@ -36,11 +38,14 @@ impl From<ModelRow> for ModelSummary {
             n_params: r.n_params,
             vocab_size: r.vocab_size,
             created_at: r.created_at,
+            arch: r.arch,
+            format: r.format,
         }
     }
 }
 
-const MODEL_COLUMNS: &str = "id, name, origin, path, run_id, n_params, vocab_size, created_at";
+const MODEL_COLUMNS: &str =
+    "id, name, origin, path, run_id, n_params, vocab_size, created_at, arch, format";
 
 /// The folder of a server-side model (a worker downloads its files); a model that lives on
 /// workers' disks has none.
@@ -158,8 +163,12 @@ pub fn taken_message(name: &str) -> String {
 pub struct ModelFacts {
     pub n_params: i64,
     pub vocab_size: i64,
-    /// The HF `config.json`, or `{}` when unknown.
+    /// The HF `config.json` (a GGUF's metadata), or `{}` when unknown.
     pub config: String,
+    /// `qwen2` (the engine's own), `qwen3` or `llama`.
+    pub arch: &'static str,
+    /// `safetensors` or `gguf`.
+    pub format: &'static str,
 }
 
 impl From<&still_engine::hf::Inspected> for ModelFacts {
@@ -168,6 +177,20 @@ impl From<&still_engine::hf::Inspected> for ModelFacts {
             n_params: inspected.n_params as i64,
             vocab_size: inspected.config.vocab_size as i64,
             config: inspected.config.to_hf_json().to_string(),
+            arch: "qwen2",
+            format: "safetensors",
+        }
+    }
+}
+
+impl From<&still_teacher::Inspected> for ModelFacts {
+    fn from(inspected: &still_teacher::Inspected) -> Self {
+        Self {
+            n_params: inspected.n_params as i64,
+            vocab_size: inspected.vocab_size as i64,
+            config: inspected.config.to_string(),
+            arch: inspected.arch.as_str(),
+            format: inspected.format.as_str(),
         }
     }
 }
@@ -183,8 +206,8 @@ pub async fn insert_model(
     facts: &ModelFacts,
 ) -> Result<ModelSummary> {
     let row: ModelRow = sqlx::query_as(&format!(
-        "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
+        "INSERT INTO models (team_id, name, origin, path, run_id, n_params, vocab_size, config, \
+         arch, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {MODEL_COLUMNS}"
     ))
     .bind(team)
     .bind(name)
@@ -194,6 +217,8 @@ pub async fn insert_model(
     .bind(facts.n_params)
     .bind(facts.vocab_size)
     .bind(&facts.config)
+    .bind(facts.arch)
+    .bind(facts.format)
     .fetch_one(&mut *db)
     .await
     .map_err(|e| on_unique(e, || taken_message(name)))?;

@@ -70,7 +70,7 @@ async fn list_models(State(state): State<AppState>, Caller(team): Caller) -> Res
             object: "list",
             data: models
                 .into_iter()
-                .filter(|m| m.origin != "worker")
+                .filter(|m| m.origin != "worker" && !m.generation_only())
                 .map(|m| ModelEntry {
                     id: m.name,
                     object: "model",
@@ -251,6 +251,16 @@ async fn complete(state: AppState, team: i64, body: Bytes) -> Result<Response, A
         return Err(ApiError::model_not_found(
             &model_name,
             "lives only on workers' disks, and serving from workers is not built yet",
+        ));
+    }
+    if model.generation_only() {
+        return Err(ApiError::model_not_found(
+            &model_name,
+            &format!(
+                "is a generation-only teacher ({} in {}): it writes traces in a generation, and \
+                 serving it over /v1 is not built yet",
+                model.arch, model.format
+            ),
         ));
     }
     let loaded = state

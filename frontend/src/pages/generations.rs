@@ -112,7 +112,7 @@ fn NewGenerationForm() -> impl IntoView {
     let dataset = RwSignal::new(query.read_untracked().get("dataset").unwrap_or_default());
     // `model`: a registry model; `openai`: an endpoint.
     let kind = RwSignal::new("model".to_string());
-    let model = RwSignal::new(String::new());
+    let model = RwSignal::new(query.read_untracked().get("teacher").unwrap_or_default());
     let endpoint_model = RwSignal::new(String::new());
     let base_url = RwSignal::new(String::new());
     let api_key = RwSignal::new(String::new());
@@ -222,7 +222,13 @@ fn NewGenerationForm() -> impl IntoView {
                             on:change=move |ev| model.set(event_target_value(&ev))>
                             <option value="">"—"</option>
                             {move || models.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|m| {
-                                view! { <option value=m.id.to_string()>{m.name.clone()}</option> }
+                                let label = if m.generation_only() {
+                                    format!("{} ({} {}, candle-transformers)", m.name, m.arch, m.format)
+                                } else {
+                                    m.name.clone()
+                                };
+                                let id = m.id.to_string();
+                                view! { <option value=id.clone() selected=move || model.get() == id>{label}</option> }
                             }).collect_view()}
                         </select>
                     </label>

@@ -435,7 +435,7 @@ fn NewRunForm(
         }
     };
     let model_options = move |signal: RwSignal<String>| {
-        models.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|m| {
+        models.get().and_then(Result::ok).unwrap_or_default().into_iter().filter(|m| !m.generation_only()).map(|m| {
             let id = m.id.to_string();
             view! { <option value=id.clone() selected=move || signal.get() == id>{format!("{} ({} params)", m.name, thousands(m.n_params))}</option> }
         }).collect_view()
