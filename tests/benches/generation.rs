@@ -2,7 +2,8 @@
 //! process (release build), against three teachers: the third-party stand-in on loopback
 //! (`FakeTeacher`) answering at once and with 20 ms of latency per request, the studio's own
 //! `/v1` serving the tiny registry model, and that model as a registry teacher run by the
-//! engine. Prints rows/s from the request to the last row stored; the reference for the
+//! engine, and two generation-only teachers through candle-transformers (a Qwen3 GGUF, a Llama
+//! in safetensors). Prints rows/s from the request to the last row stored; the reference for the
 //! stand-in with latency is the ideal `concurrency / latency` (what the endpoint allows), and
 //! for the tiny model the engine's own batched budget forcing on the same rows.
 //!
@@ -138,6 +139,57 @@ async fn main() {
         let (n, seconds, _) = generate(&server, &api, forcing_body(teacher)).await;
         println!(
             "| {label}, 32 tokens a row | 8 | {n} | {seconds:.2} s | {:.0} | {engine:.0} rows/s (engine alone, batches of 8) |",
+            n as f64 / seconds
+        );
+    }
+    // Generation-only teachers through candle-transformers (hidden 64, 2 layers, the Qwen2.5
+    // vocabulary), 32 tokens a row; the reference is the teacher crate alone on the same rows.
+    let models = tempfile::tempdir().expect("a models dir");
+    let tokenizer = still_tests::test_data("tokenizers/qwen2.5/tokenizer.json");
+    for (name, arch, format) in [
+        (
+            "qwen3-gguf",
+            still_teacher::Arch::Qwen3,
+            still_teacher::Format::Gguf,
+        ),
+        (
+            "llama-st",
+            still_teacher::Arch::Llama,
+            still_teacher::Format::Safetensors,
+        ),
+    ] {
+        let dir = models.path().join(name);
+        still_teacher::tiny::Tiny::new(arch, format, 151_936)
+            .write(&dir, &tokenizer)
+            .expect("a tiny teacher");
+        let _: still_api::ModelSummary = api
+            .post(
+                "/api/models",
+                json!({"name": name, "path": dir.to_string_lossy()}),
+            )
+            .await
+            .ok();
+        let options = still_teacher::Options {
+            max_tokens: 32,
+            max_thinking_tokens: Some(16),
+            sampling: Default::default(),
+        };
+        let mut teacher =
+            still_teacher::Teacher::load(&dir, &still_engine::candle::Device::Cpu).expect("load");
+        let start = Instant::now();
+        for r in still_engine::synth::addition(2, tiny_rows as usize, 1) {
+            teacher.write(None, &r.question, &options).expect("write");
+        }
+        let alone = f64::from(tiny_rows) / start.elapsed().as_secs_f64();
+        let (n, seconds, _) = generate(
+            &server,
+            &api,
+            json!({"dataset": "questions", "limit": tiny_rows, "max_tokens": 32,
+                   "max_thinking_tokens": 16, "teacher": {"model": name}}),
+        )
+        .await;
+        println!(
+            "| {name} (candle-transformers), 32 tokens a row | 1 | {n} | {seconds:.2} s | {:.0} | {alone:.0} rows/s (still-teacher alone) |",
             n as f64 / seconds
         );
     }
