@@ -652,3 +652,103 @@ async fn generation_only_teachers_of_other_architectures_write_traces_through_ca
     );
     server.stop().await;
 }
+
+/// What the stand-in teacher answers for a question (the first two numbers added, one more when
+/// the first is odd), and a GSM8K label's number.
+fn stand_in_answer(question: &str) -> u64 {
+    let numbers: Vec<u64> = question
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (a, b) = (
+        numbers.first().copied().unwrap_or(0),
+        numbers.get(1).copied().unwrap_or(0),
+    );
+    if a.is_multiple_of(2) {
+        a + b
+    } else {
+        a + b + 1
+    }
+}
+
+#[tokio::test]
+async fn the_full_gsm8k_test_split_twice_over_is_asked_once_per_row_and_graded() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let path = still_tests::test_data("gsm8k/test.jsonl");
+    let reply = api
+        .import(&path, &[("name", "gsm8k-test"), ("preset", "gsm8k")])
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    // What the rejection sampling must keep, worked out here from the file itself.
+    let mut expected_kept = 0i64;
+    let mut questions = 0i64;
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let label = row["answer"].as_str().unwrap();
+        let label = label.rsplit("####").next().unwrap().trim().replace(',', "");
+        if label.parse::<u64>().ok() == Some(stand_in_answer(row["question"].as_str().unwrap())) {
+            expected_kept += 2;
+        }
+        questions += 1;
+    }
+    assert_eq!(questions, 1319);
+    assert!(
+        expected_kept > 0,
+        "the stand-in gets some GSM8K questions right"
+    );
+
+    let teacher = FakeTeacher::start(FakeTeacherConfig::default()).await;
+    let created: GenerationSummary = api
+        .post(
+            "/api/generations",
+            json!({"dataset": "gsm8k-test", "n": 2, "keep": "correct", "preset": "gsm8k",
+                   "concurrency": 8, "output": "gsm8k-traces",
+                   "teacher": {"base_url": teacher.url, "model": "fake-r1",
+                               "api_key": FakeTeacher::KEY}}),
+        )
+        .await
+        .ok();
+    assert_eq!(created.counts.total, 2 * 1319);
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = api.start_worker(&server, dir.path()).await;
+    let done = wait_for_generation(&api, created.id, Duration::from_secs(600)).await;
+    worker.kill().await.unwrap();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let c = done.counts;
+    assert_eq!(
+        (c.done, c.ok, c.failed, c.graded),
+        (2638, 2638, 0, 2638),
+        "{c:?}"
+    );
+    assert_eq!((c.correct, c.kept), (expected_kept, expected_kept), "{c:?}");
+    // Asked once per (question, sample): nothing paid for twice.
+    assert_eq!(teacher.state.total_answered(), 2638);
+
+    // Every row, page by page through the `after` cursor, each sample once.
+    let mut seen = std::collections::HashSet::new();
+    let mut after = String::new();
+    loop {
+        let page: Vec<GenerationRow> = api
+            .get(&format!(
+                "/api/generations/{}/rows?limit=500{after}",
+                done.id
+            ))
+            .await
+            .ok();
+        let Some(last) = page.last() else { break };
+        after = format!("&after={}:{}", last.example_index, last.sample_index);
+        for g in &page {
+            assert!(
+                seen.insert((g.example_index, g.sample_index)),
+                "{g:?} twice"
+            );
+            assert_eq!(g.kept, g.correct == Some(true));
+        }
+    }
+    assert_eq!(seen.len(), 2638);
+    let output: still_api::DatasetSummary = api.get("/api/datasets/gsm8k-traces").await.ok();
+    assert_eq!(output.n_rows, expected_kept, "{output:?}");
+    teacher.stop();
+    server.stop().await;
+}

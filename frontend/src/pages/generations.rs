@@ -284,10 +284,14 @@ pub fn GenerationPage() -> impl IntoView {
         async move { api::generation(&id).await }
     };
     let load = poll_summary(state, fetch, |g| !finished(&g.status));
-    let loaded = Memo::new(move |_| {
+    // The rows and log panels are made once per generation (a poll does not rebuild them, so
+    // "failed only" stays as it was set); they refetch when the progress moves.
+    let loaded =
+        Memo::new(move |_| state.with(|s| s.as_ref().and_then(|r| r.as_ref().ok()).map(|g| g.id)));
+    let progress = Memo::new(move |_| {
         state.with(|s| match s {
-            Some(Ok(g)) => Some((g.id, g.counts.done, g.status.clone())),
-            _ => None,
+            Some(Ok(g)) => (g.counts.done, g.status.clone()),
+            _ => (0, String::new()),
         })
     });
     view! {
@@ -296,7 +300,7 @@ pub fn GenerationPage() -> impl IntoView {
             Some(Err(e)) => view! { <ErrorBox error=e/> }.into_any(),
             Some(Ok(g)) => view! { <GenerationView generation=g reload=Callback::new(move |_| load())/> }.into_any(),
         }}
-        {move || loaded.get().map(|(id, done, status)| view! { <Rows id done status/> })}
+        {move || loaded.get().map(|id| view! { <Rows id progress/> })}
     }
 }
 
@@ -384,9 +388,10 @@ fn GenerationView(generation: GenerationSummary, reload: Callback<()>) -> impl I
 }
 
 #[component]
-fn Rows(id: i64, done: i64, status: String) -> impl IntoView {
+fn Rows(id: i64, progress: Memo<(i64, String)>) -> impl IntoView {
     let failed_only = RwSignal::new(false);
     let rows = LocalResource::new(move || {
+        progress.track();
         let query = if failed_only.get() {
             "status=failed&limit=200"
         } else {
@@ -394,9 +399,10 @@ fn Rows(id: i64, done: i64, status: String) -> impl IntoView {
         };
         async move { api::generation_rows(id, query).await }
     });
-    let logs = LocalResource::new(move || api::generation_logs(id));
-    // `done` and `status` change on every refresh of the page; the tables follow.
-    let _ = (done, status);
+    let logs = LocalResource::new(move || {
+        progress.track();
+        api::generation_logs(id)
+    });
     view! {
         <section class="panel">
             <h2>"Rows"</h2>
