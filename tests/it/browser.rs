@@ -376,6 +376,72 @@ async fn traces_generated_from_a_dataset_page_end_in_a_new_dataset() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_only_teacher_is_marked_and_offered_only_for_traces() -> anyhow::Result<()> {
+    let (server, api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("qwen3-q8");
+    still_teacher::tiny::Tiny::new(
+        still_teacher::Arch::Qwen3,
+        still_teacher::Format::Gguf,
+        151_936,
+    )
+    .write(&folder, &test_data("tokenizers/qwen2.5/tokenizer.json"))?;
+    let teacher: still_api::ModelSummary = api
+        .post(
+            "/api/models",
+            serde_json::json!({"name": "qwen3-q8", "path": folder.to_string_lossy()}),
+        )
+        .await
+        .ok();
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    c.goto(&format!("{}/models", server.url)).await?;
+    browser
+        .wait_for_text(
+            "[data-test=model-row][data-name='qwen3-q8'] [data-test=model-arch]",
+            |t| t.contains("qwen3 · gguf") && t.contains("generation only"),
+        )
+        .await?;
+    let tiny_arch = browser
+        .wait_for_text(
+            "[data-test=model-row][data-name='tiny'] [data-test=model-arch]",
+            |t| t.contains("qwen2 · safetensors"),
+        )
+        .await?;
+    assert!(!tiny_arch.contains("generation only"), "{tiny_arch}");
+    // The teacher is offered for traces, not for an eval; its link opens the form with it chosen.
+    let evaluate = c
+        .find_all(Locator::Css(
+            "[data-test=model-row][data-name='qwen3-q8'] [data-test=evaluate-model]",
+        ))
+        .await?;
+    assert!(evaluate.is_empty());
+    browser
+        .wait_for("[data-test=model-row][data-name='qwen3-q8'] [data-test=teach-with-model]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_value("[data-test=gen-model]", |v| v == teacher.id.to_string())
+        .await?;
+    // The runs form offers trainable models only.
+    c.goto(&format!("{}/runs", server.url)).await?;
+    browser.wait_for("[data-test=run-model] option").await?;
+    let options = c
+        .find_all(Locator::Css("[data-test=run-model] option"))
+        .await?;
+    let mut labels = Vec::new();
+    for o in options {
+        labels.push(o.text().await?);
+    }
+    assert!(labels.iter().any(|l| l.starts_with("tiny")), "{labels:?}");
+    assert!(!labels.iter().any(|l| l.contains("qwen3-q8")), "{labels:?}");
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let api = Api::new(&server);
