@@ -11,12 +11,14 @@ pub mod example;
 pub mod files;
 pub mod generations;
 pub mod runs;
+pub mod serving;
 
 pub use evals::*;
 pub use example::{Example, ExampleFields};
 pub use files::{CHECKPOINT_FILES, MODEL_FILES};
 pub use generations::*;
 pub use runs::*;
+pub use serving::*;
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

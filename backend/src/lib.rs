@@ -87,6 +87,8 @@ pub struct AppState {
     pub failpoints: Arc<failpoints::Armed>,
     /// Models loaded for `/v1/chat/completions`.
     pub serving: Arc<serving::engine::Models>,
+    /// Requests for models on workers' disks, waiting for or decoded by a worker.
+    pub relay: Arc<serving::relay::Relay>,
 }
 
 async fn health() -> ApiJson<Health> {
@@ -185,6 +187,7 @@ pub async fn open_state(config: Config) -> anyhow::Result<AppState> {
         events: Arc::new(store::notices::Events::default()),
         failpoints: Arc::default(),
         serving: Arc::default(),
+        relay: Arc::default(),
     })
 }
 
@@ -228,6 +231,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     let reaper = jobs::queue::spawn_reaper(state.clone());
+    let relay_reaper = tokio::spawn(state.relay.clone().reap_forever());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // Host and Origin checked on every request (DNS rebinding, cross-site requests).
     let guard = std::sync::Arc::new(http::guard::Guard::new(addr));
@@ -242,6 +246,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
             })
             .await;
         reaper.abort();
+        relay_reaper.abort();
         served
     });
     Ok(Server {

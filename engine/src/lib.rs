@@ -28,6 +28,7 @@ pub mod ops;
 pub mod optim;
 mod pool;
 pub mod rng;
+pub mod serve;
 pub mod simd;
 mod skinny;
 pub mod synth;

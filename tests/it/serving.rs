@@ -279,3 +279,127 @@ async fn concurrent_streams_are_decoded_together_and_each_gets_its_own_answer() 
     }
     server.stop().await;
 }
+
+/// A model on a worker's disk is served by that worker: the request is relayed to it, decoded
+/// there, and streamed back as if the server had decoded it (the same text, since the same
+/// engine decodes it); with no worker that has it, the request is refused at once with what to
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_on_a_worker_s_disk_is_served_by_that_worker() {
+    let (server, api, client) = served().await;
+    let tiny: still_api::ModelSummary = api.model("tiny").await;
+    let models = tempfile::tempdir().unwrap();
+    let local = models.path().join("gpu-box-model");
+    std::fs::create_dir(&local).unwrap();
+    for entry in std::fs::read_dir(&tiny.path).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), local.join(entry.file_name())).unwrap();
+    }
+    let r = api
+        .create_model(json!({"name": "gpu-box-model", "location": "workers"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let listed = client.models().list().await.unwrap();
+    assert!(
+        listed.data.iter().any(|m| m.id == "gpu-box-model"),
+        "{listed:?}"
+    );
+    let ask_it = |stream: bool| {
+        let mut body = serde_json::to_value(ask("What is 12 + 7?", 24)).unwrap();
+        body["model"] = json!("gpu-box-model");
+        body["max_thinking_tokens"] = json!(6);
+        body["stream"] = json!(stream);
+        body
+    };
+
+    // No worker has it yet: 503 in OpenAI's shape, saying what to start.
+    let refused = client
+        .chat()
+        .create_byot::<Value, Value>(ask_it(false))
+        .await
+        .unwrap_err();
+    let OpenAIError::ApiError(e) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(e.status_code.as_u16(), 503, "{e:?}");
+    assert!(
+        e.api_error
+            .message
+            .contains("`still worker --models-dir DIR` with DIR/gpu-box-model"),
+        "{e:?}"
+    );
+
+    let (_, token) = still_backend::jobs::workers::create_worker(server.pool(), "gpu-box")
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = still_tests::spawn_worker(
+        &server.url,
+        &token,
+        work.path(),
+        &["--models-dir".as_ref(), models.path().as_os_str()],
+    );
+    // The same request served by the server from its own copy, for comparison.
+    let mut own = ask_it(false);
+    own["model"] = json!("tiny");
+    let expected: Value = client.chat().create_byot(own).await.unwrap();
+    let whole: Value = still_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        || async {
+            client
+                .chat()
+                .create_byot::<Value, Value>(ask_it(false))
+                .await
+                .ok()
+        },
+        Option::is_some,
+    )
+    .await
+    .unwrap();
+    assert_eq!(whole["model"], "gpu-box-model");
+    assert_eq!(
+        whole["choices"][0]["message"], expected["choices"][0]["message"],
+        "{whole}"
+    );
+    assert_eq!(whole["usage"], expected["usage"]);
+
+    // Streamed, and two at once (n = 2): every piece arrives, thinking apart from the answer.
+    let mut body = ask_it(true);
+    body["n"] = json!(2);
+    let mut stream = client
+        .chat()
+        .create_stream_byot::<Value, Value>(body)
+        .await
+        .unwrap();
+    let mut texts = [
+        (String::new(), String::new()),
+        (String::new(), String::new()),
+    ];
+    let mut finishes = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for c in chunk["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if let Some(t) = c["delta"]["reasoning_content"].as_str() {
+                texts[i].0.push_str(t);
+            }
+            if let Some(t) = c["delta"]["content"].as_str() {
+                texts[i].1.push_str(t);
+            }
+            if !c["finish_reason"].is_null() {
+                finishes += 1;
+            }
+        }
+    }
+    assert_eq!(finishes, 2);
+    let message = &expected["choices"][0]["message"];
+    for (thinking, answer) in &texts {
+        assert_eq!(
+            thinking.as_str(),
+            message["reasoning_content"].as_str().unwrap()
+        );
+        assert_eq!(answer.as_str(), message["content"].as_str().unwrap());
+    }
+    worker.kill().await.unwrap();
+    server.stop().await;
+}

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod host;
 pub mod lease;
 pub mod report;
+pub mod serve;
 pub mod train;
 pub mod transfer;
 
@@ -106,6 +107,7 @@ pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
     let client = Client::new(&options.server, &options.token);
     let memory = device_memory(&options.device).unwrap_or_else(host_memory);
     let mut registered = false;
+    let mut serving = false;
     let mut jobs = 0usize;
     loop {
         if !registered {
@@ -117,7 +119,16 @@ pub fn run(options: WorkerOptions) -> anyhow::Result<()> {
                     models: local_models(options.models_dir.as_deref()),
                 },
             ) {
-                Ok(_) => registered = true,
+                Ok(_) => {
+                    registered = true;
+                    // Once the server knows this worker's models, take their chat requests.
+                    if !serving {
+                        serving = true;
+                        if serve::spawn(&client, &options) {
+                            eprintln!("worker: serving the models in --models-dir");
+                        }
+                    }
+                }
                 Err(e) if status_of(&e) == Some(401) => return Err(e),
                 Err(e) => {
                     eprintln!("worker: cannot reach {} ({e:#}); retrying", options.server);

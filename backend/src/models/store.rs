@@ -109,6 +109,19 @@ pub async fn list(pool: &SqlitePool, team: i64) -> Result<Vec<ModelSummary>> {
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The servable models (Qwen2 safetensors) that live on workers' disks and that worker `worker`
+/// registered as having.
+pub async fn worker_model_ids(pool: &SqlitePool, worker: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT m.id FROM workers w, json_each(w.models) j JOIN models m ON m.name = j.value \
+         WHERE w.id = ? AND m.origin = 'worker' AND m.arch = 'qwen2' AND m.format = 'safetensors' \
+         ORDER BY m.id",
+    )
+    .bind(worker)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The dataset text a new tokenizer is trained on: live rows in id order, up to `budget` bytes.
 pub(crate) async fn tokenizer_texts(
     pool: &SqlitePool,

@@ -17,8 +17,9 @@ use still_engine::budget::Budget;
 use still_engine::generate::Sampling;
 use tokio::sync::mpsc;
 
-use super::engine::{Event, Job, Refused};
+use super::engine::{Event, Events, Job, Refused};
 use super::openai::*;
+use super::relay::RelayRefused;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -28,6 +29,9 @@ pub fn router() -> Router<AppState> {
         // The studio's playground: the same handler for its own pages (the Host/Origin guard
         // admits them, as it does every `/api` call; accounts will add the session).
         .route("/api/chat/completions", post(studio_chat))
+        // Workers that hold models on their disks take those models' requests here.
+        .route("/api/worker/serve/claim", post(worker_claim))
+        .route("/api/worker/serve/events", post(worker_events))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -58,6 +62,33 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A worker asks for requests for the models it registered (on its `--models-dir`), waiting up
+/// to `wait_seconds` (at most 20) for the first.
+async fn worker_claim(
+    State(state): State<AppState>,
+    crate::http::WorkerAuth(worker): crate::http::WorkerAuth,
+    crate::error::ApiJson(body): crate::error::ApiJson<still_api::ServeClaim>,
+) -> crate::error::Result<Json<Vec<still_api::ServeRequest>>> {
+    let models = crate::models::store::worker_model_ids(&state.db, worker).await?;
+    let wait = std::time::Duration::from_secs(u64::from(body.wait_seconds.unwrap_or(0)));
+    let max = body.max.unwrap_or(8).clamp(1, 64) as usize;
+    if models.is_empty() {
+        return Ok(Json(Vec::new()));
+    }
+    Ok(Json(state.relay.claim(worker, &models, max, wait).await))
+}
+
+/// A worker posts the events of the requests it decodes; the answer names those to stop.
+async fn worker_events(
+    State(state): State<AppState>,
+    crate::http::WorkerAuth(worker): crate::http::WorkerAuth,
+    crate::error::ApiJson(body): crate::error::ApiJson<Vec<still_api::ServeEvents>>,
+) -> Json<still_api::ServeDelivered> {
+    Json(still_api::ServeDelivered {
+        gone: state.relay.deliver(worker, body),
+    })
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -70,7 +101,7 @@ async fn list_models(State(state): State<AppState>, Caller(team): Caller) -> Res
             object: "list",
             data: models
                 .into_iter()
-                .filter(|m| m.origin != "worker" && !m.generation_only())
+                .filter(|m| !m.generation_only())
                 .map(|m| ModelEntry {
                     id: m.name,
                     object: "model",
@@ -247,12 +278,6 @@ async fn complete(state: AppState, team: i64, body: Bytes) -> Result<Response, A
         }
         Err(e) => return Err(e.into()),
     };
-    if model.origin == "worker" {
-        return Err(ApiError::model_not_found(
-            &model_name,
-            "lives only on workers' disks, and serving from workers is not built yet",
-        ));
-    }
     if model.generation_only() {
         return Err(ApiError::model_not_found(
             &model_name,
@@ -263,34 +288,71 @@ async fn complete(state: AppState, team: i64, body: Bytes) -> Result<Response, A
             ),
         ));
     }
-    let loaded = state
-        .serving
-        .get(model.id, &model.name, std::path::PathBuf::from(&model.path))
-        .await
-        .map_err(|e| ApiError::internal(format!("loading model '{}': {e:#}", model.name)))?;
+    let busy = || {
+        ApiError::overloaded(format!(
+            "model '{}' has {} requests waiting; retry later",
+            model.name,
+            super::engine::QUEUE
+        ))
+    };
     let mut receivers = Vec::with_capacity(asked.n as usize);
-    for i in 0..asked.n {
-        let (events, rx) = mpsc::unbounded_channel();
-        let job = Job {
-            turns: asked.turns.clone(),
-            sampling: Sampling {
+    if model.origin == "worker" {
+        // A model on workers' disks: a worker that has it decodes the request (relay).
+        for i in 0..asked.n {
+            let (events, rx) = mpsc::unbounded_channel();
+            let request = still_api::ServeRequest {
+                id: 0,
+                model: model.name.clone(),
+                turns: asked.turns.clone(),
+                temperature: asked.sampling.temperature,
+                top_p: asked.sampling.top_p,
+                top_k: asked.sampling.top_k,
                 seed: asked.sampling.seed.wrapping_add(u64::from(i)),
-                ..asked.sampling
-            },
-            budget: asked.budget,
-            max_tokens: asked.max_tokens,
-            stop: asked.stop.clone(),
-            events,
-        };
-        loaded.submit(job).map_err(|e| match e {
-            Refused::Busy => ApiError::overloaded(format!(
-                "model '{}' has {} requests waiting; retry later",
-                model.name,
-                super::engine::QUEUE
-            )),
-            Refused::Gone => ApiError::internal("the model's decode loop ended"),
-        })?;
-        receivers.push(rx);
+                max_thinking_tokens: asked.budget.max_thinking_tokens,
+                min_thinking_tokens: asked.budget.min_thinking_tokens,
+                wait_extensions: asked.budget.wait_extensions,
+                max_tokens: asked.max_tokens,
+                stop: asked.stop.clone(),
+            };
+            state
+                .relay
+                .submit(model.id, request, events)
+                .map_err(|e| match e {
+                    RelayRefused::Busy => busy(),
+                    RelayRefused::NoWorker => ApiError::overloaded(format!(
+                        "model '{}' lives on workers' disks and no worker that has it is \
+                         connected: start `still worker --models-dir DIR` with DIR/{} on a \
+                         machine that has it",
+                        model.name, model.name
+                    )),
+                })?;
+            receivers.push(rx);
+        }
+    } else {
+        let loaded = state
+            .serving
+            .get(model.id, &model.name, std::path::PathBuf::from(&model.path))
+            .await
+            .map_err(|e| ApiError::internal(format!("loading model '{}': {e:#}", model.name)))?;
+        for i in 0..asked.n {
+            let (events, rx) = mpsc::unbounded_channel();
+            let job = Job {
+                turns: asked.turns.clone(),
+                sampling: Sampling {
+                    seed: asked.sampling.seed.wrapping_add(u64::from(i)),
+                    ..asked.sampling
+                },
+                budget: asked.budget,
+                max_tokens: asked.max_tokens,
+                stop: asked.stop.clone(),
+                events: Box::new(Events(events)),
+            };
+            loaded.submit(job).map_err(|e| match e {
+                Refused::Busy => busy(),
+                Refused::Gone => ApiError::internal("the model's decode loop ended"),
+            })?;
+            receivers.push(rx);
+        }
     }
     let id = format!("chatcmpl-{}", uuid_like());
     let created = now();

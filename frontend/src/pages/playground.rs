@@ -174,7 +174,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                     <select data-test="playground-model" on:change=move |ev| model.set(event_target_value(&ev))>
                         <option value="">"—"</option>
                         {move || models.get().and_then(Result::ok).unwrap_or_default().into_iter()
-                            .filter(|m| m.origin != "worker")
+                            .filter(|m| !m.generation_only())
                             .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
                             .collect_view()}
                     </select>
