@@ -924,6 +924,28 @@ impl FakeTeacherState {
 impl FakeTeacher {
     pub const KEY: &'static str = "sk-fake-teacher-0123456789abcdef";
 
+    /// What it answers a question: its first two numbers `a` and `b`, and `a + b` (one more
+    /// when `a` is odd).
+    pub fn answer(question: &str) -> (u64, u64, u64) {
+        let numbers: Vec<u64> = question
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let (a, b) = (
+            numbers.first().copied().unwrap_or(0),
+            numbers.get(1).copied().unwrap_or(0),
+        );
+        (
+            a,
+            b,
+            if a.is_multiple_of(2) {
+                a + b
+            } else {
+                a + b + 1
+            },
+        )
+    }
+
     pub async fn start(config: FakeTeacherConfig) -> Self {
         use axum::http::{HeaderMap, StatusCode};
         use axum::response::IntoResponse;
@@ -981,19 +1003,7 @@ impl FakeTeacher {
                 );
             }
             tokio::time::sleep(state.config.delay).await;
-            let numbers: Vec<u64> = question
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            let (a, b) = (
-                numbers.first().copied().unwrap_or(0),
-                numbers.get(1).copied().unwrap_or(0),
-            );
-            let answer = if a.is_multiple_of(2) {
-                a + b
-            } else {
-                a + b + 1
-            };
+            let (a, b, answer) = FakeTeacher::answer(&question);
             let thinking = format!("I add {a} and {b}.");
             let message = if b.is_multiple_of(2) {
                 serde_json::json!({"role": "assistant", "reasoning_content": thinking,

@@ -408,6 +408,26 @@ pub struct Written {
     pub finish: &'static str,
 }
 
+/// A question whose prompt leaves no room in the model's context: that question's error, not
+/// the teacher's (`Teacher::write`'s error downcasts to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptTooLong {
+    pub tokens: usize,
+    pub context: usize,
+}
+
+impl std::fmt::Display for PromptTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the prompt has {} tokens; the model's context is {}",
+            self.tokens, self.context
+        )
+    }
+}
+
+impl std::error::Error for PromptTooLong {}
+
 /// The text s1's budget forcing appends when the thinking is cut.
 const CLOSE_THINKING: &str = "\n</think>\n\n";
 const OPEN_THINKING: &str = "<think>\n";
@@ -557,25 +577,6 @@ impl Teacher {
         prompt
     }
 
-    /// Refuses a question whose prompt leaves no room in the model's context (that row's error,
-    /// not the job's); else the prompt's length in tokens.
-    pub fn check_prompt(
-        &self,
-        system: Option<&str>,
-        user: &str,
-        options: &Options,
-    ) -> anyhow::Result<usize> {
-        let prompt = self.prompt(system, user, options);
-        let n = still_engine::tokenizer::encode(&self.tokenizer, &prompt)?.len();
-        if n >= self.inspected.context {
-            bail!(
-                "the prompt has {n} tokens; the model's context is {}",
-                self.inspected.context
-            );
-        }
-        Ok(n)
-    }
-
     /// Answers one question: prefill, then a token at a time until an end token, the limit or
     /// the context; the thinking is closed at its budget.
     pub fn write(
@@ -592,10 +593,11 @@ impl Teacher {
         let prompt_ids = still_engine::tokenizer::encode(&self.tokenizer, &prompt)?;
         let context = self.inspected.context;
         if prompt_ids.len() >= context {
-            bail!(
-                "the prompt has {} tokens; the model's context is {context}",
-                prompt_ids.len()
-            );
+            return Err(PromptTooLong {
+                tokens: prompt_ids.len(),
+                context,
+            }
+            .into());
         }
         let limit = options.max_tokens.min(context - prompt_ids.len());
         self.model.reset();

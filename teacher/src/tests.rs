@@ -179,6 +179,10 @@ fn sampling_is_seeded_and_a_prompt_past_the_context_is_refused() {
         err.to_string().contains("the model's context is 2048"),
         "{err}"
     );
+    assert!(
+        err.is::<PromptTooLong>(),
+        "a row's error, told apart: {err:?}"
+    );
     let bad = Options {
         sampling: Sampling {
             temperature: -1.0,

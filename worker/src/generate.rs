@@ -380,10 +380,8 @@ fn transformers(
         };
         let user = user_turn(settings, &rows[task.example]);
         // A prompt too long for the model is that row's error; anything else stops the job.
-        let result = match teacher.check_prompt(system, &user, &opts) {
-            Err(e) => Err(format!("{e:#}")),
-            Ok(_) => {
-                let written = teacher.write(system, &user, &opts)?;
+        let result = match teacher.write(system, &user, &opts) {
+            Ok(written) => {
                 let (thinking, answer, split) = split_think_tags(&written.text);
                 Ok(Answer {
                     thinking,
@@ -395,6 +393,8 @@ fn transformers(
                     retries: 0,
                 })
             }
+            Err(e) if e.is::<still_teacher::PromptTooLong>() => Err(format!("{e:#}")),
+            Err(e) => return Err(e),
         };
         let seconds = started.elapsed().as_secs_f64();
         uploader.push(finished(

@@ -138,13 +138,11 @@ async fn create_eval(
     let team = team.id();
     let request = check_request(&body)?;
     let (model, run_id) = resolve_model_or_run(&state, team, &body.model).await?;
-    if model.generation_only() {
-        return Err(Error::Unprocessable(format!(
-            "model: '{}' is a generation-only model ({} in {}): evals run on the engine's \
-             Qwen2 models; a generation with keep: correct grades its traces instead",
-            model.name, model.arch, model.format
-        )));
-    }
+    crate::models::engine_model(
+        &model,
+        "model",
+        "a generation with keep: correct grades its traces instead",
+    )?;
     let eval_id = start(&state, team, &body, request, &model, (run_id, None)).await?;
     let row = store::load(&state.db, team, &eval_id.to_string()).await?;
     Ok((StatusCode::CREATED, Json(summary(&state, row).await?)))

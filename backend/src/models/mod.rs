@@ -9,4 +9,4 @@ pub mod store;
 
 pub(crate) use routes::engine_error;
 pub use routes::{create, model_file_name, router};
-pub use store::{FINAL_SUFFIX, register_final, resolve_model};
+pub use store::{FINAL_SUFFIX, engine_model, register_final, resolve_model};

@@ -65,6 +65,19 @@ pub async fn model_path(pool: &SqlitePool, model_id: i64) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
+/// Refuses a generation-only model (another architecture, or GGUF) where the engine must run it:
+/// `field` names the request's field, `instead` what the user can do with it.
+pub fn engine_model(model: &ModelSummary, field: &str, instead: &str) -> Result<()> {
+    if model.generation_only() {
+        return Err(Error::Unprocessable(format!(
+            "{field}: '{}' is a generation-only model ({} in {}): the engine trains, distils from \
+             and evaluates Qwen2 safetensors models only; {instead}",
+            model.name, model.arch, model.format
+        )));
+    }
+    Ok(())
+}
+
 /// Finds a model of the team by id or name.
 pub async fn resolve_model(
     pool: &SqlitePool,

@@ -255,17 +255,10 @@ pub async fn plan(state: &AppState, team: Team, body: &NewRun) -> Result<Plan> {
         Some(t) if !t.is_empty() => Some(resolve_model(&state.db, team, t).await?),
         _ => None,
     };
-    for (field, m) in [("model", Some(&model)), ("teacher", teacher.as_ref())] {
-        if let Some(m) = m
-            && m.generation_only()
-        {
-            return Err(Error::Unprocessable(format!(
-                "{field}: '{}' is a generation-only model ({} in {}): the engine trains and \
-                 distils from Qwen2 safetensors models; use it as the teacher of a trace \
-                 generation, then train on its traces",
-                m.name, m.arch, m.format
-            )));
-        }
+    let instead = "use it as the teacher of a trace generation, then train on its traces";
+    crate::models::engine_model(&model, "model", instead)?;
+    if let Some(t) = &teacher {
+        crate::models::engine_model(t, "teacher", instead)?;
     }
     let config = train_config(&body.method, teacher.as_ref().map(|t| t.id), &body.params)?;
     let method = match config.method {
