@@ -48,6 +48,9 @@ pub struct NewEval {
     pub model: String,
     /// A dataset's id or name; its current version is pinned.
     pub dataset: String,
+    /// Pin this version (1, 2, …) instead of the current one.
+    #[serde(default)]
+    pub version: Option<i64>,
     #[serde(default)]
     pub name: Option<String>,
     pub budgets: Vec<BudgetSpec>,
@@ -86,6 +89,7 @@ impl RunEval {
         NewEval {
             model,
             dataset: self.dataset.clone(),
+            version: None,
             name: Some(name),
             budgets: self.budgets.clone(),
             decoding: self.decoding,

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod curation;
 pub mod evals;
 pub mod example;
 pub mod files;
@@ -13,6 +14,7 @@ pub mod generations;
 pub mod runs;
 pub mod serving;
 
+pub use curation::*;
 pub use evals::*;
 pub use example::{Example, ExampleFields};
 pub use files::{CHECKPOINT_FILES, MODEL_FILES};

@@ -4,6 +4,7 @@
 //! ([`app`]) or start a real server on a loopback port ([`start`]).
 
 pub mod cli;
+pub mod curations;
 pub mod data;
 pub mod db;
 pub mod demo;
@@ -107,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .merge(runs::router())
         .merge(evals::router())
         .merge(generations::router())
+        .merge(curations::router())
         .merge(jobs::router())
         .merge(kinds::router())
         .merge(live::router())
@@ -232,6 +234,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let reaper = jobs::queue::spawn_reaper(state.clone());
     let relay_reaper = tokio::spawn(state.relay.clone().reap_forever());
+    let curator = curations::runner::spawn(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // Host and Origin checked on every request (DNS rebinding, cross-site requests).
     let guard = std::sync::Arc::new(http::guard::Guard::new(addr));
@@ -247,6 +250,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Server> {
             .await;
         reaper.abort();
         relay_reaper.abort();
+        curator.abort();
         served
     });
     Ok(Server {

@@ -10,6 +10,7 @@ use still_tests::repo_root;
 /// Areas of `backend/src/` (folders); everything else at the root is either composition
 /// (`lib.rs`'s `AppState`, `kinds.rs`, `demo.rs`, `cli/`) or a leaf every area may use.
 const AREAS: &[&str] = &[
+    "curations",
     "data",
     "evals",
     "generations",
@@ -37,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["data", "evals", "http", "jobs", "models", "store"],
     ),
     ("live", &["http", "runs", "store"]),
+    ("curations", &["data", "evals", "http", "jobs", "models"]),
     ("serving", &["http", "models"]),
 ];
 

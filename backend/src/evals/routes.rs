@@ -179,7 +179,7 @@ pub fn check_request(body: &NewEval) -> Result<Checked> {
 }
 
 /// Starts an eval of `model` as `body` asks (checked by [`check_request`]): its dataset's
-/// current version pinned, the eval stored and its job queued in one transaction. `origin` is
+/// version (`body.version`, else the current one) pinned, the eval stored and its job queued in one transaction. `origin` is
 /// the run and step the model is of (a run evaluating itself as it trains). Returns its id.
 pub async fn start(
     state: &AppState,
@@ -210,9 +210,13 @@ pub async fn start(
             name
         }
     };
-    let version =
-        versions::store::pin_current(&state.db, dataset.id, &format!("pinned by eval '{name}'"))
-            .await?;
+    let version = match body.version {
+        Some(v) => versions::store::find(&state.db, dataset.id, v).await?,
+        None => {
+            versions::store::pin_current(&state.db, dataset.id, &format!("pinned by eval '{name}'"))
+                .await?
+        }
+    };
     let n_examples = match body.limit {
         Some(limit) => i64::from(limit).min(version.n_rows),
         None => version.n_rows,

@@ -176,6 +176,7 @@ fn NewEvalForm() -> impl IntoView {
             Ok(NewEval {
                 model: model.get(),
                 dataset: dataset.get(),
+                version: None,
                 name: None,
                 budgets,
                 decoding: Some(Decoding {

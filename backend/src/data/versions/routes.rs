@@ -24,6 +24,36 @@ pub fn router() -> Router<AppState> {
             get(list_versions).post(create_version),
         )
         .route("/api/datasets/{dataset}/export", get(export))
+        .route(
+            "/api/datasets/{dataset}/versions/{a}/diff/{b}",
+            get(diff_versions),
+        )
+}
+
+/// Most rows each list of a diff holds.
+pub const MAX_DIFF_ROWS: usize = 1000;
+
+#[derive(Deserialize)]
+struct DiffParams {
+    limit: Option<usize>,
+}
+
+async fn diff_versions(
+    State(state): State<AppState>,
+    team: Team,
+    Path((dataset, a, b)): Path<(String, i64, i64)>,
+    Query(params): Query<DiffParams>,
+) -> Result<Json<still_api::VersionDiff>> {
+    let row = datasets::store::resolve(&state.db, team.id(), &dataset).await?;
+    let limit = params.limit.unwrap_or(100);
+    if limit > MAX_DIFF_ROWS {
+        return Err(Error::BadRequest(format!(
+            "limit: at most {MAX_DIFF_ROWS} rows per list, not {limit}"
+        )));
+    }
+    let va = store::find(&state.db, row.id, a).await?;
+    let vb = store::find(&state.db, row.id, b).await?;
+    Ok(Json(store::diff(&state.db, va, vb, limit).await?))
 }
 
 async fn list_versions(

@@ -272,3 +272,243 @@ pub async fn export_rows(
         left -= fetched;
     }
 }
+
+/// Cuts a version of `dataset_id` from rows already stored as blobs (a curation stage's output),
+/// in the caller's transaction: `(example_id, blob_hash)` in order. With `current`, the version
+/// is the dataset's current one (its live rows are these), so a run or an eval pins it.
+pub async fn cut(
+    db: &mut sqlx::SqliteConnection,
+    dataset_id: i64,
+    rows: &[(Option<i64>, &str)],
+    message: &str,
+    current: bool,
+) -> Result<DatasetVersion> {
+    let version: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE dataset_id = ?",
+    )
+    .bind(dataset_id)
+    .fetch_one(&mut *db)
+    .await?;
+    let mut whole = Sha256::new();
+    for (_, hash) in rows {
+        whole.update(hash.as_bytes());
+        whole.update(b"\n");
+    }
+    let row: VersionRow = sqlx::query_as(
+        "INSERT INTO dataset_versions (dataset_id, version, content_hash, n_rows, message, dataset_revision) \
+         VALUES (?, ?, ?, ?, ?, CASE WHEN ? THEN (SELECT revision FROM datasets WHERE id = ?) ELSE -1 END) \
+         RETURNING id, dataset_id, version, content_hash, n_rows, message, created_at",
+    )
+    .bind(dataset_id)
+    .bind(version)
+    .bind(hex::encode(whole.finalize()))
+    .bind(rows.len() as i64)
+    .bind(message)
+    .bind(current)
+    .bind(dataset_id)
+    .fetch_one(&mut *db)
+    .await?;
+    for (at, chunk) in rows.chunks(300).enumerate() {
+        let mut query = sqlx::QueryBuilder::new(
+            "INSERT INTO dataset_version_rows (version_id, ordinal, example_id, blob_hash) ",
+        );
+        query.push_values(chunk.iter().enumerate(), |mut b, (i, (example, hash))| {
+            b.push_bind(row.id)
+                .push_bind((at * 300 + i) as i64)
+                .push_bind(*example)
+                .push_bind(*hash);
+        });
+        query.build().execute(&mut *db).await?;
+    }
+    Ok(row.into())
+}
+
+/// One row of a version, with its body.
+pub struct VersionedRow {
+    pub ordinal: i64,
+    pub example_id: Option<i64>,
+    pub hash: String,
+    pub fields: ExampleFields,
+}
+
+/// Up to `limit` rows of a version after `after` (an ordinal; -1 for the first).
+pub async fn rows_of(
+    pool: &SqlitePool,
+    version_id: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<VersionedRow>> {
+    let rows: Vec<(i64, Option<i64>, String, String)> = sqlx::query_as(
+        "SELECT r.ordinal, r.example_id, r.blob_hash, b.body FROM dataset_version_rows r \
+         JOIN example_blobs b ON b.hash = r.blob_hash \
+         WHERE r.version_id = ? AND r.ordinal > ? ORDER BY r.ordinal LIMIT ?",
+    )
+    .bind(version_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(ordinal, example_id, hash, body)| {
+            let fields = serde_json::from_str(&body)
+                .map_err(|e| Error::Internal(format!("version blob {hash} unreadable: {e}")))?;
+            Ok(VersionedRow {
+                ordinal,
+                example_id,
+                hash,
+                fields,
+            })
+        })
+        .collect()
+}
+
+/// The rows' bodies by blob hash.
+pub async fn bodies(
+    pool: &SqlitePool,
+    hashes: &[&str],
+) -> Result<std::collections::HashMap<String, ExampleFields>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in hashes.chunks(500) {
+        let mut query =
+            sqlx::QueryBuilder::new("SELECT hash, body FROM example_blobs WHERE hash IN ");
+        query.push_tuples(chunk, |mut b, h| {
+            b.push_bind(*h);
+        });
+        let rows: Vec<(String, String)> = query.build_query_as().fetch_all(pool).await?;
+        for (hash, body) in rows {
+            let fields = serde_json::from_str(&body)
+                .map_err(|e| Error::Internal(format!("version blob {hash} unreadable: {e}")))?;
+            out.insert(hash, fields);
+        }
+    }
+    Ok(out)
+}
+
+/// The fields in which two rows differ.
+fn changed_fields(a: &ExampleFields, b: &ExampleFields) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(a).expect("fields serialise"),
+        serde_json::to_value(b).expect("fields serialise"),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Rows added, removed and changed from version `a` to `b` of one dataset: rows taken from the
+/// same live example are the same row (changed when their contents differ); the rest are
+/// matched by content. Counts are exact; each list holds at most `limit` rows.
+pub async fn diff(
+    pool: &SqlitePool,
+    a: DatasetVersion,
+    b: DatasetVersion,
+    limit: usize,
+) -> Result<still_api::VersionDiff> {
+    use std::collections::HashMap;
+    let load = |id: i64| async move {
+        let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+            "SELECT ordinal, example_id, blob_hash FROM dataset_version_rows WHERE version_id = ? ORDER BY ordinal",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+        Ok::<_, Error>(rows)
+    };
+    let (ra, rb) = (load(a.id).await?, load(b.id).await?);
+    let b_by_example: HashMap<i64, usize> = rb
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, e, _))| e.map(|e| (e, i)))
+        .collect();
+    let mut b_taken = vec![false; rb.len()];
+    let mut a_left = Vec::new();
+    let mut changed: Vec<(usize, usize)> = Vec::new();
+    let mut n_unchanged = 0i64;
+    for (i, (_, example, hash)) in ra.iter().enumerate() {
+        match example.and_then(|e| b_by_example.get(&e)) {
+            Some(&j) => {
+                b_taken[j] = true;
+                if rb[j].2 == *hash {
+                    n_unchanged += 1;
+                } else {
+                    changed.push((i, j));
+                }
+            }
+            None => a_left.push(i),
+        }
+    }
+    let mut b_by_hash: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, (_, _, hash)) in rb.iter().enumerate().rev() {
+        if !b_taken[j] {
+            b_by_hash.entry(hash.as_str()).or_default().push(j);
+        }
+    }
+    let mut removed = Vec::new();
+    for i in a_left {
+        match b_by_hash.get_mut(ra[i].2.as_str()).and_then(Vec::pop) {
+            Some(j) => {
+                b_taken[j] = true;
+                n_unchanged += 1;
+            }
+            None => removed.push(i),
+        }
+    }
+    let added: Vec<usize> = (0..rb.len()).filter(|&j| !b_taken[j]).collect();
+    let mut wanted: Vec<&str> = Vec::new();
+    wanted.extend(removed.iter().take(limit).map(|&i| ra[i].2.as_str()));
+    wanted.extend(added.iter().take(limit).map(|&j| rb[j].2.as_str()));
+    for &(i, j) in changed.iter().take(limit) {
+        wanted.push(ra[i].2.as_str());
+        wanted.push(rb[j].2.as_str());
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let bodies = bodies(pool, &wanted).await?;
+    let row = |(ordinal, _, hash): &(i64, Option<i64>, String)| -> Result<still_api::DiffRow> {
+        Ok(still_api::DiffRow {
+            ordinal: *ordinal,
+            fields: bodies
+                .get(hash)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("version blob {hash} is missing")))?,
+        })
+    };
+    Ok(still_api::VersionDiff {
+        n_added: added.len() as i64,
+        n_removed: removed.len() as i64,
+        n_changed: changed.len() as i64,
+        n_unchanged,
+        added: added
+            .iter()
+            .take(limit)
+            .map(|&j| row(&rb[j]))
+            .collect::<Result<_>>()?,
+        removed: removed
+            .iter()
+            .take(limit)
+            .map(|&i| row(&ra[i]))
+            .collect::<Result<_>>()?,
+        changed: changed
+            .iter()
+            .take(limit)
+            .map(|&(i, j)| {
+                let (before, after) = (row(&ra[i])?, row(&rb[j])?);
+                Ok(still_api::ChangedRow {
+                    example_id: ra[i].1.expect("matched by example"),
+                    fields: changed_fields(&before.fields, &after.fields),
+                    before,
+                    after,
+                })
+            })
+            .collect::<Result<_>>()?,
+        a,
+        b,
+    })
+}
