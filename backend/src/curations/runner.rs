@@ -468,7 +468,7 @@ async fn difficulty_stage(
         }
         return Ok(None);
     }
-    let mut solved = BTreeMap::new();
+    let mut per_model = Vec::new();
     for eval in &evals {
         let e = crate::evals::store::load(&state.db, row.team_id, &eval.to_string()).await?;
         match e.status.as_deref() {
@@ -483,13 +483,9 @@ async fn difficulty_stage(
             }
             _ => return Ok(None),
         }
-        for i in store::solved(&state.db, *eval).await? {
-            let row = *input.get(i as usize).ok_or_else(|| {
-                Error::Internal(format!("eval {eval} graded row {i} of {}", input.len()))
-            })?;
-            solved.entry(row).or_insert_with(|| e.model_name.clone());
-        }
+        per_model.push((e.model_name.clone(), store::solved(&state.db, *eval).await?));
     }
+    let solved = difficulty::solved_rows(input, &per_model).map_err(Error::Internal)?;
     Ok(Some(solved))
 }
 
