@@ -482,3 +482,26 @@ async fn the_s1_recipe_on_the_full_gsm8k_train_split_reproduces_its_version() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_readme_s_curation_runs_on_the_seeded_demo_data() {
+    let server = TestServer::start_with(|c| c.seed_demo = true).await;
+    let api = Api::new(&server);
+    // The README's request, as written there.
+    let created: CurationSummary = api
+        .post(
+            "/api/curations",
+            json!({"dataset": "gsm8k-sample", "recipe": "s1", "target": 100, "seed": 1}),
+        )
+        .await
+        .ok();
+    let done = wait_for(&api, created.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, "succeeded", "{:?}", done.error);
+    assert_eq!(done.source_rows, 300);
+    let output = done.output.unwrap();
+    assert_eq!(
+        (output.dataset.as_str(), output.n_rows),
+        ("gsm8k-sample-s1", 100)
+    );
+    server.stop().await;
+}
