@@ -50,10 +50,6 @@ impl Index {
         Self { n, sets, grams }
     }
 
-    pub fn n_grams(&self) -> usize {
-        self.grams.len()
-    }
-
     /// The eval row `question` overlaps most with (the first in order among equals).
     pub fn check(&self, question: &str) -> Option<Hit> {
         let hashes = text::word_hashes(question);

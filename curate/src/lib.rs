@@ -151,14 +151,6 @@ impl PoolBuilder {
         self.rows.push((features, self.labels.domain_of(fields)));
     }
 
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     pub fn finish(self) -> Pool {
         let mut domains: Vec<String> = self.rows.iter().map(|(_, d)| d.clone()).collect();
         domains.sort();

@@ -31,17 +31,6 @@ impl Counter {
         Ok(Self { tokenizer })
     }
 
-    /// Tokens in `text` (no special tokens added).
-    pub fn count(&self, text: &str) -> Result<u32, String> {
-        if text.is_empty() {
-            return Ok(0);
-        }
-        self.tokenizer
-            .encode_fast(text, false)
-            .map(|e| e.len() as u32)
-            .map_err(|e| format!("tokenizing: {e}"))
-    }
-
     /// Tokens in each text, encoded in parallel.
     pub fn count_batch(&self, texts: &[&str]) -> Result<Vec<u32>, String> {
         let inputs: Vec<tokenizers::EncodeInput> = texts.iter().map(|t| (*t).into()).collect();

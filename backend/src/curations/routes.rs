@@ -40,6 +40,17 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// Refuses a version too large to curate, before a row of it is read.
+pub fn check_size(dataset: &str, version: &still_api::DatasetVersion) -> Result<()> {
+    if version.n_rows > MAX_ROWS {
+        return Err(Error::TooLarge(format!(
+            "dataset '{dataset}' version {} has {} rows; a curation reads at most {MAX_ROWS}",
+            version.version, version.n_rows
+        )));
+    }
+    Ok(())
+}
+
 /// The built-in recipe's name.
 pub const S1: &str = "s1";
 /// Most rows a curation reads (checked against the source version before any is read).
@@ -380,12 +391,7 @@ async fn create_curation(
         &format!("pinned by curation '{name}'"),
     )
     .await?;
-    if version.n_rows > MAX_ROWS {
-        return Err(Error::TooLarge(format!(
-            "dataset '{}' version {} has {} rows; a curation reads at most {MAX_ROWS}",
-            dataset.name, version.version, version.n_rows
-        )));
-    }
+    check_size(&dataset.name, &version)?;
     let recipe_json = serde_json::to_string(&recipe).map_err(|e| Error::Internal(e.to_string()))?;
     let mut db = crate::db::write_tx(&state.db).await?;
     let output =
@@ -572,16 +578,12 @@ async fn get_drops(
     let (total, drops) =
         store::drops(&state.db, row.id, q.stage, q.rule.as_deref(), offset, limit).await?;
     let ordinals: Vec<i64> = drops.iter().map(|d| d.1).collect();
-    let hashes = store::hashes_at(&state.db, row.dataset_version_id, &ordinals).await?;
-    let wanted: Vec<&str> = hashes.values().map(String::as_str).collect();
-    let bodies = versions::store::bodies(&state.db, &wanted).await?;
+    let mut bodies = versions::store::rows_at(&state.db, row.dataset_version_id, &ordinals).await?;
     let rows = drops
         .into_iter()
         .map(|(stage, ordinal, rule, detail)| {
-            let fields = hashes
-                .get(&ordinal)
-                .and_then(|h| bodies.get(h))
-                .cloned()
+            let fields = bodies
+                .remove(&ordinal)
                 .ok_or_else(|| Error::Internal(format!("source row {ordinal} is missing")))?;
             Ok(DroppedRow {
                 stage,
@@ -624,12 +626,7 @@ async fn preview(
     let dataset = datasets::store::resolve(&state.db, team, &body.dataset).await?;
     let version =
         versions::store::pin_current(&state.db, dataset.id, "pinned by a curation preview").await?;
-    if version.n_rows > MAX_ROWS {
-        return Err(Error::TooLarge(format!(
-            "dataset '{}' version {} has {} rows; a curation reads at most {MAX_ROWS}",
-            dataset.name, version.version, version.n_rows
-        )));
-    }
+    check_size(&dataset.name, &version)?;
     let tokenizer = runner::tokenizer_key(&state, team, body.tokenizer.as_deref()).await?;
     let pool = runner::read_pool(
         &state,

@@ -280,6 +280,10 @@ async fn advance(
         db.commit().await?;
         return Ok(true);
     }
+    // Waiting on the difficulty stage's evals: nothing to read or compute until they end.
+    if row.status == "waiting" && !evals_ended(state, &row, idx as i64).await? {
+        return Ok(false);
+    }
     let prepared = match cache.get(&id) {
         Some(p) => p.clone(),
         None => {
@@ -309,8 +313,7 @@ async fn advance(
     };
     let input: Vec<u32> = match done.last() {
         None => (0..prepared.pool.rows.len() as u32).collect(),
-        Some(s) => serde_json::from_str(&s.kept)
-            .map_err(|e| Error::Internal(format!("curation {id} stage {}: {e}", s.idx)))?,
+        Some(s) => store::kept(&state.db, id, s.idx).await?,
     };
     // The version holding the input, for the evals of a difficulty stage.
     let input_version = match done.last() {
@@ -346,14 +349,7 @@ async fn advance(
                     &format!("pinned by curation '{}' (decontamination)", row.name),
                 )
                 .await?;
-                if version.n_rows > super::routes::MAX_ROWS {
-                    return Err(Error::TooLarge(format!(
-                        "eval dataset '{}' has {} rows; decontamination reads at most {}",
-                        dataset.name,
-                        version.n_rows,
-                        super::routes::MAX_ROWS
-                    )));
-                }
+                super::routes::check_size(&dataset.name, &version)?;
                 let mut questions = Vec::with_capacity(version.n_rows as usize);
                 let mut after = -1;
                 loop {
@@ -405,6 +401,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("a curation stage panicked: {e}")))
+}
+
+/// Whether every eval of a stage has ended (succeeded, failed or cancelled).
+async fn evals_ended(state: &AppState, row: &CurationRow, idx: i64) -> Result<bool> {
+    for eval in store::evals(&state.db, row.id, idx).await? {
+        let e = crate::evals::store::load(&state.db, row.team_id, &eval.to_string()).await?;
+        if !matches!(
+            e.status.as_deref(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The difficulty stage: queues its evals the first time; once all have succeeded, the rows any

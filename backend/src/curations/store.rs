@@ -160,18 +160,29 @@ pub struct StageRow {
     pub version_id: Option<i64>,
     pub version: Option<i64>,
     pub detail: String,
-    pub kept: String,
 }
 
 pub async fn stages(pool: &SqlitePool, curation_id: i64) -> Result<Vec<StageRow>> {
     Ok(sqlx::query_as(
-        "SELECT s.idx, s.name, s.n_in, s.n_out, s.version_id, v.version, s.detail, s.kept \
+        "SELECT s.idx, s.name, s.n_in, s.n_out, s.version_id, v.version, s.detail \
          FROM curation_stages s LEFT JOIN dataset_versions v ON v.id = s.version_id \
          WHERE s.curation_id = ? ORDER BY s.idx",
     )
     .bind(curation_id)
     .fetch_all(pool)
     .await?)
+}
+
+/// A finished stage's kept rows (source ordinals): the next stage's input.
+pub async fn kept(pool: &SqlitePool, curation_id: i64, idx: i64) -> Result<Vec<u32>> {
+    let json: String =
+        sqlx::query_scalar("SELECT kept FROM curation_stages WHERE curation_id = ? AND idx = ?")
+            .bind(curation_id)
+            .bind(idx)
+            .fetch_one(pool)
+            .await?;
+    serde_json::from_str(&json)
+        .map_err(|e| Error::Internal(format!("curation {curation_id} stage {idx}: {e}")))
 }
 
 pub struct NewStage<'a> {
@@ -256,27 +267,6 @@ pub async fn drops(
     .fetch_all(pool)
     .await?;
     Ok((total, rows))
-}
-
-/// The blob hashes of a version's rows at these ordinals.
-pub async fn hashes_at(
-    pool: &SqlitePool,
-    version_id: i64,
-    ordinals: &[i64],
-) -> Result<HashMap<i64, String>> {
-    let mut out = HashMap::new();
-    for chunk in ordinals.chunks(500) {
-        let mut query = sqlx::QueryBuilder::new(
-            "SELECT ordinal, blob_hash FROM dataset_version_rows WHERE version_id = ",
-        );
-        query.push_bind(version_id).push(" AND ordinal IN ");
-        query.push_tuples(chunk, |mut b, o| {
-            b.push_bind(*o);
-        });
-        let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(pool).await?;
-        out.extend(rows);
-    }
-    Ok(out)
 }
 
 pub async fn link_eval(

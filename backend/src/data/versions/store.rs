@@ -362,6 +362,32 @@ pub async fn rows_of(
         .collect()
 }
 
+/// A version's rows at these ordinals, by ordinal.
+pub async fn rows_at(
+    pool: &SqlitePool,
+    version_id: i64,
+    ordinals: &[i64],
+) -> Result<std::collections::HashMap<i64, ExampleFields>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ordinals.chunks(500) {
+        let mut query = sqlx::QueryBuilder::new(
+            "SELECT r.ordinal, b.body FROM dataset_version_rows r \
+             JOIN example_blobs b ON b.hash = r.blob_hash WHERE r.version_id = ",
+        );
+        query.push_bind(version_id).push(" AND r.ordinal IN ");
+        query.push_tuples(chunk, |mut b, o| {
+            b.push_bind(*o);
+        });
+        let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(pool).await?;
+        for (ordinal, body) in rows {
+            let fields = serde_json::from_str(&body)
+                .map_err(|e| Error::Internal(format!("version row {ordinal} unreadable: {e}")))?;
+            out.insert(ordinal, fields);
+        }
+    }
+    Ok(out)
+}
+
 /// The rows' bodies by blob hash.
 pub async fn bodies(
     pool: &SqlitePool,
