@@ -352,3 +352,66 @@ pub async fn generation_rows(id: i64, query: &str) -> ApiResult<Vec<still_api::G
 pub async fn generation_logs(id: i64) -> ApiResult<Vec<still_api::RunLogEntry>> {
     get(&format!("/api/generations/{id}/logs?limit=200")).await
 }
+
+pub async fn curations() -> ApiResult<Vec<still_api::CurationSummary>> {
+    get("/api/curations").await
+}
+
+pub async fn curation(id: &str) -> ApiResult<still_api::CurationSummary> {
+    get(&format!("/api/curations/{}", encode(id))).await
+}
+
+pub async fn create_curation(
+    request: &still_api::NewCuration,
+) -> ApiResult<still_api::CurationSummary> {
+    send_json("POST", "/api/curations", request).await
+}
+
+pub async fn cancel_curation(id: i64) -> ApiResult<still_api::CurationSummary> {
+    send_json(
+        "POST",
+        &format!("/api/curations/{id}/cancel"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
+pub async fn curation_drops(id: i64, query: &str) -> ApiResult<still_api::DroppedPage> {
+    get(&format!("/api/curations/{id}/drops?{query}")).await
+}
+
+pub async fn version_diff(dataset: i64, a: i64, b: i64) -> ApiResult<still_api::VersionDiff> {
+    get(&format!(
+        "/api/datasets/{dataset}/versions/{a}/diff/{b}?limit=50"
+    ))
+    .await
+}
+
+pub async fn preview_quality(
+    request: &still_api::QualityPreviewRequest,
+) -> ApiResult<still_api::QualityPreview> {
+    send_json("POST", "/api/curations/preview", request).await
+}
+
+pub async fn curation_recipes() -> ApiResult<Vec<still_api::SavedRecipe>> {
+    get("/api/curation-recipes").await
+}
+
+pub async fn save_curation_recipe(
+    name: String,
+    recipe: still_api::Recipe,
+) -> ApiResult<still_api::SavedRecipe> {
+    #[derive(serde::Serialize)]
+    struct Body {
+        name: String,
+        recipe: still_api::Recipe,
+    }
+    send_json("POST", "/api/curation-recipes", &Body { name, recipe }).await
+}
+
+pub async fn version_lineage(dataset: i64, version: i64) -> ApiResult<still_api::VersionLineage> {
+    get(&format!(
+        "/api/datasets/{dataset}/versions/{version}/lineage"
+    ))
+    .await
+}

@@ -25,6 +25,7 @@ pub fn App() -> impl IntoView {
                     <A href="/models">"Models"</A>
                     <A href="/evals">"Evals"</A>
                     <A href="/generations">"Traces"</A>
+                    <A href="/curations">"Curation"</A>
                     <A href="/playground">"Playground"</A>
                     <A href="/workers">"Workers"</A>
                 </nav>
@@ -44,6 +45,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/compare/evals") view=pages::eval_compare::EvalComparePage/>
                     <Route path=path!("/generations") view=pages::generations::GenerationsPage/>
                     <Route path=path!("/generations/:id") view=pages::generations::GenerationPage/>
+                    <Route path=path!("/curations") view=pages::curations::CurationsPage/>
+                    <Route path=path!("/curations/:id") view=pages::curations::CurationPage/>
+                    <Route path=path!("/datasets/:id/versions/:version") view=pages::lineage::LineagePage/>
                 </Routes>
             </main>
         </Router>

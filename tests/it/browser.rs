@@ -824,3 +824,245 @@ async fn start_a_run_from_the_form_and_watch_it_finish() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+/// The curation pages on the seeded demo: the form counts what each quality rule removes before
+/// anything runs (the same numbers the API gives), the curation's funnel, the rows a rule dropped
+/// with its reason, a diff of two versions of the output (an edited row's fields side by side) and
+/// the version's lineage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff()
+-> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.seed_demo = true).await;
+    let api = Api::new(&server);
+    let source = api.dataset("gsm8k-sample").await;
+    // The cut the test types in: the sample's median trace length, so about half is too short.
+    let counted: still_api::QualityPreview = api
+        .post(
+            "/api/curations/preview",
+            serde_json::json!({"dataset": "gsm8k-sample"}),
+        )
+        .await
+        .ok();
+    let min_tokens = counted.trace_tokens.p50;
+    let expected: still_api::QualityPreview = api
+        .post(
+            "/api/curations/preview",
+            serde_json::json!({"dataset": "gsm8k-sample", "quality": {"min_trace_tokens": min_tokens}}),
+        )
+        .await
+        .ok();
+    let too_short = expected
+        .rules
+        .iter()
+        .find(|r| r.rule == "trace_too_short")
+        .map_or(0, |r| r.n);
+    assert!(too_short > 50, "{:?}", expected.rules);
+    let kept_by_quality = expected.n_rows - expected.n_removed;
+    assert!(kept_by_quality > 100, "{kept_by_quality}");
+
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    // From the dataset page's Curate button, the form has the dataset filled in.
+    c.goto(&format!("{}/datasets/{}", server.url, source.id))
+        .await?;
+    browser
+        .wait_for("[data-test=curate]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_value("[data-test=cur-dataset]", |v| v == "gsm8k-sample")
+        .await?;
+    let min_box = browser.wait_for("[data-test=cur-min-tokens]").await?;
+    min_box.send_keys(&min_tokens.to_string()).await?;
+    let target = browser.wait_for("[data-test=cur-target]").await?;
+    target.clear().await?;
+    target.send_keys("100").await?;
+    let seed = browser.wait_for("[data-test=cur-seed]").await?;
+    seed.clear().await?;
+    seed.send_keys("7").await?;
+    browser
+        .wait_for("[data-test=preview-quality]")
+        .await?
+        .click()
+        .await?;
+    let total = browser
+        .wait_for_text("[data-test=preview-total]", |t| t.contains("rows"))
+        .await?;
+    assert!(
+        total.contains(&format!(
+            "removes {} of {} rows",
+            expected.n_removed, expected.n_rows
+        )),
+        "{total}"
+    );
+    let shown = browser
+        .wait_for_text("[data-test=count-exact_duplicate]", |t| {
+            t.contains("removes")
+        })
+        .await?;
+    let exact = expected
+        .rules
+        .iter()
+        .find(|r| r.rule == "exact_duplicate")
+        .map_or(0, |r| r.n);
+    assert_eq!(shown.trim(), format!("— removes {exact}"));
+
+    // Start it: the curation page shows the funnel through to the target.
+    browser
+        .wait_for("[data-test=start-curation]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=curation-name]", |t| !t.is_empty())
+        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = browser
+            .wait_for_text("[data-test=curation-status]", |t| !t.is_empty())
+            .await?;
+        if status == "succeeded" {
+            break;
+        }
+        assert!(
+            !matches!(status.as_str(), "failed" | "cancelled"),
+            "the curation ended {status}"
+        );
+        assert!(std::time::Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let funnel = browser
+        .wait_for_text("[data-test=curation-funnel]", |t| t.ends_with("100"))
+        .await?;
+    assert_eq!(funnel, format!("300 → {kept_by_quality} → 100"));
+    let curations: Vec<still_api::CurationSummary> = api.get("/api/curations").await.ok();
+    let curation = &curations[0];
+    assert_eq!(curation.status, "succeeded");
+    let output = curation.output.clone().expect("an output version");
+
+    // The rule's button lists the rows it dropped, each with its reason.
+    browser
+        .wait_for("[data-test=rule-trace_too_short]")
+        .await?
+        .click()
+        .await?;
+    let detail = browser
+        .wait_for_text("[data-test=drop-detail]", |t| !t.is_empty())
+        .await?;
+    assert!(
+        detail.contains(&format!("fewer than {min_tokens}")),
+        "{detail}"
+    );
+    let range = browser
+        .wait_for_text("[data-test=drops-range]", |t| t.contains(" of "))
+        .await?;
+    assert!(range.contains(&format!("of {too_short}")), "{range}");
+    let first_page = c
+        .find_all(Locator::Css("[data-test=curation-drop]"))
+        .await?
+        .len() as i64;
+    assert_eq!(first_page, too_short.min(100));
+    if too_short > 100 {
+        browser
+            .wait_for("[data-test=drops-next]")
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait_for_text("[data-test=drops-range]", |t| t.starts_with("rows 101"))
+            .await?;
+        let second = c
+            .find_all(Locator::Css("[data-test=curation-drop]"))
+            .await?
+            .len() as i64;
+        assert_eq!(first_page + second, too_short.min(200));
+    }
+    // Open a dropped row: its whole trace shows.
+    browser
+        .wait_for("[data-test=drop-row] summary")
+        .await?
+        .click()
+        .await?;
+    let thinking = browser
+        .wait_for_text("[data-test=drop-thinking]", |t| t.len() > "Thinking ".len())
+        .await?;
+    assert!(thinking.starts_with("Thinking "), "{thinking}");
+
+    // Edit a row of the output and cut a version: the diff of the last two shows it side by side.
+    let page = api.examples(&output.dataset, "limit=1").await;
+    let edited = api.example(page.items[0].id).await;
+    let _: still_api::Example = api
+        .patch(
+            &format!("/api/examples/{}", edited.id),
+            serde_json::json!({"answer": "EDITED-IN-REVIEW"}),
+        )
+        .await
+        .ok();
+    let v3: still_api::DatasetVersion = api
+        .post(
+            &format!("/api/datasets/{}/versions", output.dataset_id),
+            serde_json::json!({"message": "reviewed one answer"}),
+        )
+        .await
+        .ok();
+    assert_eq!(v3.version, output.version + 1);
+    // Stage 1's version against the output: the rows the diversity stage left out.
+    browser
+        .wait_for("[data-test=diff-versions]")
+        .await?
+        .click()
+        .await?;
+    let counts = browser
+        .wait_for_text("[data-test=diff-counts]", |t| t.contains("added"))
+        .await?;
+    assert_eq!(
+        counts,
+        format!(
+            "0 added · {} removed · 0 changed · 100 unchanged",
+            kept_by_quality - 100
+        )
+    );
+    let a = browser.wait_for("[data-test=diff-a]").await?;
+    a.clear().await?;
+    a.send_keys(&output.version.to_string()).await?;
+    let b = browser.wait_for("[data-test=diff-b]").await?;
+    b.clear().await?;
+    b.send_keys(&v3.version.to_string()).await?;
+    browser
+        .wait_for("[data-test=diff-versions]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=diff-counts]", |t| {
+            t.starts_with("0 added · 0 removed · 1 changed")
+        })
+        .await?;
+    let changed = browser
+        .wait_for_text("[data-test=diff-changed]", |t| {
+            t.contains("EDITED-IN-REVIEW")
+        })
+        .await?;
+    assert!(changed.contains("answer"), "{changed}");
+    assert!(changed.contains(&edited.fields.answer), "{changed}");
+
+    // The output's version names the curation, stage and source version that made it.
+    c.goto(&format!(
+        "{}/datasets/{}/versions/{}",
+        server.url, output.dataset_id, output.version
+    ))
+    .await?;
+    let made_by = browser
+        .wait_for_text("[data-test=made-by]", |t| t.contains("curation"))
+        .await?;
+    assert!(made_by.contains("diversity"), "{made_by}");
+    assert!(made_by.contains(&curation.name), "{made_by}");
+    browser
+        .wait_for_text("[data-test=lineage-source]", |t| t == "gsm8k-sample v1")
+        .await?;
+
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}

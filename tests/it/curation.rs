@@ -352,50 +352,80 @@ async fn bad_curations_are_refused_with_the_field_named_and_nothing_made() {
     server.stop().await;
 }
 
+/// A real model folder whose weights are set so that greedy decoding writes `answer` (one
+/// token) at every position: the layers' output projections are zero, so each position's hidden
+/// state is its token's embedding; every embedding points the same way, `answer`'s twice as far,
+/// and the head is tied, so `answer` has the largest logit after any token.
+fn constant_answer_model(dir: &Path, answer: &str) -> std::path::PathBuf {
+    use still_engine::candle::{DType, Device, Tensor};
+    let texts: Vec<String> = still_engine::synth::addition(2, 64, 1)
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let path = dir.join(format!("answers-{answer}"));
+    let folder = still_engine::hf::create(&path, "tiny", &texts, 300, 0).unwrap();
+    let ids = still_engine::tokenizer::encode(&folder.tokenizer, answer).unwrap();
+    assert_eq!(ids.len(), 1, "'{answer}' is one token: {ids:?}");
+    for (name, var) in folder.model.named_vars() {
+        let shape = var.as_tensor().dims().to_vec();
+        let value = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+            Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu).unwrap()
+        } else if name == "model.norm.weight" {
+            Tensor::ones(shape.as_slice(), DType::F32, &Device::Cpu).unwrap()
+        } else if name == "model.embed_tokens.weight" {
+            let (vocab, hidden) = (shape[0], shape[1]);
+            let rows: Vec<f32> = (0..vocab * hidden)
+                .map(|i| {
+                    if i / hidden == ids[0] as usize {
+                        2.0
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            Tensor::from_vec(rows, (vocab, hidden), &Device::Cpu).unwrap()
+        } else {
+            continue;
+        };
+        var.set(&value).unwrap();
+    }
+    folder
+        .model
+        .save_weights(&path.join("model.safetensors"))
+        .unwrap();
+    path
+}
+
 #[tokio::test]
 async fn the_difficulty_stage_evaluates_its_input_version_and_drops_the_rows_the_model_solves() {
-    let (server, api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
     let dir = tempfile::tempdir().unwrap();
+    let folder = constant_answer_model(dir.path(), "7");
+    let reply = api
+        .create_model(json!({"name": "always-7", "path": folder.to_str().unwrap()}))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
     let mut worker = api.start_worker(&server, dir.path()).await;
-    let model = "tiny".to_string();
-    // A probe eval says what the model answers to each question (greedy, so the same again).
-    let probe: still_api::EvalSummary = api
-        .post(
-            "/api/evals",
-            json!({"model": model, "dataset": "add", "limit": 16,
-                   "budgets": [{"max_thinking_tokens": 8}], "decoding": {"max_answer_tokens": 32}}),
-        )
-        .await
-        .ok();
-    let probe = wait_until(
-        Duration::from_secs(120),
-        || async {
-            api.get(&format!("/api/evals/{}", probe.id))
-                .await
-                .ok::<still_api::EvalSummary>()
-        },
-        |e| matches!(e.status.as_str(), "succeeded" | "failed" | "cancelled"),
-    )
-    .await;
-    assert_eq!(probe.status, "succeeded");
-    let graded: Vec<still_api::EvalExample> = api
-        .get(&format!("/api/evals/{}/examples?limit=100", probe.id))
-        .await
-        .ok();
-    // The probe dataset: the same questions, every other one dropped first by the quality stage
-    // (an image reference), so the difficulty stage's input is a subset of the source.
-    let mut graded = graded;
-    graded.sort_by_key(|e| e.example_index);
-    let mut rows = Vec::new();
-    for e in &graded {
-        let question = e.record["question"].as_str().unwrap();
-        let question = if e.example_index % 2 == 1 {
-            format!("![figure] {question}")
-        } else {
-            question.to_string()
-        };
-        rows.push(json!({"question": question, "thinking": "t", "answer": e.record["reference"]}));
-    }
+    let model = "always-7".to_string();
+    // 16 sums, every third one 7; the odd rows name an image, so the quality stage drops them
+    // first and the difficulty stage's input is a subset of the source.
+    let rows: Vec<serde_json::Value> = (0..16)
+        .map(|j: i64| {
+            let (a, b) = if j % 3 == 0 {
+                (j % 8, 7 - j % 8)
+            } else {
+                (j, 8)
+            };
+            let question = format!("What is {a} + {b}?");
+            let question = if j % 2 == 1 {
+                format!("![figure] {question}")
+            } else {
+                question
+            };
+            json!({"question": question, "thinking": "t", "answer": (a + b).to_string()})
+        })
+        .collect();
     let path = write_jsonl(dir.path(), "probe", &rows);
     assert_eq!(api.import(&path, &[("name", "probe")]).await.status, 201);
     let created: CurationSummary = api
@@ -403,7 +433,7 @@ async fn the_difficulty_stage_evaluates_its_input_version_and_drops_the_rows_the
             "/api/curations",
             json!({"dataset": "probe", "recipe": {"stages": [
                 {"stage": "quality", "near_duplicates": null, "exact_duplicates": false},
-                {"stage": "difficulty", "models": [model], "max_thinking_tokens": 8, "max_answer_tokens": 32}]}}),
+                {"stage": "difficulty", "models": [model], "max_thinking_tokens": 4, "max_answer_tokens": 1}]}}),
         )
         .await
         .ok();
@@ -412,8 +442,8 @@ async fn the_difficulty_stage_evaluates_its_input_version_and_drops_the_rows_the
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
     assert_eq!(done.stages[1].evals.len(), 1);
     assert_eq!((done.stages[0].n_out, done.stages[1].n_in), (8, 8));
-    // The stage's eval graded the quality stage's output (version 1 of the output dataset),
-    // and the rows it got right are exactly the rows the stage dropped.
+    // The stage's eval graded the quality stage's output (version 1 of the output dataset):
+    // the model answered 7 to each, right on the three even rows whose sum is 7.
     let eval_id = done.stages[1].evals[0];
     let eval: still_api::EvalSummary = api.get(&format!("/api/evals/{eval_id}")).await.ok();
     assert_eq!((eval.status.as_str(), eval.n_examples), ("succeeded", 8));
@@ -423,9 +453,10 @@ async fn the_difficulty_stage_evaluates_its_input_version_and_drops_the_rows_the
         ))
         .await
         .ok();
-    // Source rows of the stage's input: the even ones.
-    let mut expected: Vec<i64> = right.iter().map(|e| e.example_index * 2).collect();
-    expected.sort();
+    let mut right: Vec<i64> = right.iter().map(|e| e.example_index).collect();
+    right.sort();
+    // Input rows 0, 3 and 6 are source rows 0, 6 and 12.
+    assert_eq!(right, vec![0, 3, 6]);
     let drops: DroppedPage = api
         .get(&format!(
             "/api/curations/{}/drops?stage=1&limit=100",
@@ -434,14 +465,21 @@ async fn the_difficulty_stage_evaluates_its_input_version_and_drops_the_rows_the
         .await
         .ok();
     let dropped: Vec<i64> = drops.rows.iter().map(|r| r.ordinal).collect();
-    assert_eq!(dropped, expected);
+    assert_eq!(dropped, vec![0, 6, 12]);
     assert!(
         drops
             .rows
             .iter()
             .all(|r| r.detail == format!("model '{model}' answered it right"))
     );
-    assert_eq!(done.output.unwrap().n_rows, 8 - expected.len() as i64);
+    let output = done.output.unwrap();
+    assert_eq!(output.n_rows, 5);
+    let kept = api.examples(&output.dataset, "limit=100").await;
+    assert!(
+        kept.items.iter().all(|r| r.answer != "7"),
+        "{:?}",
+        kept.items
+    );
     server.stop().await;
 }
 

@@ -174,6 +174,7 @@ fn DatasetView(dataset: still_api::DatasetSummary, refresh: RwSignal<u32>) -> im
                 <a class="button" href=format!("/api/datasets/{id}/export?shape=canonical") download="">"Export JSONL"</a>
                 <a class="button" href=format!("/api/datasets/{id}/export?shape=s1k") download="">"Export s1K shape"</a>
                 <A href=format!("/generations?dataset={}", encode(&dataset.name)) attr:class="button" attr:data-test="generate-traces">"Generate traces"</A>
+                <A href=format!("/curations?dataset={}", encode(&dataset.name)) attr:class="button" attr:data-test="curate">"Curate"</A>
                 <button class="danger" on:click=delete_dataset>"Delete dataset"</button>
             </div>
             {move || action_error.get().map(|error| view! { <ErrorBox error/> })}
@@ -260,7 +261,8 @@ fn DatasetView(dataset: still_api::DatasetSummary, refresh: RwSignal<u32>) -> im
                                         <td><code>{cut(&v.content_hash, 12)}</code></td>
                                         <td>{v.message.clone()}</td>
                                         <td>{timestamp(&v.created_at)}</td>
-                                        <td><a href=format!("/api/datasets/{id}/export?version={}", v.version) download="">"export"</a></td>
+                                        <td><a href=format!("/api/datasets/{id}/export?version={}", v.version) download="">"export"</a>" "
+                                            <A href=format!("/datasets/{id}/versions/{}", v.version) attr:data-test="version-lineage">"lineage"</A></td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>

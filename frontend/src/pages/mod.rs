@@ -1,5 +1,6 @@
 //! One module per route.
 
+pub mod curations;
 pub mod dataset;
 pub mod datasets;
 pub mod eval_compare;
@@ -7,6 +8,7 @@ pub mod evals;
 pub mod example;
 pub mod generations;
 pub mod import;
+pub mod lineage;
 pub mod models;
 pub mod playground;
 pub mod run;

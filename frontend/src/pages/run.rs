@@ -294,8 +294,10 @@ fn RunHeader(
         <h1 data-test="run-name">{run.name.clone()}</h1>
         <p class="meta">
             <span class=format!("status {}", run.status) data-test="run-status">{run.status.as_str()}</span>
-            {format!(" · {} · model {} · dataset {} v{} ({}) · attempt {}/{}{needs}", run.method, run.model, run.dataset,
-                run.dataset_version, &run.dataset_version_hash[..12.min(run.dataset_version_hash.len())], run.attempts, run.max_attempts)}
+            {format!(" · {} · model {} · dataset ", run.method, run.model)}
+            <A href=format!("/datasets/{}/versions/{}", run.dataset_id, run.dataset_version) attr:data-test="run-data-lineage">
+                {format!("{} v{} ({})", run.dataset, run.dataset_version, &run.dataset_version_hash[..12.min(run.dataset_version_hash.len())])}</A>
+            {format!(" · attempt {}/{}{needs}", run.attempts, run.max_attempts)}
             <span class="live" data-test="live">{move || if connected.get() { " · live" } else { " · reconnecting…" }}</span>
         </p>
         {run.examples.clone().map(|e| {
