@@ -268,6 +268,13 @@ pub struct QualityPreviewRequest {
     pub quality: QualityStage,
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// The diversity stage's domain source, counted over every row (the `domain` field when
+    /// absent).
+    #[serde(default)]
+    pub domain: Option<DomainSource>,
+    /// The diversity stage's keep tag: the preview says how many rows carry it.
+    #[serde(default)]
+    pub keep_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -278,6 +285,12 @@ pub struct QualityPreview {
     /// Rows the whole stage removes.
     pub n_removed: i64,
     pub trace_tokens: LengthStats,
+    /// Every row's domain under the request's domain source, most rows first.
+    #[serde(default)]
+    pub domains: Vec<DomainCount>,
+    /// Rows carrying the keep tag (always kept by the diversity stage); 0 without one.
+    #[serde(default)]
+    pub n_keep_tagged: i64,
 }
 
 /// One stage of a curation, as it ran.

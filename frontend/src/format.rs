@@ -15,6 +15,18 @@ pub fn thousands(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// A number typed into a form: empty is `None`; anything else must parse as `T`, or the error
+/// names the field and the text.
+pub fn optional_number<T: std::str::FromStr>(what: &str, text: &str) -> Result<Option<T>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        t => t
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{what}: '{t}' is not a number of the kind it takes")),
+    }
+}
+
 /// Bytes for people: `"1.5 MiB"`.
 pub fn bytes(n: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -859,6 +859,25 @@ async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff
     assert!(too_short > 50, "{:?}", expected.rules);
     let kept_by_quality = expected.n_rows - expected.n_removed;
     assert!(kept_by_quality > 100, "{kept_by_quality}");
+    // The keyword classifier the test types in, counted by the API over every row.
+    let keywords = "money: dollars, $, cents\ntime: hours, minutes, days";
+    let classifier = serde_json::json!({"keywords": {"domains": [
+        {"domain": "money", "keywords": ["dollars", "$", "cents"]},
+        {"domain": "time", "keywords": ["hours", "minutes", "days"]}],
+        "fallback": "everyday"}});
+    let by_keywords: still_api::QualityPreview = api
+        .post(
+            "/api/curations/preview",
+            serde_json::json!({"dataset": "gsm8k-sample", "domain": classifier}),
+        )
+        .await
+        .ok();
+    let expected_domains: Vec<String> = by_keywords
+        .domains
+        .iter()
+        .map(|d| format!("{} {}", d.domain, d.n))
+        .collect();
+    assert_eq!(expected_domains.len(), 3, "{expected_domains:?}");
 
     let browser = Browser::start().await?;
     let c = &browser.client;
@@ -908,6 +927,72 @@ async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff
         .map_or(0, |r| r.n);
     assert_eq!(shown.trim(), format!("— removes {exact}"));
 
+    // Domains from a keyword classifier typed into the form: counted before anything runs, the
+    // same as the API counts them.
+    let kind = browser.wait_for("[data-test=cur-domain-kind]").await?;
+    kind.select_by_value("keywords").await?;
+    browser
+        .wait_for("[data-test=cur-keywords]")
+        .await?
+        .send_keys(keywords)
+        .await?;
+    let fallback = browser.wait_for("[data-test=cur-fallback]").await?;
+    fallback.clear().await?;
+    fallback.send_keys("everyday").await?;
+    browser
+        .wait_for("[data-test=preview-domains]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=preview-domains-table]", |t| t.contains("money"))
+        .await?;
+    let mut shown_domains = Vec::new();
+    for row in c
+        .find_all(Locator::Css("[data-test=preview-domain]"))
+        .await?
+    {
+        shown_domains.push(row.text().await?.replace('\t', " "));
+    }
+    assert_eq!(shown_domains, expected_domains);
+
+    // Save the settings as a recipe: the API lists it with the classifier.
+    browser
+        .wait_for("[data-test=save-recipe-name]")
+        .await?
+        .send_keys("gsm8k-by-keywords")
+        .await?;
+    browser
+        .wait_for("[data-test=save-recipe]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=saved-note]", |t| {
+            t.contains("gsm8k-by-keywords")
+        })
+        .await?;
+    let recipes: Vec<still_api::SavedRecipe> = api.get("/api/curation-recipes").await.ok();
+    let saved = recipes
+        .iter()
+        .find(|r| r.name == "gsm8k-by-keywords")
+        .expect("the saved recipe is listed");
+    let diversity = saved
+        .recipe
+        .stages
+        .iter()
+        .find_map(|s| match s {
+            still_api::Stage::Diversity(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("a diversity stage");
+    assert_eq!(diversity.target, 100);
+    assert_eq!(
+        serde_json::to_value(&diversity.domain)?,
+        classifier,
+        "{diversity:?}"
+    );
+
     // Start it: the curation page shows the funnel through to the target.
     browser
         .wait_for("[data-test=start-curation]")
@@ -936,6 +1021,12 @@ async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff
         .wait_for_text("[data-test=curation-funnel]", |t| t.ends_with("100"))
         .await?;
     assert_eq!(funnel, format!("300 → {kept_by_quality} → 100"));
+    // The output's domains are the classifier's.
+    browser
+        .wait_for_text("[data-test=curation-domains]", |t| {
+            t.contains("money") && t.contains("everyday")
+        })
+        .await?;
     let curations: Vec<still_api::CurationSummary> = api.get("/api/curations").await.ok();
     let curation = &curations[0];
     assert_eq!(curation.status, "succeeded");
@@ -1061,6 +1152,52 @@ async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff
     browser
         .wait_for_text("[data-test=lineage-source]", |t| t == "gsm8k-sample v1")
         .await?;
+
+    // A curation waiting on its difficulty evals (no worker here claims them) is cancelled from
+    // its page, and so are the evals it queued.
+    c.goto(&format!("{}/curations?dataset=gsm8k-sample", server.url))
+        .await?;
+    browser
+        .wait_for_value("[data-test=cur-dataset]", |v| v == "gsm8k-sample")
+        .await?;
+    browser
+        .wait_for("[data-test=cur-models]")
+        .await?
+        .send_keys(still_backend::demo::TINY_MODEL_NAME)
+        .await?;
+    browser
+        .wait_for("[data-test=start-curation]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=curation-stages]", |t| t.contains("eval "))
+        .await?;
+    browser
+        .wait_for("[data-test=cancel-curation]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=curation-status]", |t| t == "cancelled")
+        .await?;
+    let curations: Vec<still_api::CurationSummary> = api.get("/api/curations").await.ok();
+    let waiting = curations
+        .iter()
+        .find(|c| c.id != curation.id)
+        .expect("the second curation");
+    assert_eq!(waiting.status, "cancelled");
+    assert_eq!(waiting.recipe_name.as_deref(), Some("s1"));
+    let evals: Vec<i64> = waiting
+        .stages
+        .iter()
+        .flat_map(|s| s.evals.clone())
+        .collect();
+    assert!(!evals.is_empty(), "{:?}", waiting.stages);
+    for e in evals {
+        let eval: still_api::EvalSummary = api.get(&format!("/api/evals/{e}")).await.ok();
+        assert_eq!(eval.status, "cancelled", "eval {e}");
+    }
 
     browser.close().await?;
     server.stop().await;

@@ -52,6 +52,7 @@ fn crafted_rows() -> Vec<serde_json::Value> {
             "thinking": "We move terms and divide. ".repeat(2 + i),
             "answer": format!("{i}"),
             "domain": d,
+            "tags": if i < 3 { json!(["seed"]) } else { json!([]) },
         }));
     }
     let first = rows[0]["question"].as_str().unwrap().to_string();
@@ -118,6 +119,48 @@ async fn a_recipe_drops_each_rule_s_rows_cuts_a_version_per_stage_and_reproduces
     assert!(count("near_duplicate").unwrap() >= 1, "{:?}", preview.rules);
     assert_eq!(preview.n_removed, 6);
     assert!(preview.trace_tokens.max > preview.trace_tokens.min);
+    // Without a domain source it counts the `domain` field; no keep tag, no tagged rows.
+    let domains = |p: &QualityPreview| -> Vec<(String, i64)> {
+        p.domains.iter().map(|d| (d.domain.clone(), d.n)).collect()
+    };
+    let by_field = vec![
+        ("algebra".to_string(), 14),
+        ("geometry".to_string(), 12),
+        ("number theory".to_string(), 11),
+        ("counting".to_string(), 10),
+    ];
+    assert_eq!(domains(&preview), by_field);
+    assert_eq!(preview.n_keep_tagged, 0);
+    // A keyword classifier the user typed, and a seed set: counted over every row.
+    let keywords: QualityPreview = api
+        .post(
+            "/api/curations/preview",
+            json!({"dataset": "crafted",
+                   "domain": {"keywords": {"domains": [
+                       {"domain": "shapes", "keywords": ["AREA", "figure"]},
+                       {"domain": "parity", "keywords": ["even"]}],
+                       "fallback": "rest"}},
+                   "keep_tag": "seed"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        domains(&keywords),
+        vec![
+            ("rest".to_string(), 45),
+            ("parity".to_string(), 1),
+            ("shapes".to_string(), 1)
+        ]
+    );
+    assert_eq!(keywords.n_keep_tagged, 3);
+    let bad = api
+        .post(
+            "/api/curations/preview",
+            json!({"dataset": "crafted", "domain": {"keywords": {"domains": []}}}),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("domain.keywords.domains"), "{}", bad.text);
 
     let created: CurationSummary = api
         .post(
@@ -541,5 +584,91 @@ async fn the_readme_s_curation_runs_on_the_seeded_demo_data() {
         (output.dataset.as_str(), output.n_rows),
         ("gsm8k-sample-s1", 100)
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dataset_a_running_curation_reads_or_writes_is_not_deleted_until_it_is_cancelled() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let folder = constant_answer_model(dir.path(), "7");
+    let reply = api
+        .create_model(json!({"name": "always-7", "path": folder.to_str().unwrap()}))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let rows: Vec<serde_json::Value> = (0..12)
+        .map(|j| json!({"question": format!("What is {j} + 7?"), "thinking": "t", "answer": (j + 7).to_string()}))
+        .collect();
+    let path = write_jsonl(dir.path(), "source", &rows);
+    assert_eq!(api.import(&path, &[("name", "source")]).await.status, 201);
+    // No worker claims the difficulty stage's eval: the curation waits on it.
+    let created: CurationSummary = api
+        .post(
+            "/api/curations",
+            json!({"dataset": "source", "name": "held", "recipe": {"stages": [
+                {"stage": "quality", "near_duplicates": null},
+                {"stage": "difficulty", "models": ["always-7"], "max_thinking_tokens": 4}]}}),
+        )
+        .await
+        .ok();
+    let waiting: CurationSummary = wait_until(
+        Duration::from_secs(30),
+        || async {
+            api.get(&format!("/api/curations/{}", created.id))
+                .await
+                .ok()
+        },
+        |c: &CurationSummary| c.status == "waiting",
+    )
+    .await;
+    assert_eq!(waiting.stages[1].evals.len(), 1);
+    let output = api
+        .datasets()
+        .await
+        .into_iter()
+        .find(|d| d.name != "source")
+        .expect("the output dataset");
+
+    // Neither the dataset it reads nor the one it writes can go while it runs.
+    let refused = api.delete("/api/datasets/source").await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(
+        refused.message().contains("curation 'held'")
+            && refused.message().contains("cancel or delete them first"),
+        "{}",
+        refused.message()
+    );
+    let refused = api.delete(&format!("/api/datasets/{}", output.id)).await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(
+        refused.message().contains("curation 'held'"),
+        "{}",
+        refused.message()
+    );
+    // The output's version 1 is pinned by the stage's eval: that keeps it after the curation.
+    assert!(
+        refused.message().contains("eval '"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(api.dataset("source").await.n_rows, 12);
+
+    let cancelled = api
+        .post_empty(&format!("/api/curations/{}/cancel", created.id))
+        .await;
+    assert!(cancelled.status < 300, "{}", cancelled.text);
+    let refused = api.delete(&format!("/api/datasets/{}", output.id)).await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(
+        !refused.message().contains("curation"),
+        "{}",
+        refused.message()
+    );
+    // The source goes, and its curation with it.
+    let deleted = api.delete("/api/datasets/source").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let gone = api.get(&format!("/api/curations/{}", created.id)).await;
+    assert_eq!(gone.status, 404, "{}", gone.text);
     server.stop().await;
 }

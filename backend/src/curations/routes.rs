@@ -97,6 +97,35 @@ fn bad<T>(message: String) -> Result<T> {
     Err(Error::BadRequest(message))
 }
 
+/// A diversity stage's domain source (`at` names it in the error).
+fn check_domain(at: &str, domain: &DomainSource) -> Result<()> {
+    match domain {
+        DomainSource::Field(f) if f.trim().is_empty() => {
+            return bad(format!("{at}.field: name a field"));
+        }
+        DomainSource::Keywords { domains, .. } => {
+            if domains.is_empty() {
+                return bad(format!("{at}.keywords.domains: list a domain"));
+            }
+            let n: usize = domains.iter().map(|d| d.keywords.len()).sum();
+            if n > MAX_KEYWORDS {
+                return bad(format!(
+                    "{at}.keywords: {n} keywords, more than {MAX_KEYWORDS}"
+                ));
+            }
+            for (j, d) in domains.iter().enumerate() {
+                if d.domain.trim().is_empty() {
+                    return bad(format!(
+                        "{at}.keywords.domains[{j}].domain: must not be empty"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Checks a recipe's values (not the names it refers to, which [`check_references`] resolves).
 pub fn check_recipe(recipe: &Recipe) -> Result<()> {
     if recipe.stages.is_empty() || recipe.stages.len() > MAX_STAGES {
@@ -168,30 +197,7 @@ pub fn check_recipe(recipe: &Recipe) -> Result<()> {
                         d.target
                     ));
                 }
-                match &d.domain {
-                    DomainSource::Field(f) if f.trim().is_empty() => {
-                        return bad(format!("{at}.domain.field: name a field"));
-                    }
-                    DomainSource::Keywords { domains, .. } => {
-                        if domains.is_empty() {
-                            return bad(format!("{at}.domain.keywords.domains: list a domain"));
-                        }
-                        let n: usize = domains.iter().map(|d| d.keywords.len()).sum();
-                        if n > MAX_KEYWORDS {
-                            return bad(format!(
-                                "{at}.domain.keywords: {n} keywords, more than {MAX_KEYWORDS}"
-                            ));
-                        }
-                        for (j, d) in domains.iter().enumerate() {
-                            if d.domain.trim().is_empty() {
-                                return bad(format!(
-                                    "{at}.domain.keywords.domains[{j}].domain: must not be empty"
-                                ));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+                check_domain(&format!("{at}.domain"), &d.domain)?;
             }
             Stage::Decontamination(d) => {
                 if d.against.is_empty() || d.against.len() > MAX_EVAL_SETS {
@@ -619,30 +625,40 @@ async fn preview(
     ApiJson(body): ApiJson<QualityPreviewRequest>,
 ) -> Result<Json<QualityPreview>> {
     let team = team.id();
+    let labels = still_curate::Labels {
+        domain: body
+            .domain
+            .clone()
+            .unwrap_or_else(|| still_curate::Labels::default().domain),
+        keep_tag: body.keep_tag.clone(),
+    };
     check_recipe(&Recipe {
         stages: vec![Stage::Quality(body.quality.clone())],
         tokenizer: body.tokenizer.clone(),
     })?;
+    check_domain("domain", &labels.domain)?;
     let dataset = datasets::store::resolve(&state.db, team, &body.dataset).await?;
     let version =
         versions::store::pin_current(&state.db, dataset.id, "pinned by a curation preview").await?;
     check_size(&dataset.name, &version)?;
     let tokenizer = runner::tokenizer_key(&state, team, body.tokenizer.as_deref()).await?;
-    let pool = runner::read_pool(
-        &state,
-        &version,
-        &tokenizer,
-        still_curate::Labels::default(),
-    )
-    .await?;
+    let pool = runner::read_pool(&state, &version, &tokenizer, labels).await?;
     let quality = body.quality;
-    let (rules, n_removed, stats) = tokio::task::spawn_blocking(move || {
-        let all: Vec<u32> = (0..pool.pool.rows.len() as u32).collect();
-        let (rules, removed) = still_curate::quality::preview(&quality, &pool.pool, &all);
-        (rules, removed, runner::trace_stats(&pool.pool, &all))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
+    let (rules, n_removed, stats, domains, n_keep_tagged) =
+        tokio::task::spawn_blocking(move || {
+            let all: Vec<u32> = (0..pool.pool.rows.len() as u32).collect();
+            let (rules, removed) = still_curate::quality::preview(&quality, &pool.pool, &all);
+            let kept = pool.pool.rows.iter().filter(|r| r.keep).count() as i64;
+            (
+                rules,
+                removed,
+                runner::trace_stats(&pool.pool, &all),
+                runner::domains(&pool.pool, &all),
+                kept,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Json(QualityPreview {
         n_rows: version.n_rows,
         rules: rules
@@ -654,6 +670,8 @@ async fn preview(
             .collect(),
         n_removed,
         trace_tokens: stats,
+        domains,
+        n_keep_tagged,
     }))
 }
 

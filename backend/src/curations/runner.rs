@@ -182,7 +182,8 @@ pub fn trace_stats(pool: &Pool, rows: &[u32]) -> LengthStats {
     datasets::store::length_stats("trace_tokens", &counts, 20)
 }
 
-fn domains(pool: &Pool, rows: &[u32]) -> Vec<DomainCount> {
+/// The domains of `rows`, most rows first.
+pub fn domains(pool: &Pool, rows: &[u32]) -> Vec<DomainCount> {
     let mut d: Vec<DomainCount> = still_curate::domain_counts(pool, rows)
         .into_iter()
         .map(|(domain, n)| DomainCount { domain, n })

@@ -14,6 +14,38 @@ pub fn ErrorBox(error: ApiError) -> impl IntoView {
     view! { <div class="error" data-test="error">{error.to_string()}</div> }
 }
 
+/// A labelled text input bound to `value`; `test` is its `data-test` name.
+pub fn text_field(
+    label: &'static str,
+    test: &'static str,
+    value: RwSignal<String>,
+) -> impl IntoView {
+    input_field(label, test, value, None)
+}
+
+/// [`text_field`] sized for a short value (a number of tokens, a temperature).
+pub fn short_field(
+    label: &'static str,
+    test: &'static str,
+    value: RwSignal<String>,
+) -> impl IntoView {
+    input_field(label, test, value, Some("6"))
+}
+
+fn input_field(
+    label: &'static str,
+    test: &'static str,
+    value: RwSignal<String>,
+    size: Option<&'static str>,
+) -> impl IntoView {
+    view! {
+        <label>{label}
+            <input type="text" data-test=test size=size prop:value=move || value.get()
+                on:input=move |ev| value.set(event_target_value(&ev))/>
+        </label>
+    }
+}
+
 /// Bumps `counter` every `period` while the calling component lives (resources that track it
 /// refetch).
 pub fn every(period: std::time::Duration, counter: RwSignal<u32>) {

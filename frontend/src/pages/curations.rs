@@ -10,14 +10,14 @@ use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use still_api::{
     CurationSummary, DecontaminationStage, DifficultyStage, DiversityStage, DomainSource,
-    NearDuplicates, NewCuration, QualityPreview, QualityPreviewRequest, QualityStage, Recipe,
-    RecipeRef, Stage, VersionDiff,
+    KeywordDomain, NearDuplicates, NewCuration, QualityPreview, QualityPreviewRequest,
+    QualityStage, Recipe, RecipeRef, Stage, VersionDiff,
 };
 
 use crate::api::{self, ApiError};
 use crate::components::histogram::Histogram;
-use crate::components::{ErrorBox, poll_summary};
-use crate::format::{cut, thousands, timestamp};
+use crate::components::{ErrorBox, poll_summary, text_field};
+use crate::format::{cut, optional_number, thousands, timestamp};
 
 fn finished(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
@@ -37,7 +37,12 @@ struct Form {
     against: RwSignal<String>,
     models: RwSignal<String>,
     budget: RwSignal<String>,
+    /// `field` or `keywords`.
+    domain_kind: RwSignal<String>,
     domain_field: RwSignal<String>,
+    keywords: RwSignal<String>,
+    fallback: RwSignal<String>,
+    keep_tag: RwSignal<String>,
     api_errors: RwSignal<bool>,
     image_refs: RwSignal<bool>,
     numbering: RwSignal<bool>,
@@ -55,14 +60,39 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn optional_number<T: std::str::FromStr>(label: &str, text: &str) -> Result<Option<T>, String> {
-    match text.trim() {
-        "" => Ok(None),
-        t => t
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{label}: '{t}' is not a whole number")),
+/// A keyword classifier typed one domain per line, `domain: keyword, keyword, …` (blank lines
+/// skipped); an error names the line.
+fn keyword_domains(text: &str) -> Result<Vec<KeywordDomain>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((domain, keywords)) = line.split_once(':') else {
+            return Err(format!(
+                "keywords, line {}: write 'domain: keyword, keyword' (no ':' in '{}')",
+                i + 1,
+                cut(line, 40)
+            ));
+        };
+        let domain = domain.trim();
+        let keywords = list(keywords);
+        if domain.is_empty() || keywords.is_empty() {
+            return Err(format!(
+                "keywords, line {}: give a domain name and at least one keyword",
+                i + 1
+            ));
+        }
+        out.push(KeywordDomain {
+            domain: domain.to_string(),
+            keywords,
+        });
     }
+    if out.is_empty() {
+        return Err("keywords: give at least one line 'domain: keyword, keyword'".into());
+    }
+    Ok(out)
 }
 
 impl Form {
@@ -76,7 +106,11 @@ impl Form {
             against: RwSignal::new(String::new()),
             models: RwSignal::new(String::new()),
             budget: RwSignal::new(S1_BUDGET.to_string()),
+            domain_kind: RwSignal::new("field".into()),
             domain_field: RwSignal::new("domain".into()),
+            keywords: RwSignal::new(String::new()),
+            fallback: RwSignal::new("other".into()),
+            keep_tag: RwSignal::new(String::new()),
             api_errors: RwSignal::new(true),
             image_refs: RwSignal::new(true),
             numbering: RwSignal::new(true),
@@ -136,20 +170,41 @@ impl Form {
                 min_trace_tokens: None,
             }));
         }
-        let field = self.domain_field.get().trim().to_string();
-        if field.is_empty() {
-            return Err("domain field: name the field that holds each row's domain".into());
-        }
         stages.push(Stage::Diversity(DiversityStage {
-            domain: DomainSource::Field(field),
+            domain: self.domain()?,
             target: optional_number("target size", &self.target.get())?
                 .ok_or("target size: give the number of rows to keep")?,
-            keep_tag: None,
+            keep_tag: self.keep_tag(),
         }));
         Ok(Recipe {
             stages,
             tokenizer: None,
         })
+    }
+
+    /// Where the diversity stage reads each row's domain.
+    fn domain(&self) -> Result<DomainSource, String> {
+        if self.domain_kind.get() == "keywords" {
+            let fallback = self.fallback.get().trim().to_string();
+            return Ok(DomainSource::Keywords {
+                domains: keyword_domains(&self.keywords.get())?,
+                fallback: if fallback.is_empty() {
+                    "other".into()
+                } else {
+                    fallback
+                },
+            });
+        }
+        let field = self.domain_field.get().trim().to_string();
+        if field.is_empty() {
+            return Err("domain field: name the field that holds each row's domain".into());
+        }
+        Ok(DomainSource::Field(field))
+    }
+
+    /// The tag of the seed set the diversity stage always keeps.
+    fn keep_tag(&self) -> Option<String> {
+        Some(self.keep_tag.get().trim().to_string()).filter(|t| !t.is_empty())
     }
 
     /// A saved recipe by name, the `s1` preset when the settings are its own (so the output is
@@ -161,52 +216,38 @@ impl Form {
         if dataset.is_empty() {
             return Err("dataset: name the dataset to curate".into());
         }
-        let saved = self.saved.get().trim().to_string();
-        let (recipe, target, against, models) = if !saved.is_empty() {
-            let against = list(&self.against.get());
-            let models = list(&self.models.get());
-            (
-                RecipeRef::Named(saved),
-                optional_number("target size", &self.target.get())?,
-                (!against.is_empty()).then_some(against),
-                (!models.is_empty()).then_some(models),
-            )
-        } else {
-            let recipe = self.recipe()?;
+        let mut recipe = self.saved.get().trim().to_string();
+        if recipe.is_empty() {
+            let inline = self.recipe()?;
             let s1_like = self.quality()? == QualityStage::default()
-                && self.domain_field.get().trim() == "domain"
+                && self.domain()? == DomainSource::Field("domain".into())
+                && self.keep_tag().is_none()
                 && self.budget.get().trim() == S1_BUDGET.to_string();
-            if s1_like {
-                let against = list(&self.against.get());
-                let models = list(&self.models.get());
-                (
-                    RecipeRef::Named("s1".into()),
-                    optional_number("target size", &self.target.get())?,
-                    (!against.is_empty()).then_some(against),
-                    (!models.is_empty()).then_some(models),
-                )
-            } else {
-                (RecipeRef::Inline(recipe), None, None, None)
+            if !s1_like {
+                return Ok(NewCuration {
+                    dataset,
+                    recipe: RecipeRef::Inline(inline),
+                    target: None,
+                    seed,
+                    decontaminate_against: None,
+                    difficulty_models: None,
+                    name,
+                });
             }
-        };
+            recipe = "s1".into();
+        }
+        // A named recipe takes the target, eval datasets and models from the form.
+        let against = list(&self.against.get());
+        let models = list(&self.models.get());
         Ok(NewCuration {
             dataset,
-            recipe,
-            target,
+            recipe: RecipeRef::Named(recipe),
+            target: optional_number("target size", &self.target.get())?,
             seed,
-            decontaminate_against: against,
-            difficulty_models: models,
+            decontaminate_against: (!against.is_empty()).then_some(against),
+            difficulty_models: (!models.is_empty()).then_some(models),
             name,
         })
-    }
-}
-
-fn text_field(label: &'static str, test: &'static str, value: RwSignal<String>) -> impl IntoView {
-    view! {
-        <label>{label}
-            <input type="text" data-test=test prop:value=move || value.get()
-                on:input=move |ev| value.set(event_target_value(&ev))/>
-        </label>
     }
 }
 
@@ -253,8 +294,9 @@ pub fn CurationsPage() -> impl IntoView {
         f.dataset.set(d);
     }
 
+    let by_keywords = move || f.domain_kind.get() == "keywords";
     let count = move |_| {
-        let quality = match f.quality() {
+        let (quality, domain) = match f.quality().and_then(|q| Ok((q, f.domain()?))) {
             Ok(q) => q,
             Err(e) => return error.set(Some(e)),
         };
@@ -262,6 +304,8 @@ pub fn CurationsPage() -> impl IntoView {
             dataset: f.dataset.get().trim().to_string(),
             quality,
             tokenizer: None,
+            domain: Some(domain),
+            keep_tag: f.keep_tag(),
         };
         error.set(None);
         preview.set(None);
@@ -337,7 +381,7 @@ pub fn CurationsPage() -> impl IntoView {
                         _ => String::new(),
                     })}
                 </p>
-                <button data-test="preview-quality" on:click=count>"Count what each rule removes"</button>
+                <button data-test="preview-quality" on:click=count>"Count what each rule removes (and the domains)"</button>
                 {move || preview.get().map(|p| match p {
                     Err(e) => view! { <ErrorBox error=e/> }.into_any(),
                     Ok(p) => view! {
@@ -359,7 +403,42 @@ pub fn CurationsPage() -> impl IntoView {
             </fieldset>
             <fieldset>
                 <legend>"4 · Diversity"</legend>
-                {text_field("Domain field", "cur-domain", f.domain_field)}
+                <div class="form-grid">
+                    <label>"Each row's domain from"
+                        <select data-test="cur-domain-kind" prop:value=move || f.domain_kind.get()
+                            on:change=move |ev| f.domain_kind.set(event_target_value(&ev))>
+                            <option value="field">"a field of the row"</option>
+                            <option value="keywords">"a keyword classifier"</option>
+                        </select>
+                    </label>
+                    <Show when=move || !by_keywords()>
+                        {text_field("Domain field (domain, source, or a metadata key)", "cur-domain", f.domain_field)}
+                    </Show>
+                    <Show when=by_keywords>
+                        {text_field("Rows with no keyword go to", "cur-fallback", f.fallback)}
+                    </Show>
+                    {text_field("Always keep rows tagged (a seed set; optional)", "cur-keep-tag", f.keep_tag)}
+                </div>
+                <Show when=by_keywords>
+                    <label>"Keywords, one domain per line as 'domain: keyword, keyword'. A row goes to the domain with the most hits in its question (lowercased; ties go to the line above)."
+                        <textarea rows="6" data-test="cur-keywords"
+                            placeholder="algebra: polynomial, equation, roots\ngeometry: triangle, circle, angle\nnumber theory: prime, divisible, remainder"
+                            prop:value=move || f.keywords.get()
+                            on:input=move |ev| f.keywords.set(event_target_value(&ev))></textarea>
+                    </label>
+                </Show>
+                <button data-test="preview-domains" on:click=count>"Count domains"</button>
+                {move || preview.get().and_then(Result::ok).map(|p| view! {
+                    <p class="meta" data-test="preview-keep">{format!("{} rows carry the keep tag.", thousands(p.n_keep_tagged))}</p>
+                    <table class="grid" data-test="preview-domains-table">
+                        <thead><tr><th>"Domain"</th><th class="num">"Rows"</th></tr></thead>
+                        <tbody>
+                            {p.domains.into_iter().map(|d| view! {
+                                <tr data-test="preview-domain"><td>{d.domain}</td><td class="num">{thousands(d.n)}</td></tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                })}
             </fieldset>
             <div class="form-grid">
                 <label>"Or run a saved recipe (the settings above are then unused but decontamination, models and target)"
@@ -435,17 +514,32 @@ pub fn CurationPage() -> impl IntoView {
     };
     let load = poll_summary(state, fetch, |c| !finished(&c.status));
     let reload = Callback::new(move |()| load());
+    // The panels a user opens (a rule's dropped rows, the diff) live outside the polled view, so
+    // a poll while the curation runs redraws the funnel without closing them.
+    let drops = RwSignal::new(None::<(i64, i64, Option<String>)>);
+    let output = Memo::new(move |_| {
+        state.with(|s| match s {
+            Some(Ok(c)) => c.output.as_ref().map(|o| (o.dataset_id, o.version)),
+            _ => None,
+        })
+    });
     view! {
         {move || match state.get() {
             None => view! { <p class="empty">"Loading…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorBox error=e/> }.into_any(),
-            Some(Ok(c)) => view! { <CurationView curation=c reload/> }.into_any(),
+            Some(Ok(c)) => view! { <CurationView curation=c reload drops/> }.into_any(),
         }}
+        {move || drops.get().map(|(id, stage, rule)| view! { <Drops id stage rule/> })}
+        {move || output.get().map(|(dataset, last)| view! { <Diff dataset last/> })}
     }
 }
 
 #[component]
-fn CurationView(curation: CurationSummary, reload: Callback<()>) -> impl IntoView {
+fn CurationView(
+    curation: CurationSummary,
+    reload: Callback<()>,
+    drops: RwSignal<Option<(i64, i64, Option<String>)>>,
+) -> impl IntoView {
     let c = curation;
     let id = c.id;
     let cancel_error = RwSignal::new(None::<ApiError>);
@@ -458,7 +552,6 @@ fn CurationView(curation: CurationSummary, reload: Callback<()>) -> impl IntoVie
         })
     };
     let going = !finished(&c.status);
-    let drops_stage = RwSignal::new(None::<(i64, Option<String>)>);
     let output = c.output.clone();
     let domains_after = c
         .stages
@@ -504,7 +597,7 @@ fn CurationView(curation: CurationSummary, reload: Callback<()>) -> impl IntoVie
                                     let rule = r.rule.clone();
                                     view! {
                                         <button class="link" data-test=format!("rule-{}", r.rule)
-                                            on:click=move |_| drops_stage.set(Some((idx, Some(rule.clone()))))>
+                                            on:click=move |_| drops.set(Some((id, idx, Some(rule.clone()))))>
                                             {format!("{} {}", r.rule, thousands(r.n))}
                                         </button>" "
                                     }
@@ -537,8 +630,6 @@ fn CurationView(curation: CurationSummary, reload: Callback<()>) -> impl IntoVie
                 })}
             </div>
         </section>
-        {move || drops_stage.get().map(|(stage, rule)| view! { <Drops id stage rule/> })}
-        {output.map(|o| view! { <Diff dataset=o.dataset_id last=o.version/> })}
     }
 }
 
@@ -670,5 +761,44 @@ fn field_text(fields: &still_api::ExampleFields, name: &str) -> String {
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Null) | None => String::new(),
         Some(v) => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyword_lines_become_domains_and_bad_lines_are_named() {
+        let d = keyword_domains("algebra: polynomial, roots\n\n geometry :triangle,, circle \n")
+            .unwrap();
+        assert_eq!(
+            d,
+            vec![
+                KeywordDomain {
+                    domain: "algebra".into(),
+                    keywords: vec!["polynomial".into(), "roots".into()],
+                },
+                KeywordDomain {
+                    domain: "geometry".into(),
+                    keywords: vec!["triangle".into(), "circle".into()],
+                },
+            ]
+        );
+        let e = keyword_domains("algebra: x\ngeometry triangle").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("geometry triangle"),
+            "{e}"
+        );
+        let e = keyword_domains("algebra:").unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("at least one keyword"),
+            "{e}"
+        );
+        assert!(
+            keyword_domains(" \n")
+                .unwrap_err()
+                .contains("at least one line")
+        );
     }
 }

@@ -13,8 +13,8 @@ use still_api::{BudgetSpec, Decoding, EvalExample, EvalSummary, NewEval};
 use crate::api::{self, ApiError};
 use crate::components::chart::LineChart;
 use crate::components::math_text::MathText;
-use crate::components::{ErrorBox, every, poll_summary};
-use crate::format::{Marked, cut, marked_segments, timestamp};
+use crate::components::{ErrorBox, every, poll_summary, text_field};
+use crate::format::{Marked, cut, marked_segments, optional_number, timestamp};
 
 /// The string budget forcing appends to extend thinking (the engine's default).
 const WAIT: &str = "Wait";
@@ -163,15 +163,6 @@ fn NewEvalForm() -> impl IntoView {
             Ok(b) => b,
             Err(e) => return error.set(Some(e)),
         };
-        let number = |text: String, what: &str| -> Result<Option<f64>, String> {
-            let t = text.trim().to_string();
-            if t.is_empty() {
-                return Ok(None);
-            }
-            t.parse::<f64>()
-                .map(Some)
-                .map_err(|_| format!("{what} '{t}' is not a number"))
-        };
         let request = (|| -> Result<NewEval, String> {
             Ok(NewEval {
                 model: model.get(),
@@ -180,14 +171,14 @@ fn NewEvalForm() -> impl IntoView {
                 name: None,
                 budgets,
                 decoding: Some(Decoding {
-                    temperature: number(temperature.get(), "temperature")?.unwrap_or(0.0),
-                    seed: number(seed.get(), "seed")?.unwrap_or(0.0) as u64,
-                    max_answer_tokens: number(answer_tokens.get(), "answer tokens")?
-                        .unwrap_or(256.0) as u32,
+                    temperature: optional_number("temperature", &temperature.get())?.unwrap_or(0.0),
+                    seed: optional_number("seed", &seed.get())?.unwrap_or(0),
+                    max_answer_tokens: optional_number("answer tokens", &answer_tokens.get())?
+                        .unwrap_or(256),
                     ..Default::default()
                 }),
                 preset: Some(preset.get()),
-                limit: number(limit.get(), "limit")?.map(|l| l as u32),
+                limit: optional_number("limit", &limit.get())?,
             })
         })();
         let request = match request {
@@ -204,14 +195,6 @@ fn NewEvalForm() -> impl IntoView {
             }
             busy.set(false);
         });
-    };
-    let field = |label: &'static str, test: &'static str, value: RwSignal<String>| {
-        view! {
-            <label>{label}
-                <input data-test=test prop:value=move || value.get()
-                    on:input=move |ev| value.set(event_target_value(&ev))/>
-            </label>
-        }
     };
     view! {
         <section class="panel" data-test="new-eval">
@@ -237,12 +220,12 @@ fn NewEvalForm() -> impl IntoView {
                         }).collect_view()}
                     </select>
                 </label>
-                {field("Max thinking tokens (comma-separated; none = uncut)", "eval-budgets", maxima)}
-                {field("Wait extensions (each with every budget)", "eval-waits", waits)}
-                {field("Rows (empty: all)", "eval-limit", limit)}
-                {field("Max answer tokens", "eval-answer-tokens", answer_tokens)}
-                {field("Temperature (0: greedy)", "eval-temperature", temperature)}
-                {field("Seed", "eval-seed", seed)}
+                {text_field("Max thinking tokens (comma-separated; none = uncut)", "eval-budgets", maxima)}
+                {text_field("Wait extensions (each with every budget)", "eval-waits", waits)}
+                {text_field("Rows (empty: all)", "eval-limit", limit)}
+                {text_field("Max answer tokens", "eval-answer-tokens", answer_tokens)}
+                {text_field("Temperature (0: greedy)", "eval-temperature", temperature)}
+                {text_field("Seed", "eval-seed", seed)}
                 <label>"Answers"
                     <select data-test="eval-preset" prop:value=move || preset.get()
                         on:change=move |ev| preset.set(event_target_value(&ev))>

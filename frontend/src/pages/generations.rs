@@ -11,8 +11,8 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use still_api::{GenerationRow, GenerationSummary, Keep, NewGeneration, TeacherSpec};
 
 use crate::api::{self, ApiError};
-use crate::components::{ErrorBox, every, poll_summary};
-use crate::format::{cut, thousands, timestamp};
+use crate::components::{ErrorBox, every, poll_summary, text_field};
+use crate::format::{cut, optional_number, thousands, timestamp};
 
 fn finished(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
@@ -94,16 +94,6 @@ pub fn GenerationTable(list: Vec<GenerationSummary>) -> impl IntoView {
 }
 
 /// A number field: empty is `None`.
-fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Ok(None);
-    }
-    t.parse::<T>()
-        .map(Some)
-        .map_err(|_| format!("{what} '{t}' is not a number"))
-}
-
 #[component]
 fn NewGenerationForm() -> impl IntoView {
     let query = use_query_map();
@@ -151,19 +141,19 @@ fn NewGenerationForm() -> impl IntoView {
                 output: Some(output.get().trim().to_string()).filter(|o| !o.is_empty()),
                 prompt: Some(prompt.get()),
                 system: Some(system.get()).filter(|s| !s.trim().is_empty()),
-                n: number(&n.get(), "samples")?,
-                temperature: number(&temperature.get(), "temperature")?,
-                max_tokens: number(&max_tokens.get(), "max tokens")?,
-                max_thinking_tokens: number(&max_thinking.get(), "max thinking tokens")?,
+                n: optional_number("samples", &n.get())?,
+                temperature: optional_number("temperature", &temperature.get())?,
+                max_tokens: optional_number("max tokens", &max_tokens.get())?,
+                max_thinking_tokens: optional_number("max thinking tokens", &max_thinking.get())?,
                 keep: Some(if keep.get() == "correct" {
                     Keep::Correct
                 } else {
                     Keep::All
                 }),
                 preset: Some(preset.get()),
-                limit: number(&limit.get(), "rows")?,
+                limit: optional_number("rows", &limit.get())?,
                 concurrency: if remote {
-                    number(&concurrency.get(), "concurrency")?
+                    optional_number("concurrency", &concurrency.get())?
                 } else {
                     None
                 },
@@ -184,14 +174,6 @@ fn NewGenerationForm() -> impl IntoView {
             }
             busy.set(false);
         });
-    };
-    let field = |label: &'static str, test: &'static str, value: RwSignal<String>| {
-        view! {
-            <label>{label}
-                <input data-test=test prop:value=move || value.get()
-                    on:input=move |ev| value.set(event_target_value(&ev))/>
-            </label>
-        }
     };
     let remote = move || kind.get() == "openai";
     view! {
@@ -234,24 +216,24 @@ fn NewGenerationForm() -> impl IntoView {
                     </label>
                 </Show>
                 <Show when=remote>
-                    {field("Base URL (e.g. http://host:8000/v1)", "gen-base-url", base_url)}
-                    {field("Model name at the endpoint", "gen-endpoint-model", endpoint_model)}
+                    {text_field("Base URL (e.g. http://host:8000/v1)", "gen-base-url", base_url)}
+                    {text_field("Model name at the endpoint", "gen-endpoint-model", endpoint_model)}
                     <label>"API key (stored on the server, never shown again)"
                         <input type="password" autocomplete="off" data-test="gen-api-key" prop:value=move || api_key.get()
                             on:input=move |ev| api_key.set(event_target_value(&ev))/>
                     </label>
-                    {field("Requests at once", "gen-concurrency", concurrency)}
+                    {text_field("Requests at once", "gen-concurrency", concurrency)}
                 </Show>
                 <label class="wide">"Prompt ({question} is replaced by each row's question)"
                     <textarea data-test="gen-prompt" rows="2" prop:value=move || prompt.get()
                         on:input=move |ev| prompt.set(event_target_value(&ev))></textarea>
                 </label>
-                {field("System prompt (optional)", "gen-system", system)}
-                {field("Samples per question", "gen-n", n)}
-                {field("Temperature (empty: 0, or 0.7 with several samples)", "gen-temperature", temperature)}
-                {field("Max tokens per sample", "gen-max-tokens", max_tokens)}
-                {field("Max thinking tokens (s1 budget; optional)", "gen-max-thinking", max_thinking)}
-                {field("Rows (empty: all)", "gen-limit", limit)}
+                {text_field("System prompt (optional)", "gen-system", system)}
+                {text_field("Samples per question", "gen-n", n)}
+                {text_field("Temperature (empty: 0, or 0.7 with several samples)", "gen-temperature", temperature)}
+                {text_field("Max tokens per sample", "gen-max-tokens", max_tokens)}
+                {text_field("Max thinking tokens (s1 budget; optional)", "gen-max-thinking", max_thinking)}
+                {text_field("Rows (empty: all)", "gen-limit", limit)}
                 <label>"Keep"
                     <select data-test="gen-keep" prop:value=move || keep.get()
                         on:change=move |ev| keep.set(event_target_value(&ev))>
@@ -267,7 +249,7 @@ fn NewGenerationForm() -> impl IntoView {
                         <option value="choice">"multiple choice"</option>
                     </select>
                 </label>
-                {field("Output dataset (empty: <dataset>-traces)", "gen-output", output)}
+                {text_field("Output dataset (empty: <dataset>-traces)", "gen-output", output)}
             </div>
             {move || error.get().map(|e| view! { <div class="error" data-test="gen-error">{e}</div> })}
             <button data-test="start-generation" disabled=move || busy.get() on:click=start>"Start generating"</button>

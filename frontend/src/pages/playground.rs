@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use serde_json::{Value, json};
 
 use crate::api::{self, ApiError};
-use crate::components::ErrorBox;
+use crate::components::{ErrorBox, short_field};
 
 /// One finished turn of the conversation.
 #[derive(Clone, PartialEq)]
@@ -155,14 +155,6 @@ pub fn PlaygroundPage() -> impl IntoView {
             busy.set(false);
         });
     };
-    let field = |label: &'static str, test: &'static str, value: RwSignal<String>| {
-        view! {
-            <label>{label}
-                <input data-test=test size="6" prop:value=move || value.get()
-                    on:input=move |ev| value.set(event_target_value(&ev))/>
-            </label>
-        }
-    };
     let origin = web_sys::window()
         .and_then(|w| w.location().origin().ok())
         .unwrap_or_default();
@@ -179,11 +171,11 @@ pub fn PlaygroundPage() -> impl IntoView {
                             .collect_view()}
                     </select>
                 </label>
-                {field("max tokens ", "playground-max-tokens", max_tokens)}
-                {field("temperature ", "playground-temperature", temperature)}
-                {field("max thinking ", "playground-max-thinking", max_thinking)}
-                {field("min thinking ", "playground-min-thinking", min_thinking)}
-                {field("Wait extensions ", "playground-waits", waits)}
+                {short_field("max tokens ", "playground-max-tokens", max_tokens)}
+                {short_field("temperature ", "playground-temperature", temperature)}
+                {short_field("max thinking ", "playground-max-thinking", max_thinking)}
+                {short_field("min thinking ", "playground-min-thinking", min_thinking)}
+                {short_field("Wait extensions ", "playground-waits", waits)}
                 <button data-test="playground-clear" on:click=move |_| history.set(Vec::new())>"New chat"</button>
             </div>
             <div class="chat" data-test="playground-history">

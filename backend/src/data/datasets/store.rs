@@ -144,24 +144,45 @@ pub async fn summary(pool: &SqlitePool, dataset_id: i64) -> Result<DatasetSummar
 }
 
 /// Deletes a dataset with its rows and versions, unless a run trains on it.
+/// Deletes a dataset with its rows and versions, unless something depends on it: a run, an
+/// eval or a trace generation that pinned one of its versions (they keep meaning the same data),
+/// a generation still writing into it, or a curation still reading or writing it (cancel it
+/// first). The refusal names them; nothing is deleted.
 pub async fn delete(pool: &SqlitePool, row: &DatasetRow) -> Result<()> {
     let mut db = crate::db::write_tx(pool).await?;
-    let runs: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM runs WHERE dataset_id = ? ORDER BY id LIMIT 4")
-            .bind(row.id)
-            .fetch_all(&mut *db)
-            .await?;
-    if !runs.is_empty() {
+    let users: Vec<(String, String)> = sqlx::query_as(
+        "SELECT 'run', name FROM runs WHERE dataset_id = ?1
+         UNION ALL SELECT 'eval', name FROM evals WHERE dataset_id = ?1
+         UNION ALL SELECT 'generation', name FROM generations WHERE dataset_id = ?1
+            OR (output_dataset_id = ?1 AND EXISTS (SELECT 1 FROM jobs
+                WHERE jobs.generation_id = generations.id AND jobs.status IN ('queued', 'running')))
+         UNION ALL SELECT 'curation', name FROM curations
+            WHERE (dataset_id = ?1 OR output_dataset_id = ?1)
+              AND status IN ('queued', 'running', 'waiting')
+         LIMIT 4",
+    )
+    .bind(row.id)
+    .fetch_all(&mut *db)
+    .await?;
+    if !users.is_empty() {
+        let named = users
+            .iter()
+            .take(3)
+            .map(|(kind, name)| format!("{kind} '{name}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let running = users
+            .iter()
+            .any(|(k, _)| k == "curation" || k == "generation");
         return Err(Error::Conflict(format!(
-            "dataset '{}' is used by run{} {}{}: delete the runs first",
+            "dataset '{}' is used by {named}{}: {} first",
             row.name,
-            if runs.len() > 1 { "s" } else { "" },
-            runs.iter()
-                .take(3)
-                .map(|r| format!("'{r}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if runs.len() > 3 { " and more" } else { "" }
+            if users.len() > 3 { " and more" } else { "" },
+            if running {
+                "cancel or delete them"
+            } else {
+                "delete them"
+            }
         )));
     }
     sqlx::query("DELETE FROM datasets WHERE id = ?")
