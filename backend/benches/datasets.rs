@@ -196,6 +196,7 @@ async fn main() {
         "| length statistics over all rows | p50 {p50:.1} ms, p95 {p95:.1} ms | kept at import, no full scan |"
     ));
 
+    lines.extend(curate_pool(&client, &base, rows, server.0.id()).await);
     lines.extend(
         versions_and_worker_download(&client, &base, dir.path(), rows, server.0.id()).await,
     );
@@ -367,6 +368,67 @@ async fn versions_and_worker_download(
         peak_rss_mib(server_pid)
     ));
     lines
+}
+
+/// s1's non-model stages over the whole pool through the server (reading every row from SQLite,
+/// counting trace tokens, committing a version per stage): quality with near-duplicates,
+/// decontamination against MATH-500, diversity by source down to 1,000 rows.
+async fn curate_pool(
+    client: &reqwest::Client,
+    base: &str,
+    rows: usize,
+    server_pid: u32,
+) -> Vec<String> {
+    let math = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/math500/test.jsonl");
+    upload_streamed(client, base, &math, "math500").await;
+    let recipe = serde_json::json!({"stages": [
+        {"stage": "quality"},
+        {"stage": "decontamination", "against": ["math500"]},
+        {"stage": "diversity", "domain": {"field": "source"}, "target": 1000}]});
+    let t = Instant::now();
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/curations"))
+        .json(&serde_json::json!({"dataset": "pool", "recipe": recipe, "seed": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("a curation id");
+    let done = loop {
+        let c: serde_json::Value = client
+            .get(format!("{base}/api/curations/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            c["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let funnel: Vec<String> = std::iter::once(rows.to_string())
+        .chain(
+            done["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["n_out"].to_string()),
+        )
+        .collect();
+    vec![format!(
+        "| curate the {rows}-row pool through the server: quality (near-duplicates on), decontamination against MATH-500, diversity to 1,000 ({}) | {seconds:.1} s; server peak RSS so far {:.0} MiB | non-model stages < 30 s |",
+        funnel.join(" → "),
+        peak_rss_mib(server_pid)
+    )]
 }
 
 /// Imports `file` as dataset `name` through the browser's route, streamed from disk; the report.

@@ -33,8 +33,16 @@ pub async fn serve(
             .args(["serve", "--no-demo"])
             .args(args)
             .args(["--addr", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            // `STILL_BENCH_LOG=still_backend=info` shows the server's log.
+            .env(
+                "RUST_LOG",
+                std::env::var("STILL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(if std::env::var_os("STILL_BENCH_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("still serve starts"),
     );

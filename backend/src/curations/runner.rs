@@ -296,7 +296,13 @@ async fn advance(
             let source =
                 versions::store::find(&state.db, row.dataset_id, row.source_version).await?;
             let tokenizer = tokenizer_key(state, row.team_id, recipe.tokenizer.as_deref()).await?;
+            let t = std::time::Instant::now();
             let p = Arc::new(read_pool(state, &source, &tokenizer, labels(&recipe)).await?);
+            tracing::info!(
+                "curation {id}: read {} source rows in {:.1} s",
+                p.pool.rows.len(),
+                t.elapsed().as_secs_f64()
+            );
             if row.source_detail.is_none() {
                 let all: Vec<u32> = (0..p.pool.rows.len() as u32).collect();
                 let detail = StageDetail {
@@ -329,6 +335,7 @@ async fn advance(
     };
     let stage = recipe.stages[idx].clone();
     let seed = row.seed as u64;
+    let t = std::time::Instant::now();
     let out = match &stage {
         Stage::Quality(q) => {
             let q = q.clone();
@@ -381,6 +388,7 @@ async fn advance(
         }
     };
     let n_in = out.kept.len() + out.dropped.len();
+    let computed = t.elapsed().as_secs_f64();
     commit_stage(
         state,
         &row,
@@ -392,6 +400,13 @@ async fn advance(
         idx + 1 == recipe.stages.len(),
     )
     .await?;
+    tracing::info!(
+        "curation {id}: stage {} ({}) kept {} of {n_in} rows; computed in {computed:.1} s, committed in {:.1} s",
+        idx + 1,
+        stage.name(),
+        out.kept.len(),
+        t.elapsed().as_secs_f64() - computed
+    );
     if idx + 1 == recipe.stages.len() {
         cache.remove(&id);
     }

@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 
 /// Rows read per round trip while snapshotting or exporting.
 const BATCH: i64 = 1000;
+/// Version rows per multi-row insert (4 bound values each).
+const ROWS_PER_STATEMENT: usize = 300;
+/// Row bodies per multi-row insert (kept small: each is a row's whole JSON).
+const BLOBS_PER_STATEMENT: usize = 100;
 
 #[derive(FromRow)]
 struct VersionRow {
@@ -117,6 +121,8 @@ pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result
         after = last.id();
         let ids: Vec<i64> = records.iter().map(ExampleRecord::id).collect();
         let mut tags = tags_for(&mut db, &ids).await?;
+        // (ordinal, example id, hash, body), written a few hundred rows per statement.
+        let mut batch = Vec::with_capacity(records.len());
         for record in records {
             let example_id = record.id();
             let example = record.into_example(tags.remove(&example_id).unwrap_or_default());
@@ -124,19 +130,28 @@ pub async fn create(pool: &SqlitePool, dataset_id: i64, message: &str) -> Result
             let hash = sha256_hex(body.as_bytes());
             whole.update(hash.as_bytes());
             whole.update(b"\n");
-            sqlx::query("INSERT OR IGNORE INTO example_blobs (hash, body) VALUES (?, ?)")
-                .bind(&hash)
-                .bind(&body)
-                .execute(&mut *db)
-                .await?;
-            sqlx::query("INSERT INTO dataset_version_rows (version_id, ordinal, example_id, blob_hash) VALUES (?, ?, ?, ?)")
-                .bind(version_id)
-                .bind(ordinal)
-                .bind(example_id)
-                .bind(&hash)
-                .execute(&mut *db)
-                .await?;
+            batch.push((ordinal, example_id, hash, body));
             ordinal += 1;
+        }
+        for chunk in batch.chunks(BLOBS_PER_STATEMENT) {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT OR IGNORE INTO example_blobs (hash, body) ");
+            q.push_values(chunk, |mut b, (_, _, hash, body)| {
+                b.push_bind(hash).push_bind(body);
+            });
+            q.build().execute(&mut *db).await?;
+        }
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO dataset_version_rows (version_id, ordinal, example_id, blob_hash) ",
+            );
+            q.push_values(chunk, |mut b, (ordinal, example_id, hash, _)| {
+                b.push_bind(version_id)
+                    .push_bind(*ordinal)
+                    .push_bind(*example_id)
+                    .push_bind(hash);
+            });
+            q.build().execute(&mut *db).await?;
         }
     }
     let row: VersionRow = sqlx::query_as(
@@ -308,13 +323,13 @@ pub async fn cut(
     .bind(dataset_id)
     .fetch_one(&mut *db)
     .await?;
-    for (at, chunk) in rows.chunks(300).enumerate() {
+    for (at, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
         let mut query = sqlx::QueryBuilder::new(
             "INSERT INTO dataset_version_rows (version_id, ordinal, example_id, blob_hash) ",
         );
         query.push_values(chunk.iter().enumerate(), |mut b, (i, (example, hash))| {
             b.push_bind(row.id)
-                .push_bind((at * 300 + i) as i64)
+                .push_bind((at * ROWS_PER_STATEMENT + i) as i64)
                 .push_bind(*example)
                 .push_bind(*hash);
         });
