@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod compare;
 pub mod curation;
 pub mod evals;
 pub mod example;
@@ -14,6 +15,7 @@ pub mod generations;
 pub mod runs;
 pub mod serving;
 
+pub use compare::*;
 pub use curation::*;
 pub use evals::*;
 pub use example::{Example, ExampleFields};

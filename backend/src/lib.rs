@@ -4,6 +4,7 @@
 //! ([`app`]) or start a real server on a loopback port ([`start`]).
 
 pub mod cli;
+pub mod compare;
 pub mod curations;
 pub mod data;
 pub mod db;
@@ -109,6 +110,7 @@ pub fn app(state: AppState) -> Router {
         .merge(evals::router())
         .merge(generations::router())
         .merge(curations::router())
+        .merge(compare::router())
         .merge(jobs::router())
         .merge(kinds::router())
         .merge(live::router())

@@ -10,6 +10,7 @@ use still_tests::repo_root;
 /// Areas of `backend/src/` (folders); everything else at the root is either composition
 /// (`lib.rs`'s `AppState`, `kinds.rs`, `demo.rs`, `cli/`) or a leaf every area may use.
 const AREAS: &[&str] = &[
+    "compare",
     "curations",
     "data",
     "evals",
@@ -39,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("live", &["http", "runs", "store"]),
     ("curations", &["data", "evals", "http", "jobs", "models"]),
+    ("compare", &["http", "models", "runs", "store"]),
     ("serving", &["http", "models"]),
 ];
 

@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod compare;
 mod curation;
 mod datasets_api;
 mod evals_api;

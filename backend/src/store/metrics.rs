@@ -224,3 +224,57 @@ pub async fn downsampled(
     }
     Ok(out)
 }
+
+/// Each recorded metric of a run: its number of points, the value at its last step, and its
+/// smallest and largest value with their steps, by name. Reads the widest rollup (one row per
+/// 4,096 steps) and each metric's last point, not the points.
+pub async fn summaries(pool: &SqlitePool, run: i64) -> Result<Vec<still_api::MetricSummary>> {
+    let rows: Vec<(String, i64, i64, f64, i64, f64)> = sqlx::query_as(
+        "SELECT name, n, min_step, min_value, max_step, max_value FROM run_metric_buckets \
+         WHERE run_id = ? AND width = ? ORDER BY name, bucket",
+    )
+    .bind(run)
+    .bind(WIDTHS[WIDTHS.len() - 1])
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
+        let name = chunk[0].0.clone();
+        let n = chunk.iter().map(|r| r.1).sum();
+        // The first bucket holding the extreme wins a tie: the earliest step reached it.
+        let mut min = (chunk[0].2, chunk[0].3);
+        let mut max = (chunk[0].4, chunk[0].5);
+        for r in &chunk[1..] {
+            if r.3 < min.1 {
+                min = (r.2, r.3);
+            }
+            if r.5 > max.1 {
+                max = (r.4, r.5);
+            }
+        }
+        let (last_step, last): (i64, f64) = sqlx::query_as(
+            "SELECT step, value FROM run_metrics WHERE run_id = ? AND name = ? ORDER BY step DESC LIMIT 1",
+        )
+        .bind(run)
+        .bind(&name)
+        .fetch_one(pool)
+        .await?;
+        let best = if still_api::higher_is_better(&name) {
+            max.1
+        } else {
+            min.1
+        };
+        out.push(still_api::MetricSummary {
+            name,
+            n,
+            last_step,
+            last,
+            min: min.1,
+            min_step: min.0,
+            max: max.1,
+            max_step: max.0,
+            best,
+        });
+    }
+    Ok(out)
+}
