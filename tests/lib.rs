@@ -862,6 +862,62 @@ pub async fn server_with_tiny_model(adjust: impl FnOnce(&mut Config)) -> (TestSe
     (server, api)
 }
 
+/// A run's loss at `step` in [`runs_with_metrics`]: falls towards `floor`, with a bump at step
+/// 40.
+pub fn sweep_loss(step: i64, floor: f64) -> f64 {
+    floor + 2.0 / (1.0 + step as f64 / 10.0) + if step == 40 { 0.5 } else { 0.0 }
+}
+
+/// `n` SFT runs of the tiny model on `add` (from [`server_with_tiny_model`]) named `sweep-<i>`,
+/// lr 1e-4 for even `i` and 3e-4 for odd, each claimed by a worker of its own that reports
+/// `steps` steps of `loss` ([`sweep_loss`] with floor `0.1 i`), `lr`, `tokens_per_s` (100 +
+/// step) and `elapsed_s` (step / 2) the way workers send them. Returns the run ids.
+pub async fn runs_with_metrics(server: &TestServer, api: &Api, n: usize, steps: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let lr = if i % 2 == 0 { 1e-4 } else { 3e-4 };
+        let run = api
+            .create_run(
+                serde_json::json!({"name": format!("sweep-{i}"), "method": "sft",
+                "model": "tiny", "dataset": "add", "params": {"lr": lr, "max_steps": steps}}),
+            )
+            .await;
+        assert_eq!(run.status, 201, "{}", run.text);
+        let id = run.body["id"].as_i64().unwrap();
+        ids.push(id);
+        let (worker, token) =
+            still_backend::jobs::workers::create_worker(server.pool(), &format!("w{i}"))
+                .await
+                .unwrap();
+        let job = still_backend::kinds::claim(server.pool(), worker, 600)
+            .await
+            .unwrap()
+            .expect("the run's job");
+        assert_eq!(job.work.run_id(), Some(id));
+        let floor = 0.1 * i as f64;
+        let points: Vec<still_api::MetricPoint> = (1..=steps)
+            .flat_map(|step| {
+                [
+                    ("loss", sweep_loss(step, floor)),
+                    ("lr", lr),
+                    ("tokens_per_s", 100.0 + step as f64),
+                    ("elapsed_s", step as f64 / 2.0),
+                ]
+                .map(|(name, value)| still_api::MetricPoint {
+                    step,
+                    name: name.into(),
+                    value,
+                })
+            })
+            .collect();
+        for chunk in points.chunks(4000) {
+            let sent = api.worker(&token).metrics(job.job_id, chunk).await;
+            assert!(sent.status < 300, "{}", sent.text);
+        }
+    }
+    ids
+}
+
 /// Whether a run has ended (succeeded, failed or cancelled).
 pub fn run_finished(run: &still_api::RunSummary) -> bool {
     run.status.is_finished()

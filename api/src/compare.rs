@@ -90,10 +90,7 @@ pub fn config_fields(
     let mut out = BTreeMap::new();
     out.insert("method".into(), Value::from(run.method.as_str()));
     out.insert("model".into(), Value::from(run.model.as_str()));
-    out.insert(
-        "teacher".into(),
-        teacher.map_or(Value::Null, |t| Value::from(t)),
-    );
+    out.insert("teacher".into(), teacher.map_or(Value::Null, Value::from));
     out.insert("dataset".into(), Value::from(run.dataset.as_str()));
     out.insert(
         "dataset_version".into(),

@@ -415,3 +415,18 @@ pub async fn version_lineage(dataset: i64, version: i64) -> ApiResult<still_api:
     ))
     .await
 }
+
+/// `GET /api/compare?{query}` (`runs=…&metrics=…&max_points=…`).
+pub async fn compare(query: &str) -> ApiResult<still_api::Comparison> {
+    get(&format!("/api/compare?{query}")).await
+}
+
+pub async fn save_comparison(
+    body: &still_api::NewComparison,
+) -> ApiResult<still_api::SavedComparison> {
+    send_json("POST", "/api/comparisons", body).await
+}
+
+pub async fn comparison(id: &str) -> ApiResult<still_api::SavedComparison> {
+    get(&format!("/api/comparisons/{}", encode(id))).await
+}

@@ -43,6 +43,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/evals") view=pages::evals::EvalsPage/>
                     <Route path=path!("/evals/:id") view=pages::evals::EvalPage/>
                     <Route path=path!("/compare/evals") view=pages::eval_compare::EvalComparePage/>
+                    <Route path=path!("/compare") view=pages::compare::ComparePage/>
                     <Route path=path!("/generations") view=pages::generations::GenerationsPage/>
                     <Route path=path!("/generations/:id") view=pages::generations::GenerationPage/>
                     <Route path=path!("/curations") view=pages::curations::CurationsPage/>

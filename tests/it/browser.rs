@@ -1203,3 +1203,236 @@ async fn curate_the_gsm8k_sample_see_the_funnel_a_dropped_row_and_a_version_diff
     server.stop().await;
     Ok(())
 }
+
+/// The `d` of each drawn smoothed path, by run.
+async fn smooth_paths(c: &fantoccini::Client) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for g in c
+        .find_all(Locator::Css("[data-test=overlay-series]"))
+        .await?
+    {
+        let run = g.attr("data-run").await?.unwrap_or_default();
+        let d = g
+            .find(Locator::Css("[data-test=smooth-path]"))
+            .await?
+            .attr("d")
+            .await?
+            .unwrap_or_default();
+        out.push((run, d));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_three_runs_smooth_diff_pin_a_baseline_reload_and_export() -> anyhow::Result<()> {
+    let (server, api) = still_tests::server_with_tiny_model(|_| {}).await;
+    let ids = still_tests::runs_with_metrics(&server, &api, 4, 200).await;
+    let chosen = &ids[..3];
+    let expected: still_api::Comparison = api
+        .get(&format!(
+            "/api/compare?runs={},{},{}&metrics=loss",
+            chosen[0], chosen[1], chosen[2]
+        ))
+        .await
+        .ok();
+    let differing: Vec<String> = expected
+        .config
+        .iter()
+        .filter(|r| r.differs)
+        .map(|r| r.field.clone())
+        .collect();
+    assert!(
+        differing.contains(&"config.lr".to_string()),
+        "{differing:?}"
+    );
+
+    let browser = Browser::start().await?;
+    let c = &browser.client;
+    // Tick three runs on the runs page and compare them.
+    c.goto(&format!("{}/runs", server.url)).await?;
+    browser.wait_for("[data-test=run-row]").await?;
+    for name in ["sweep-0", "sweep-1", "sweep-2"] {
+        browser
+            .wait_for(&format!(
+                "[data-test=run-row][data-name={name}] [data-test=select-run]"
+            ))
+            .await?
+            .click()
+            .await?;
+    }
+    browser
+        .wait_for_text("[data-test=compare-selected]", |t| t == "Compare 3 runs")
+        .await?;
+    browser
+        .wait_for("[data-test=compare-selected]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=compare-count]", |t| t == "3 runs")
+        .await?;
+    browser.wait_for("[data-test=overlay-series]").await?;
+    let raw = smooth_paths(c).await?;
+    assert_eq!(raw.len(), 3, "{raw:?}");
+    let mut runs: Vec<String> = chosen.iter().map(i64::to_string).collect();
+    runs.sort();
+    assert_eq!(raw.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), runs);
+    assert!(
+        c.find_all(Locator::Css("[data-test=raw-path]"))
+            .await?
+            .is_empty(),
+        "no faint raw curve without smoothing"
+    );
+
+    // Smoothing redraws every path, with the raw curve faint behind.
+    c.execute(
+        "const s = document.querySelector('[data-test=smoothing]'); s.value = '0.8'; \
+         s.dispatchEvent(new Event('input', {bubbles: true}));",
+        vec![],
+    )
+    .await?;
+    browser
+        .wait_for("[data-test=raw-path]")
+        .await
+        .context("the raw curve shows behind the smoothed one")?;
+    let smoothed = smooth_paths(c).await?;
+    for (a, b) in raw.iter().zip(&smoothed) {
+        assert_eq!(a.0, b.0);
+        assert_ne!(a.1, b.1, "run {}'s path is redrawn smoothed", a.0);
+    }
+
+    // The config diff lists only the fields that differ; "show all" lists every one.
+    let mut shown = Vec::new();
+    for row in c.find_all(Locator::Css("[data-test=config-row]")).await? {
+        shown.push(row.attr("data-field").await?.unwrap_or_default());
+    }
+    assert_eq!(shown, differing);
+    browser
+        .wait_for("[data-test=config-show-all]")
+        .await?
+        .click()
+        .await?;
+    let all = c
+        .find_all(Locator::Css("[data-test=config-row]"))
+        .await?
+        .len();
+    assert_eq!(all, expected.config.len());
+
+    // Pin sweep-1 as the baseline: the others show their final loss against it.
+    let base_row = format!("[data-test=metric-row][data-run='{}']", chosen[1]);
+    browser
+        .wait_for(&format!("{base_row} [data-test=baseline]"))
+        .await?
+        .click()
+        .await?;
+    let other_row = format!("[data-test=metric-row][data-run='{}']", chosen[2]);
+    let delta = browser
+        .wait_for_text(&format!("{other_row} [data-test=delta-last]"), |t| {
+            !t.is_empty()
+        })
+        .await?;
+    let last = |i: usize| {
+        expected.runs[i]
+            .summary
+            .iter()
+            .find(|s| s.name == "loss")
+            .unwrap()
+            .last
+    };
+    // sweep-2's floor is 0.1 above sweep-1's.
+    let want = last(2) - last(1);
+    assert!((want - 0.1).abs() < 1e-9, "{want}");
+    assert_eq!(delta, format!("+{:.3}", want));
+    let own = browser
+        .wait_for(&format!("{base_row} [data-test=delta-last]"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(own, "", "the baseline has no delta against itself");
+
+    // The URL is the view: reloaded, the same runs, smoothing and baseline.
+    let url = c.current_url().await?;
+    assert!(url.as_str().contains("smooth=0.8"), "{url}");
+    assert!(
+        url.as_str().contains(&format!("baseline={}", chosen[1])),
+        "{url}"
+    );
+    c.goto(url.as_str()).await?;
+    browser
+        .wait_for_text("[data-test=compare-count]", |t| t == "3 runs")
+        .await?;
+    browser.wait_for("[data-test=raw-path]").await?;
+    assert_eq!(smooth_paths(c).await?, smoothed);
+    browser
+        .wait_for_text(&format!("{other_row} [data-test=delta-last]"), |t| {
+            t == format!("+{:.3}", want)
+        })
+        .await?;
+
+    // Export the metrics table as CSV: a line per run and metric, values as the API gives them.
+    browser
+        .wait_for("[data-test=export-summary]")
+        .await?
+        .click()
+        .await?;
+    let link = browser.wait_for("[data-test=csv-link]").await?;
+    let href = link.attr("href").await?.unwrap_or_default();
+    assert!(href.starts_with("blob:"), "{href}");
+    let csv = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch(arguments[0]).then(r => r.text()).then(done);",
+            vec![serde_json::json!(href)],
+        )
+        .await?;
+    let csv = csv.as_str().unwrap_or_default().to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "run_id,run,metric,n,last_step,last,best,min,min_step,max,max_step"
+    );
+    assert_eq!(lines.len(), 1 + 3 * 4, "{csv}");
+    let loss_of_2 = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{},sweep-2,loss,", chosen[2])))
+        .expect("sweep-2's loss line");
+    assert!(
+        loss_of_2.contains(&format!(",200,200,{},", last(2))),
+        "{loss_of_2}"
+    );
+
+    // Save the view; its link opens the same comparison.
+    browser
+        .wait_for("[data-test=comparison-name]")
+        .await?
+        .send_keys("three sweeps")
+        .await?;
+    browser
+        .wait_for("[data-test=save-comparison]")
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_for_text("[data-test=saved-comparison]", |t| {
+            t.contains("three sweeps")
+        })
+        .await?;
+    let saved: Vec<still_api::SavedComparison> = api.get("/api/comparisons").await.ok();
+    assert_eq!(saved[0].runs, chosen.to_vec());
+    assert_eq!(saved[0].baseline, Some(chosen[1]));
+    c.goto(&format!(
+        "{}/compare?comparison={}",
+        server.url, saved[0].id
+    ))
+    .await?;
+    browser
+        .wait_for_text("[data-test=compare-count]", |t| t == "3 runs")
+        .await?;
+    browser.wait_for("[data-test=raw-path]").await?;
+    assert_eq!(smooth_paths(c).await?, smoothed);
+
+    browser.close().await?;
+    server.stop().await;
+    Ok(())
+}

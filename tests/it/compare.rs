@@ -3,59 +3,15 @@
 //! differ), and saved comparisons.
 
 use serde_json::json;
-use still_api::{Comparison, MetricPoint, SavedComparison};
-use still_tests::{Api, server_with_tiny_model};
-
-/// A run's loss at `step`: falls towards `floor`, with a bump at step 40.
-fn loss(step: i64, floor: f64) -> f64 {
-    floor + 2.0 / (1.0 + step as f64 / 10.0) + if step == 40 { 0.5 } else { 0.0 }
-}
+use still_api::{Comparison, SavedComparison};
+use still_tests::{runs_with_metrics, server_with_tiny_model, sweep_loss};
 
 #[tokio::test]
 async fn fifty_runs_compare_in_one_request_and_a_comparison_saves_with_its_baseline() {
     let (server, api) = server_with_tiny_model(|_| {}).await;
     const RUNS: usize = 50;
     const STEPS: i64 = 120;
-    let mut ids = Vec::new();
-    for i in 0..RUNS {
-        let lr = if i % 2 == 0 { 1e-4 } else { 3e-4 };
-        let run = api
-            .create_run(
-                json!({"name": format!("sweep-{i}"), "method": "sft", "model": "tiny",
-                                "dataset": "add", "params": {"lr": lr, "max_steps": STEPS}}),
-            )
-            .await;
-        assert_eq!(run.status, 201, "{}", run.text);
-        let id = run.body["id"].as_i64().unwrap();
-        ids.push(id);
-        // Each run's job, claimed and reported on by a worker of its own.
-        let (worker, token) =
-            still_backend::jobs::workers::create_worker(server.pool(), &format!("w{i}"))
-                .await
-                .unwrap();
-        let job = still_backend::kinds::claim(server.pool(), worker, 600)
-            .await
-            .unwrap()
-            .expect("the run's job");
-        assert_eq!(job.work.run_id(), Some(id));
-        let floor = 0.1 * i as f64;
-        let points: Vec<MetricPoint> = (1..=STEPS)
-            .flat_map(|step| {
-                [
-                    ("loss", loss(step, floor)),
-                    ("lr", lr),
-                    ("tokens_per_s", 100.0 + step as f64),
-                ]
-                .map(|(name, value)| MetricPoint {
-                    step,
-                    name: name.into(),
-                    value,
-                })
-            })
-            .collect();
-        let sent = api.worker(&token).metrics(job.job_id, &points).await;
-        assert!(sent.status < 300, "{}", sent.text);
-    }
+    let ids = runs_with_metrics(&server, &api, RUNS, STEPS).await;
 
     let list: Vec<String> = ids.iter().map(i64::to_string).collect();
     let c: Comparison = api
@@ -71,7 +27,7 @@ async fn fifty_runs_compare_in_one_request_and_a_comparison_saves_with_its_basel
         ids,
         "in the order asked"
     );
-    assert_eq!(c.metrics, vec!["loss", "lr", "tokens_per_s"]);
+    assert_eq!(c.metrics, vec!["elapsed_s", "loss", "lr", "tokens_per_s"]);
     for (i, r) in c.runs.iter().enumerate() {
         let floor = 0.1 * i as f64;
         // Only the asked-for curves, downsampled, ending on the true last point.
@@ -86,10 +42,10 @@ async fn fifty_runs_compare_in_one_request_and_a_comparison_saves_with_its_basel
         let s = |name: &str| r.summary.iter().find(|s| s.name == name).unwrap().clone();
         let l = s("loss");
         assert_eq!((l.n, l.last_step), (STEPS, STEPS));
-        assert!((l.last - loss(STEPS, floor)).abs() < 1e-12);
-        assert!((l.min - loss(STEPS, floor)).abs() < 1e-12);
+        assert!((l.last - sweep_loss(STEPS, floor)).abs() < 1e-12);
+        assert!((l.min - sweep_loss(STEPS, floor)).abs() < 1e-12);
         assert_eq!(l.min_step, STEPS);
-        assert!((l.max - loss(1, floor)).abs() < 1e-12);
+        assert!((l.max - sweep_loss(1, floor)).abs() < 1e-12);
         assert_eq!((l.max_step, l.best), (1, l.min));
         let t = s("tokens_per_s");
         assert_eq!(t.best, t.max, "throughput: higher is better");
@@ -110,7 +66,7 @@ async fn fifty_runs_compare_in_one_request_and_a_comparison_saves_with_its_basel
         .ok();
     let names: Vec<&str> = by_name.runs.iter().map(|r| r.run.name.as_str()).collect();
     assert_eq!(names, vec!["sweep-3", "sweep-1"]);
-    assert_eq!(by_name.runs[0].curves.len(), 3, "all metrics by default");
+    assert_eq!(by_name.runs[0].curves.len(), 4, "all metrics by default");
 
     // Bad requests name the problem.
     let unknown = api.get("/api/compare?runs=sweep-1,nope").await;

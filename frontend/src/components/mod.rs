@@ -3,6 +3,7 @@
 pub mod chart;
 pub mod histogram;
 pub mod math_text;
+pub mod overlay;
 
 use leptos::prelude::*;
 
@@ -94,4 +95,21 @@ where
         }
     });
     load
+}
+
+/// Offers `text` as a file download named `file_name` (a Blob of type `mime`, clicked through a
+/// link) and returns the Blob's URL, for a visible "download again" link.
+pub fn save_file(file_name: &str, mime: &str, text: &str) -> Option<String> {
+    use wasm_bindgen::JsCast;
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).ok()?;
+    let document = web_sys::window()?.document()?;
+    let link = document.create_element("a").ok()?;
+    link.set_attribute("href", &url).ok()?;
+    link.set_attribute("download", file_name).ok()?;
+    link.dyn_into::<web_sys::HtmlElement>().ok()?.click();
+    Some(url)
 }

@@ -1,5 +1,6 @@
 //! One module per route.
 
+pub mod compare;
 pub mod curations;
 pub mod dataset;
 pub mod datasets;

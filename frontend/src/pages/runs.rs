@@ -51,6 +51,16 @@ pub fn RunsPage() -> impl IntoView {
         api::models()
     });
     let datasets = LocalResource::new(api::datasets);
+    // The runs ticked for a comparison (any number), kept across filters and refreshes.
+    let selected = RwSignal::new(Vec::<i64>::new());
+    let navigate = use_navigate();
+    let compare = move |_| {
+        let ids: Vec<String> = selected.get().iter().map(i64::to_string).collect();
+        navigate(
+            &format!("/compare?runs={}", ids.join(",")),
+            Default::default(),
+        );
+    };
     // Refresh the list while something is queued or running.
     every(std::time::Duration::from_secs(2), refresh);
     view! {
@@ -65,6 +75,9 @@ pub fn RunsPage() -> impl IntoView {
             }).collect_view()}
             <input type="search" placeholder="filter by name" data-test="run-search"
                 prop:value=move || search.get() on:input=move |ev| search.set(event_target_value(&ev))/>
+            <button data-test="compare-selected" disabled=move || selected.with(|s| s.len() < 2) on:click=compare>
+                {move || format!("Compare {} runs", selected.with(Vec::len))}</button>
+            <button class="link" data-test="clear-selection" on:click=move |_| selected.set(Vec::new())>"clear"</button>
         </div>
         <Transition fallback=|| view! { <p class="loading">"Loading runs…"</p> }>
             {move || runs.get().map(|result| match result {
@@ -75,15 +88,40 @@ pub fn RunsPage() -> impl IntoView {
                     if list.is_empty() {
                         return view! { <p class="empty">"No runs match."</p> }.into_any();
                     }
+                    let shown: Vec<i64> = list.iter().map(|r| r.id).collect();
+                    let all_ticked = {
+                        let shown = shown.clone();
+                        move || selected.with(|s| shown.iter().all(|id| s.contains(id)))
+                    };
+                    let tick_all = move |ev: leptos::ev::Event| {
+                        let on = event_target_checked(&ev);
+                        selected.update(|s| {
+                            s.retain(|id| !shown.contains(id));
+                            if on {
+                                s.extend(shown.iter().copied());
+                            }
+                        });
+                    };
                     view! {
                     <table class="grid" data-test="runs">
-                        <thead><tr><th>"Run"</th><th>"Status"</th><th>"Method"</th><th>"Model"</th><th>"Dataset"</th>
+                        <thead><tr><th><input type="checkbox" data-test="select-all-runs" title="select every run shown"
+                            prop:checked=all_ticked on:change=tick_all/></th><th>"Run"</th><th>"Status"</th><th>"Method"</th><th>"Model"</th><th>"Dataset"</th>
                             <th class="num">"Step"</th><th class="num">"Loss"</th><th>"Created"</th></tr></thead>
                         <tbody>
                             {list.into_iter().map(|r| {
                                 let name = r.name.clone();
+                                let id = r.id;
                                 view! {
                                     <tr data-test="run-row" data-name=r.name.clone()>
+                                        <td><input type="checkbox" data-test="select-run"
+                                            prop:checked=move || selected.with(|s| s.contains(&id))
+                                            on:change=move |ev| {
+                                                let on = event_target_checked(&ev);
+                                                selected.update(|s| {
+                                                    s.retain(|x| *x != id);
+                                                    if on { s.push(id); }
+                                                });
+                                            }/></td>
                                         <td><A href=format!("/runs/{}", r.id)>{name}</A></td>
                                         <td><span class=format!("status {}", r.status) data-test="run-status">{r.status.as_str()}</span></td>
                                         <td>{r.method.as_str()}</td>
