@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use still_api::{
     ComparedRun, Comparison, Curve, DEFAULT_COMPARE_POINTS, MAX_COMPARE_POINTS, MAX_COMPARE_RUNS,
@@ -106,32 +107,18 @@ async fn compare(
         .as_deref()
         .map(|m| split(m).into_iter().map(String::from).collect());
     let runs = load_runs(&state, team, &split(&query.runs)).await?;
+    // Each run's rollups and curves, a few runs at a time over the pool's connections, in order.
+    let compared: Vec<ComparedRun> = futures_util::stream::iter(runs)
+        .map(|run| read_run(&state, run, wanted.as_deref(), max_points))
+        .buffered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
     let mut teachers: HashMap<i64, String> = HashMap::new();
-    let mut compared = Vec::with_capacity(runs.len());
-    let mut fields = Vec::with_capacity(runs.len());
+    let mut fields = Vec::with_capacity(compared.len());
     let mut metrics: Vec<String> = Vec::new();
-    for run in runs {
-        let summary = crate::store::metrics::summaries(&state.db, run.id).await?;
-        metrics.extend(summary.iter().map(|s| s.name.clone()));
-        let points = match &wanted {
-            None => crate::store::metrics::downsampled(&state.db, run.id, None, max_points).await?,
-            Some(names) => {
-                let mut points = Vec::new();
-                for name in names {
-                    points.extend(
-                        crate::store::metrics::downsampled(
-                            &state.db,
-                            run.id,
-                            Some(name),
-                            max_points,
-                        )
-                        .await?,
-                    );
-                }
-                points
-            }
-        };
-        let teacher = match run.teacher_id {
+    for c in &compared {
+        metrics.extend(c.summary.iter().map(|s| s.name.clone()));
+        let teacher = match c.run.teacher_id {
             None => None,
             Some(id) => {
                 if let std::collections::hash_map::Entry::Vacant(e) = teachers.entry(id) {
@@ -144,12 +131,7 @@ async fn compare(
                 teachers.get(&id).cloned()
             }
         };
-        fields.push(still_api::config_fields(&run, teacher.as_deref()));
-        compared.push(ComparedRun {
-            run,
-            summary,
-            curves: curves(points),
-        });
+        fields.push(still_api::config_fields(&c.run, teacher.as_deref()));
     }
     metrics.sort();
     metrics.dedup();
@@ -158,6 +140,37 @@ async fn compare(
         metrics,
         config: still_api::config_rows(&fields),
     }))
+}
+
+/// Runs read at once for a comparison.
+const READS_AT_ONCE: usize = 4;
+
+/// One run's metric summaries and the wanted curves (every metric when `wanted` is `None`).
+async fn read_run(
+    state: &AppState,
+    run: RunSummary,
+    wanted: Option<&[String]>,
+    max_points: usize,
+) -> Result<ComparedRun> {
+    let summary = crate::store::metrics::summaries(&state.db, run.id).await?;
+    let points = match wanted {
+        None => crate::store::metrics::downsampled(&state.db, run.id, None, max_points).await?,
+        Some(names) => {
+            let mut points = Vec::new();
+            for name in names {
+                points.extend(
+                    crate::store::metrics::downsampled(&state.db, run.id, Some(name), max_points)
+                        .await?,
+                );
+            }
+            points
+        }
+    };
+    Ok(ComparedRun {
+        run,
+        summary,
+        curves: curves(points),
+    })
 }
 
 /// The saved comparison, with runs deleted since reported missing.

@@ -148,7 +148,9 @@ fn points(rows: Vec<(i64, String, f64)>) -> Result<Vec<MetricPoint>> {
 
 /// About `max_points` points per metric (ordered by name and step) with every spike kept: the
 /// first and last point, and the smallest and largest value of each stretch of steps. Reads
-/// the widest rollup that still gives enough buckets, not the points themselves.
+/// the widest rollup that still gives enough buckets (the narrowest while it gives at least
+/// half of them), not the points themselves; a run too short even for that has its points
+/// grouped into narrower stretches by SQLite.
 pub async fn downsampled(
     pool: &SqlitePool,
     run: i64,
@@ -159,28 +161,48 @@ pub async fn downsampled(
         return Ok(Vec::new());
     };
     let wanted_buckets = (max_points as i64 / 2).max(1);
-    if max_step <= max_points as i64 || max_step / WIDTHS[0] < wanted_buckets {
+    if max_step <= max_points as i64 {
         // Short runs: the points themselves are few.
         return Ok(still_api::downsample_each(
             all(pool, run, name).await?,
             max_points,
         ));
     }
-    let width = WIDTHS
-        .iter()
-        .rev()
-        .copied()
-        .find(|w| max_step / w >= wanted_buckets)
-        .unwrap_or(WIDTHS[0]);
-    let rows: Vec<(String, i64, f64, i64, f64)> = sqlx::query_as(
-        "SELECT name, min_step, min_value, max_step, max_value FROM run_metric_buckets \
-         WHERE run_id = ? AND width = ? AND (?3 IS NULL OR name = ?3) ORDER BY name, bucket",
-    )
-    .bind(run)
-    .bind(width)
-    .bind(name)
-    .fetch_all(pool)
-    .await?;
+    // The narrowest rollup still serves when it gives at least half the buckets asked for.
+    let rows: Vec<(String, i64, f64, i64, f64)> = if max_step / WIDTHS[0] < wanted_buckets / 2 {
+        // Too few steps for the narrowest rollup: the same buckets, narrower, grouped by SQLite
+        // over the points (a lone min() or max() takes its step from the row that has it).
+        let width = (max_step + wanted_buckets - 1) / wanted_buckets;
+        sqlx::query_as(
+            "SELECT lo.name, lo.step, lo.v, hi.step, hi.v FROM \
+             (SELECT name, step / ?2 AS b, step, min(value) AS v FROM run_metrics \
+              WHERE run_id = ?1 AND (?3 IS NULL OR name = ?3) GROUP BY name, b) lo \
+             JOIN (SELECT name, step / ?2 AS b, step, max(value) AS v FROM run_metrics \
+              WHERE run_id = ?1 AND (?3 IS NULL OR name = ?3) GROUP BY name, b) hi \
+             USING (name, b) ORDER BY lo.name, b",
+        )
+        .bind(run)
+        .bind(width)
+        .bind(name)
+        .fetch_all(pool)
+        .await?
+    } else {
+        let width = WIDTHS
+            .iter()
+            .rev()
+            .copied()
+            .find(|w| max_step / w >= wanted_buckets)
+            .unwrap_or(WIDTHS[0]);
+        sqlx::query_as(
+            "SELECT name, min_step, min_value, max_step, max_value FROM run_metric_buckets \
+             WHERE run_id = ? AND width = ? AND (?3 IS NULL OR name = ?3) ORDER BY name, bucket",
+        )
+        .bind(run)
+        .bind(width)
+        .bind(name)
+        .fetch_all(pool)
+        .await?
+    };
     let mut out = Vec::new();
     for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
         let metric = &chunk[0].0;

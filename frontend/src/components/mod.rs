@@ -113,3 +113,10 @@ pub fn save_file(file_name: &str, mime: &str, text: &str) -> Option<String> {
     link.dyn_into::<web_sys::HtmlElement>().ok()?.click();
     Some(url)
 }
+
+/// A `performance.mark` (the page benchmarks time navigation and drawing with these).
+pub fn mark(name: &str) {
+    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = p.mark(name);
+    }
+}

@@ -14,12 +14,13 @@ use still_api::{ComparedRun, Comparison, MetricSummary, NewComparison};
 
 use crate::api::{self, ApiError};
 use crate::components::overlay::{OverlayChart, Series, colour_of, tick};
-use crate::components::{ErrorBox, save_file};
+use crate::components::{ErrorBox, mark, save_file};
 
 /// The query keys the view keeps, in the order the URL writes them.
 const KEYS: [&str; 7] = ["runs", "metric", "smooth", "x", "log", "baseline", "hide"];
-/// Points per curve the page asks for.
-const POINTS: usize = 1000;
+/// Points per curve the page asks for: about one per two pixels of the 720-unit-wide chart (a
+/// 10,000-step run then reads its 64-step rollups, not its points).
+pub const POINTS: usize = 320;
 
 fn ids(text: &str) -> Vec<i64> {
     text.split(',')
@@ -232,6 +233,12 @@ pub fn ComparePage() -> impl IntoView {
         }
     });
     let comparison = Memo::new(move |_| data.get().and_then(Result::ok));
+    // The compare benchmark times navigation → curves drawn with this mark.
+    Effect::new(move |_| {
+        if comparison.with(Option::is_some) {
+            request_animation_frame(|| mark("still:compare-drawn"));
+        }
+    });
     let series = Signal::derive(move || {
         let metric = metric.get();
         let by_time = by_time.get();

@@ -11,7 +11,7 @@ use still_api::{ArtifactFolder, MetricPoint, RunLogEntry, RunSnapshot, RunStatus
 
 use crate::api::{self, ApiError};
 use crate::components::chart::{LineChart, MultiLineChart};
-use crate::components::{ErrorBox, every};
+use crate::components::{ErrorBox, every, mark};
 use crate::format::{bytes, timestamp};
 
 /// Points kept per metric before the page downsamples what it has (extremes kept).
@@ -57,13 +57,6 @@ fn append_points(all: &mut Vec<MetricPoint>, new: Vec<MetricPoint>) {
     if all.len() > MAX_POINTS_PER_METRIC * metrics {
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.step.cmp(&b.step)));
         *all = still_api::downsample_each(std::mem::take(all), MAX_POINTS_PER_METRIC / 2);
-    }
-}
-
-/// A `performance.mark` (the run-page benchmark times snapshot → curve with these).
-fn mark(name: &str) {
-    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
-        let _ = p.mark(name);
     }
 }
 
