@@ -1105,6 +1105,13 @@ impl FakeTeacher {
     }
 }
 
+/// The median and 95th percentile of a bench's timings.
+pub fn p50_p95(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    (at(0.5), at(0.95))
+}
+
 /// A bench's `--name VALUE` argument, or `default` (also when it does not parse).
 pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

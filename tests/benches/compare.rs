@@ -11,16 +11,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use still_tests::{Browser, bench_arg, server_with_tiny_model};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (percentile(&v, 0.5), percentile(&v, 0.95))
-}
+use still_tests::{Browser, bench_arg, p50_p95 as summary, server_with_tiny_model};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
