@@ -1431,6 +1431,48 @@ async fn compare_three_runs_smooth_diff_pin_a_baseline_reload_and_export() -> an
         .await?;
     browser.wait_for("[data-test=raw-path]").await?;
     assert_eq!(smooth_paths(c).await?, smoothed);
+    let versions = c.find_all(Locator::Css("[data-test=data-version]")).await?;
+    assert_eq!(versions.len(), 1, "the three runs trained on one version");
+
+    // A run on an edited version of the data: the comparison lists both versions and their diff.
+    let page = api.examples("add", "limit=1").await;
+    let _: still_api::Example = api
+        .patch(
+            &format!("/api/examples/{}", page.items[0].id),
+            serde_json::json!({"answer": "changed for the comparison"}),
+        )
+        .await
+        .ok();
+    let later = api
+        .create_run(serde_json::json!({"name": "on-v2", "method": "sft", "model": "tiny", "dataset": "add"}))
+        .await;
+    assert_eq!(later.status, 201, "{}", later.text);
+    let later_id = later.body["id"].as_i64().unwrap();
+    c.goto(&format!(
+        "{}/compare?runs={},{later_id}",
+        server.url, chosen[0]
+    ))
+    .await?;
+    let diff = browser
+        .wait_for_text("[data-test=data-diff]", |t| t.contains("→"))
+        .await?;
+    assert_eq!(
+        diff,
+        "add v1 → v2: 0 added · 0 removed · 1 changed · 63 unchanged"
+    );
+    let mut rows = Vec::new();
+    for row in c.find_all(Locator::Css("[data-test=data-version]")).await? {
+        rows.push(row.text().await?);
+    }
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].starts_with("add v1") && rows[0].ends_with("sweep-0"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].starts_with("add v2") && rows[1].ends_with("on-v2"),
+        "{rows:?}"
+    );
 
     browser.close().await?;
     server.stop().await;

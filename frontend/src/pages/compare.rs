@@ -365,6 +365,7 @@ pub fn ComparePage() -> impl IntoView {
                 </div>
                 <MetricsTable comparison=c.clone() metric baseline sort set/>
                 <ConfigDiff comparison=c.clone() show_all/>
+                <DataVersions comparison=c.clone()/>
                 <section class="panel">
                     <h2>"Export and save"</h2>
                     <div class="toolbar">
@@ -484,6 +485,86 @@ fn MetricsTable(
                 </tr></thead>
                 <tbody>{rows}</tbody>
             </table>
+        </section>
+    }
+}
+
+/// A dataset version some of the compared runs trained on.
+struct UsedVersion {
+    dataset_id: i64,
+    dataset: String,
+    version: i64,
+    hash: String,
+    runs: Vec<String>,
+}
+
+/// The dataset versions the runs trained on (each with its runs and a link to its lineage), and
+/// between each two versions of one dataset the rows added, removed and changed.
+#[component]
+fn DataVersions(comparison: Comparison) -> impl IntoView {
+    // Each version and the runs that used it, in first-seen order.
+    let mut used: Vec<UsedVersion> = Vec::new();
+    for r in &comparison.runs {
+        let run = &r.run;
+        match used
+            .iter_mut()
+            .find(|u| u.dataset_id == run.dataset_id && u.version == run.dataset_version)
+        {
+            Some(u) => u.runs.push(run.name.clone()),
+            None => used.push(UsedVersion {
+                dataset_id: run.dataset_id,
+                dataset: run.dataset.clone(),
+                version: run.dataset_version,
+                hash: run.dataset_version_hash.clone(),
+                runs: vec![run.name.clone()],
+            }),
+        }
+    }
+    // Consecutive versions of the same dataset, oldest first.
+    let mut versions: Vec<(i64, i64, String)> = used
+        .iter()
+        .map(|u| (u.dataset_id, u.version, u.dataset.clone()))
+        .collect();
+    versions.sort_unstable();
+    let pairs: Vec<(i64, i64, i64, String)> = versions
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| (w[0].0, w[0].1, w[1].1, w[0].2.clone()))
+        .collect();
+    let diffs = LocalResource::new(move || {
+        let pairs = pairs.clone();
+        async move {
+            let mut out = Vec::new();
+            for (d, a, b, name) in pairs {
+                out.push((name, api::version_diff(d, a, b).await));
+            }
+            out
+        }
+    });
+    view! {
+        <section class="panel">
+            <h2>"Data"</h2>
+            <table class="grid" data-test="data-versions">
+                <thead><tr><th>"Dataset version"</th><th>"Content hash"</th><th>"Runs"</th></tr></thead>
+                <tbody>
+                    {used.into_iter().map(|u| view! {
+                        <tr data-test="data-version">
+                            <td><A href=format!("/datasets/{}/versions/{}", u.dataset_id, u.version)>{format!("{} v{}", u.dataset, u.version)}</A></td>
+                            <td><code>{u.hash.chars().take(12).collect::<String>()}</code></td>
+                            <td>{u.runs.join(", ")}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+            {move || diffs.get().map(|list| list.into_iter().map(|(name, d)| match d {
+                Err(e) => view! { <ErrorBox error=e/> }.into_any(),
+                Ok(d) => view! {
+                    <p class="meta" data-test="data-diff">{format!(
+                        "{name} v{} → v{}: {} added · {} removed · {} changed · {} unchanged",
+                        d.a.version, d.b.version, d.n_added, d.n_removed, d.n_changed, d.n_unchanged
+                    )}</p>
+                }.into_any(),
+            }).collect_view())}
         </section>
     }
 }
