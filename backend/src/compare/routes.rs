@@ -175,14 +175,7 @@ async fn read_run(
 
 /// The saved comparison, with runs deleted since reported missing.
 async fn saved(state: &AppState, team: i64, row: store::ComparisonRow) -> Result<SavedComparison> {
-    let mut existing = Vec::new();
-    for id in row.run_ids() {
-        match crate::runs::store::load_run(&state.db, team, &id.to_string()).await {
-            Ok(_) => existing.push(id),
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let existing = crate::runs::store::existing(&state.db, team, &row.run_ids()).await?;
     row.into_saved(&existing)
 }
 

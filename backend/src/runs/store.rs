@@ -123,6 +123,21 @@ pub async fn list(
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+/// Which of `ids` are runs of the team (one query).
+pub async fn existing(pool: &SqlitePool, team_id: i64, ids: &[i64]) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = sqlx::QueryBuilder::new("SELECT id FROM runs WHERE team_id = ");
+    q.push_bind(team_id).push(" AND id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+    Ok(q.build_query_scalar().fetch_all(pool).await?)
+}
+
 /// Whether the team has a run of this name.
 pub async fn name_taken(pool: &SqlitePool, team_id: i64, name: &str) -> Result<bool> {
     let taken: Option<i64> =

@@ -8,7 +8,9 @@ const H: f64 = 200.0;
 const PAD: f64 = 36.0;
 
 /// The range of every point of every series (an empty or flat range widened to 1).
-fn bounds<'a>(series: impl IntoIterator<Item = &'a [(f64, f64)]>) -> ((f64, f64), (f64, f64)) {
+pub(crate) fn bounds<'a>(
+    series: impl IntoIterator<Item = &'a [(f64, f64)]>,
+) -> ((f64, f64), (f64, f64)) {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in series.into_iter().flatten() {
         x0 = x0.min(x);

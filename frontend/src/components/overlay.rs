@@ -62,31 +62,6 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// The plot's data ranges: x and (scaled) y over every visible series.
-fn ranges(series: &[(Series, Vec<(f64, f64)>)]) -> ((f64, f64), (f64, f64)) {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for (s, drawn) in series {
-        for &(x, _) in &s.points {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-        }
-        for &(_, y) in drawn {
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
-    if x0 > x1 {
-        return ((0.0, 1.0), (0.0, 1.0));
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 <= y0 {
-        y1 = y0 + 1.0;
-    }
-    ((x0, x1), (y0, y1))
-}
-
 fn path(points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> String {
     let mut out = String::with_capacity(points.len() * 14);
     for (i, &(x, y)) in points.iter().enumerate() {
@@ -147,13 +122,14 @@ pub fn OverlayChart(
             })
             .collect::<Vec<_>>()
     });
+    // The ranges of every drawn point, raw and smoothed, of the visible runs.
     let bounds = Memo::new(move |_| {
-        let d = drawn.get();
-        let both: Vec<(Series, Vec<(f64, f64)>)> = d
-            .iter()
-            .map(|(s, raw, smooth)| (s.clone(), raw.iter().chain(smooth).copied().collect()))
-            .collect();
-        ranges(&both)
+        drawn.with(|d| {
+            super::chart::bounds(
+                d.iter()
+                    .flat_map(|(_, raw, smooth)| [raw.as_slice(), smooth.as_slice()]),
+            )
+        })
     });
     let y_tick = move |v: f64| {
         if log.get() {
